@@ -1,0 +1,122 @@
+//! The plugins of a node in config order, called one after the other on
+//! each batch. Synchronous and thread-free: the dispatcher runs one on its
+//! own thread; the test harness drives one directly for determinism.
+
+use crate::capabilities::Capabilities;
+use crate::config::PluginConfig;
+use crate::contract::LeadershipEvent;
+use crate::engine::HookEngine;
+use crate::load::LoadError;
+use crate::plugin::{Failure, Plugin};
+use crate::state::PluginContext;
+use crate::stats::{PluginCounters, PluginStats};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What an operator sees of a loaded plugin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub origin: String,
+    pub contract_version: String,
+    pub capabilities: Vec<String>,
+}
+
+pub struct PluginChain {
+    plugins: Vec<Plugin>,
+}
+
+impl PluginChain {
+    /// Loads, validates and initialises every configured plugin. The first
+    /// refusal is returned; nothing is half-started.
+    pub fn load(
+        engine: &HookEngine,
+        caps: &Arc<dyn Capabilities>,
+        configs: &[PluginConfig],
+    ) -> Result<Self, LoadError> {
+        let plugins = configs
+            .iter()
+            .map(|config| load_plugin(engine, caps, config, Arc::default()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { plugins })
+    }
+
+    /// Delivers a batch to each plugin in order. A failing plugin does not
+    /// stop the ones after it; its failures are returned by name.
+    pub fn deliver(&mut self, events: &[LeadershipEvent]) -> Vec<(String, Failure)> {
+        let mut failures = Vec::new();
+        for plugin in &mut self.plugins {
+            if let Err(failure) = plugin.deliver(events) {
+                failures.push((plugin.name().to_owned(), failure));
+            }
+        }
+        failures
+    }
+
+    /// Swaps in an already-initialised replacement for the plugin of the
+    /// same name. Returns false if there is no such plugin.
+    pub fn replace(&mut self, replacement: Plugin) -> bool {
+        match self.plugins.iter_mut().find(|p| p.name() == replacement.name()) {
+            Some(slot) => {
+                *slot = replacement;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.plugins
+            .iter()
+            .map(|p| p.counters().snapshot(p.name()))
+            .collect()
+    }
+
+    pub fn info(&self) -> Vec<PluginInfo> {
+        self.plugins.iter().map(Plugin::info).collect()
+    }
+
+    /// Counters by plugin name, for readers on other threads.
+    pub(crate) fn counters(&self) -> Vec<(String, Arc<PluginCounters>)> {
+        self.plugins
+            .iter()
+            .map(|p| (p.name().to_owned(), p.counters().clone()))
+            .collect()
+    }
+}
+
+/// Loads one plugin and runs its init, so a plugin that refuses its config
+/// is refused here, before it replaces anything.
+pub(crate) fn load_plugin(
+    engine: &HookEngine,
+    caps: &Arc<dyn Capabilities>,
+    config: &PluginConfig,
+    counters: Arc<PluginCounters>,
+) -> Result<Plugin, LoadError> {
+    let source = engine.source(&config.path)?;
+    let validated = engine.load(&source)?;
+    for capability in &validated.capabilities {
+        let granted = config.grants.iter().any(|g| g.name() == capability);
+        if matches!(capability.as_str(), "assignments" | "leadership" | "notify") && !granted {
+            tracing::warn!(
+                plugin = %config.name,
+                capability = %capability,
+                "plugin imports a capability it is not granted; its calls will be refused"
+            );
+        }
+    }
+    let ctx = Arc::new(PluginContext {
+        name: config.name.as_str().into(),
+        grants: config.grants.clone(),
+        caps: caps.clone(),
+        counters,
+    });
+    let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx);
+    plugin.ensure_instance().map_err(|failure| LoadError::Init {
+        origin: source.origin.clone(),
+        name: config.name.clone(),
+        message: failure.message,
+    })?;
+    plugin.counters().disabled.store(false, Ordering::Relaxed);
+    Ok(plugin)
+}

@@ -1,0 +1,263 @@
+//! The operator's plugin configuration, read from TOML:
+//!
+//! ```toml
+//! [dispatch]
+//! queue_capacity = 65536   # pending events before coalescing / dropping
+//! max_batch = 1024         # events per on-events call
+//!
+//! [[plugins]]
+//! name = "assign-leader"
+//! path = "builtin:assign-leader"     # or a .wasm path, relative to the config file
+//! grants = ["assignments"]           # assignments | leadership | notify
+//! limits = { timeout_ms = 100, memory_mib = 64 }
+//! on_error = { policy = "retry", retries = 3, backoff_ms = 10 }
+//! [plugins.config]                   # handed to the plugin's init as JSON
+//! ```
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The `[dispatch]` table and the `[[plugins]]` array. The broker embeds
+/// both in its node config; `leaderhook demo` reads them alone.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Pending events the queue holds. When full, each partition's pending
+    /// events are coalesced to its newest; if that is not enough, the new
+    /// event is dropped and counted (the broker's resync heals it).
+    pub queue_capacity: usize,
+    /// Most events handed to one on-events call.
+    pub max_batch: usize,
+    /// Directory for precompiled plugin artifacts, keyed by content hash.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            max_batch: 1024,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// A `.wasm` file, or `builtin:<name>` for a plugin shipped in the binary.
+    pub path: String,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// Capabilities a plugin may be granted. `log` and the read-only `cluster`
+/// view are always available.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Grant {
+    /// `assignments.set-leader`
+    Assignments,
+    /// `leadership.transfer`
+    Leadership,
+    /// `notify.emit`
+    Notify,
+}
+
+impl Grant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::Assignments => "assignments",
+            Grant::Leadership => "leadership",
+            Grant::Notify => "notify",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall time one call may take before it is interrupted.
+    pub timeout_ms: u64,
+    /// Linear memory the plugin may grow to.
+    pub memory_mib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 100,
+            memory_mib: 64,
+        }
+    }
+}
+
+impl Limits {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+}
+
+/// What happens when a call fails (trap, panic, timeout, out of memory, or an
+/// error result).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnError {
+    pub policy: ErrorPolicy,
+    /// `retry`: attempts after the first.
+    pub retries: u32,
+    /// `retry`: delay before the first retry; doubles per attempt, up to 1 s.
+    pub backoff_ms: u64,
+    /// `disable`: consecutive failed batches before the plugin is disabled
+    /// (until it is reloaded).
+    pub disable_after: u32,
+}
+
+impl Default for OnError {
+    fn default() -> Self {
+        Self {
+            policy: ErrorPolicy::Skip,
+            retries: 3,
+            backoff_ms: 10,
+            disable_after: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    /// Log, count, and move on to the next batch.
+    Skip,
+    /// Retry the same batch with exponential backoff, then skip.
+    Retry,
+    /// Skip, and disable the plugin after `disable_after` consecutive failures.
+    Disable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+}
+
+impl HooksConfig {
+    /// Reads and validates a config file. Relative plugin paths are resolved
+    /// against the file's directory.
+    pub fn from_file(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, file)
+    }
+
+    /// Parses and validates config text; `file` names it in errors and
+    /// anchors relative paths.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let mut config: HooksConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names, limits and sizes that make sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dispatch.queue_capacity == 0 {
+            return Err("dispatch.queue_capacity must be at least 1".into());
+        }
+        if self.dispatch.max_batch == 0 {
+            return Err("dispatch.max_batch must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}] (name {:?})", p.name);
+            if p.name.trim().is_empty() {
+                return Err(format!("plugins[{i}]: name must not be empty"));
+            }
+            if !seen.insert(p.name.as_str()) {
+                return Err(format!("{at}: duplicate plugin name"));
+            }
+            if p.path.trim().is_empty() {
+                return Err(format!("{at}: path must not be empty"));
+            }
+            if p.limits.timeout_ms == 0 {
+                return Err(format!("{at}: limits.timeout_ms must be at least 1"));
+            }
+            if p.limits.memory_mib == 0 {
+                return Err(format!("{at}: limits.memory_mib must be at least 1"));
+            }
+            if p.on_error.policy == ErrorPolicy::Disable && p.on_error.disable_after == 0 {
+                return Err(format!("{at}: on_error.disable_after must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in &mut self.plugins {
+            if !p.path.starts_with(BUILTIN_PREFIX) && Path::new(&p.path).is_relative() {
+                p.path = base.join(&p.path).to_string_lossy().into_owned();
+            }
+        }
+        if let Some(dir) = &mut self.dispatch.cache_dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+    }
+}
+
+/// Prefix of plugin paths that name a plugin embedded in the binary.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+impl PluginConfig {
+    /// A config entry with default limits and policy.
+    pub fn new(name: impl Into<String>, path: impl Into<String>, grants: &[Grant]) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            grants: grants.to_vec(),
+            config: toml::Table::new(),
+            limits: Limits::default(),
+            on_error: OnError::default(),
+        }
+    }
+
+    /// The config table as the JSON string `init` receives.
+    pub fn config_json(&self) -> String {
+        // A TOML table always converts to JSON (datetimes become strings).
+        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
+    }
+}

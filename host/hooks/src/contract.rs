@@ -1,0 +1,46 @@
+//! The host side of the WIT contract (`wit/leaderhook.wit`): generated
+//! bindings and the contract version this host implements.
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "leadership-hook",
+    additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord],
+});
+
+pub use leaderhook::plugin::log::Level;
+pub use leaderhook::plugin::types::{
+    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId,
+    Transition, WriteOutcome,
+};
+
+/// The WIT package this host implements.
+pub const CONTRACT_PACKAGE: &str = "leaderhook:plugin";
+/// The contract version this host implements; plugins built against another
+/// minor line are refused at load time.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+impl PartitionId {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for Transition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transition::BecameLeader => "became-leader",
+            Transition::SteppedDown => "stepped-down",
+            Transition::LeaderObserved => "leader-observed",
+            Transition::LeaderLost => "leader-lost",
+        })
+    }
+}

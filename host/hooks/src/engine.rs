@@ -1,0 +1,138 @@
+//! One wasmtime [`Engine`] per process, with the linker every plugin is
+//! instantiated against and the ticker that drives epoch interruption (the
+//! wall-time limit of each call).
+
+use crate::contract::LeadershipHook;
+use crate::load::{self, LoadError, PluginSource, Validated};
+use crate::state::PluginState;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the epoch advances: the granularity of call timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Cheap to clone; the ticker thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct HookEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    builtins: HashMap<String, &'static [u8]>,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl HookEngine {
+    pub fn new() -> anyhow::Result<Self> {
+        Self::builder().build()
+    }
+
+    pub fn builder() -> HookEngineBuilder {
+        HookEngineBuilder::default()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<PluginState> {
+        &self.inner.linker
+    }
+
+    /// Names of the plugins embedded in this binary (`builtin:<name>`).
+    pub fn builtin_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.inner.builtins.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    /// Reads a plugin from a path or `builtin:<name>`.
+    pub fn source(&self, path: &str) -> Result<PluginSource, LoadError> {
+        PluginSource::resolve(path, &self.inner.builtins)
+    }
+
+    /// Compiles and checks a plugin against the contract, using the
+    /// precompiled-artifact cache when one is configured.
+    pub fn load(&self, source: &PluginSource) -> Result<Validated, LoadError> {
+        load::validate(self, source, self.inner.cache_dir.as_deref())
+    }
+
+    /// Ticks to allow for a call of `timeout`: rounded up, plus one because
+    /// the current tick may end right after the deadline is set.
+    pub fn deadline_ticks(timeout: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+#[derive(Default)]
+pub struct HookEngineBuilder {
+    builtins: HashMap<String, &'static [u8]>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl HookEngineBuilder {
+    /// Embeds a plugin reachable as `builtin:<name>`. It runs in the same
+    /// sandbox as any other plugin: embedded is not privileged.
+    pub fn builtin(mut self, name: &str, bytes: &'static [u8]) -> Self {
+        self.builtins.insert(name.to_owned(), bytes);
+        self
+    }
+
+    /// Caches precompiled artifacts in `dir`, keyed by content hash.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<HookEngine> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // Bounded native stack for plugins: deep recursion traps cleanly.
+        config.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(HookEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                builtins: self.builtins,
+                cache_dir: self.cache_dir,
+                ticker_stop,
+            }),
+        })
+    }
+}
+
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("leaderhook-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+    Ok(())
+}

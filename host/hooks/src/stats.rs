@@ -1,0 +1,109 @@
+//! Counters an operator reads to see what plugins did.
+
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Live counters of one plugin, shared by its host imports and the
+/// dispatcher; they survive instance recycling and reloads.
+#[derive(Debug, Default)]
+pub struct PluginCounters {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub traps: AtomicU64,
+    pub panics: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    pub errors: AtomicU64,
+    pub init_failures: AtomicU64,
+    pub retries: AtomicU64,
+    pub skipped_batches: AtomicU64,
+    pub instances: AtomicU64,
+    pub reloads: AtomicU64,
+    pub refused_calls: AtomicU64,
+    pub ungranted_calls: AtomicU64,
+    pub log_lines: AtomicU64,
+    pub disabled: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl PluginCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, name: &str) -> PluginStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PluginStats {
+            name: name.to_owned(),
+            batches: get(&self.batches),
+            events: get(&self.events),
+            traps: get(&self.traps),
+            panics: get(&self.panics),
+            timeouts: get(&self.timeouts),
+            out_of_memory: get(&self.out_of_memory),
+            errors: get(&self.errors),
+            init_failures: get(&self.init_failures),
+            retries: get(&self.retries),
+            skipped_batches: get(&self.skipped_batches),
+            instances: get(&self.instances),
+            reloads: get(&self.reloads),
+            refused_calls: get(&self.refused_calls),
+            ungranted_calls: get(&self.ungranted_calls),
+            log_lines: get(&self.log_lines),
+            disabled: self.disabled.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+        }
+    }
+}
+
+/// A point-in-time copy of [`PluginCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PluginStats {
+    pub name: String,
+    /// on-events calls that returned Ok.
+    pub batches: u64,
+    /// Events delivered in those calls.
+    pub events: u64,
+    pub traps: u64,
+    pub panics: u64,
+    pub timeouts: u64,
+    pub out_of_memory: u64,
+    /// on-events calls that returned Err.
+    pub errors: u64,
+    pub init_failures: u64,
+    pub retries: u64,
+    /// Batches given up on after the on_error policy.
+    pub skipped_batches: u64,
+    /// Instances created (1 + recycles after traps).
+    pub instances: u64,
+    pub reloads: u64,
+    /// Capability calls refused (fencing, bad partition, bad sink...).
+    pub refused_calls: u64,
+    /// Capability calls refused because the capability was not granted.
+    pub ungranted_calls: u64,
+    pub log_lines: u64,
+    pub disabled: bool,
+    pub last_error: Option<String>,
+}
+
+impl PluginStats {
+    /// Every failed call, of any kind.
+    pub fn failures(&self) -> u64 {
+        self.traps + self.panics + self.timeouts + self.out_of_memory + self.errors + self.init_failures
+    }
+}
+
+/// Counters of the dispatch queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub submitted: u64,
+    pub delivered: u64,
+    /// Events replaced by a newer event of the same partition under pressure.
+    pub coalesced: u64,
+    /// Events dropped because the queue was full of other partitions.
+    pub dropped: u64,
+    /// Events dropped because a newer term of the partition was already delivered.
+    pub stale: u64,
+    pub pending: u64,
+}

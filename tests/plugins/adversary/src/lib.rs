@@ -1,0 +1,229 @@
+//! A hostile test plugin for the leaderhook runtime.
+//!
+//! Its behaviour is chosen by its config, e.g. `{"mode": "loop"}`. Fields
+//! (all optional): `mode` (below), `tag` (a string echoed in output),
+//! `fail_times` (for `flaky`), `sink` (for `notify` and `ungranted`, default
+//! `"trace"`). Unless noted, a mode acts in `on-events`:
+//!
+//! - `ok`: does nothing.
+//! - `loop`: loops forever.
+//! - `memory`: allocates without bound, 1 MiB at a time.
+//! - `panic`: panics ("adversary panicked on purpose").
+//! - `error`: returns `Err("adversary failed on purpose")`.
+//! - `init-error`: `init` returns `Err("adversary init refused")`.
+//! - `ungranted`: calls `leadership.transfer` (first event's partition to its
+//!   observer) and `notify.emit`; returns the first error's message.
+//! - `flaky`: fails the first `fail_times` batches ("flaky failure N"), then
+//!   behaves like assign-leader.
+//! - `notify`: emits `"{tag}:{topic}-{partition}:{term}"` to `sink` for every
+//!   event.
+//! - `stale-write`, `future-epoch`, `not-replica`: on `became-leader`, call
+//!   set-leader with epoch `term - 1`, epoch `u64::MAX`, or leader 999999;
+//!   return the refusal's message.
+//! - `print`: writes a line to stdout and one to stderr.
+//! - `stack`: recurses without bound (stack overflow).
+//!
+//! An unknown mode makes `init` fail.
+
+use std::hint::black_box;
+
+use leaderhook_sdk::{
+    CapError, Hook, LeadershipEvent, NodeId, PartitionId, Transition, assignments, cluster,
+    leadership, log, notify, register_hook,
+};
+use serde::Deserialize;
+
+/// The adversary's config.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// What to do; see the crate docs.
+    pub mode: String,
+    /// Echoed in `print` and `notify` output.
+    pub tag: String,
+    /// How many batches `flaky` fails before it succeeds.
+    pub fail_times: u32,
+    /// The sink `notify` and `ungranted` emit to.
+    pub sink: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: String::new(),
+            tag: String::new(),
+            fail_times: 0,
+            sink: "trace".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ok,
+    Loop,
+    Memory,
+    Panic,
+    Error,
+    Ungranted,
+    Flaky,
+    Notify,
+    StaleWrite,
+    FutureEpoch,
+    NotReplica,
+    Print,
+    Stack,
+}
+
+/// The plugin.
+pub struct Adversary {
+    mode: Mode,
+    config: Config,
+    /// Batches seen so far (for `flaky`).
+    calls: u32,
+}
+
+impl Hook for Adversary {
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self, String> {
+        let mode = match config.mode.as_str() {
+            "ok" => Mode::Ok,
+            "loop" => Mode::Loop,
+            "memory" => Mode::Memory,
+            "panic" => Mode::Panic,
+            "error" => Mode::Error,
+            "init-error" => return Err("adversary init refused".to_owned()),
+            "ungranted" => Mode::Ungranted,
+            "flaky" => Mode::Flaky,
+            "notify" => Mode::Notify,
+            "stale-write" => Mode::StaleWrite,
+            "future-epoch" => Mode::FutureEpoch,
+            "not-replica" => Mode::NotReplica,
+            "print" => Mode::Print,
+            "stack" => Mode::Stack,
+            other => return Err(format!("unknown mode {other:?}")),
+        };
+        Ok(Adversary {
+            mode,
+            config,
+            calls: 0,
+        })
+    }
+
+    fn on_events(&mut self, events: &[LeadershipEvent]) -> Result<(), String> {
+        self.calls = self.calls.saturating_add(1);
+        match self.mode {
+            Mode::Ok => Ok(()),
+            Mode::Loop => spin(),
+            Mode::Memory => hoard(),
+            Mode::Panic => panic!("adversary panicked on purpose"),
+            Mode::Error => Err("adversary failed on purpose".to_owned()),
+            Mode::Ungranted => self.ungranted(events),
+            Mode::Flaky => {
+                if self.calls <= self.config.fail_times {
+                    Err(format!("flaky failure {}", self.calls))
+                } else {
+                    assign_leader(events)
+                }
+            }
+            Mode::Notify => events.iter().try_for_each(|e| {
+                let payload = format!(
+                    "{}:{}-{}:{}",
+                    self.config.tag, e.partition.topic, e.partition.partition, e.term
+                );
+                notify::emit(&self.config.sink, &payload).map_err(|err| err.to_string())
+            }),
+            Mode::StaleWrite => bad_writes(events, |e| (e.observer, e.term.saturating_sub(1))),
+            Mode::FutureEpoch => bad_writes(events, |e| (e.observer, u64::MAX)),
+            Mode::NotReplica => bad_writes(events, |e| (999_999, e.term)),
+            Mode::Print => {
+                println!("adversary stdout {}", self.config.tag);
+                eprintln!("adversary stderr {}", self.config.tag);
+                Ok(())
+            }
+            Mode::Stack => {
+                black_box(recurse(black_box(0)));
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Adversary {
+    /// Calls both capabilities; reports the first refusal.
+    fn ungranted(&self, events: &[LeadershipEvent]) -> Result<(), String> {
+        let (partition, to) = match events.first() {
+            Some(e) => (e.partition.clone(), e.observer),
+            None => (PartitionId::new("adversary", 0), cluster::local_node()),
+        };
+        let transferred = leadership::transfer(&partition, to);
+        let emitted = notify::emit(&self.config.sink, "adversary ungranted");
+        transferred.and(emitted).map_err(|e| format!("{e}"))
+    }
+}
+
+/// Loops forever, in a way the optimiser cannot remove.
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter).wrapping_add(1);
+    }
+}
+
+/// Allocates 1 MiB chunks, touching every page, until something gives.
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(black_box(chunk));
+        black_box(&mut hoard);
+    }
+}
+
+/// Recurses until the stack overflows. The work after the call keeps it
+/// from being turned into a loop.
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    recurse(black_box(depth + 1)).wrapping_add(frame[depth as usize % 32])
+}
+
+/// Like assign-leader: record each new leader, ignore stale terms.
+fn assign_leader(events: &[LeadershipEvent]) -> Result<(), String> {
+    for e in events {
+        if e.transition != Transition::BecameLeader {
+            continue;
+        }
+        match assignments::set_leader(&e.partition, e.observer, e.term) {
+            Ok(_) => {}
+            Err(CapError::StaleEpoch(stored)) => {
+                log::debug(format!("{}: stale term (stored {stored})", e.partition));
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// For each `became-leader` event, a set-leader the host should refuse.
+fn bad_writes(
+    events: &[LeadershipEvent],
+    write: impl Fn(&LeadershipEvent) -> (NodeId, u64),
+) -> Result<(), String> {
+    for e in events {
+        if e.transition != Transition::BecameLeader {
+            continue;
+        }
+        let (leader, epoch) = write(e);
+        assignments::set_leader(&e.partition, leader, epoch).map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}
+
+register_hook!(Adversary);
