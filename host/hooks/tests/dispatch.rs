@@ -1,0 +1,52 @@
+//! The dispatcher never blocks its caller: a plugin stuck in a call does not
+//! slow `submit`, and a storm is coalesced per partition to the newest event.
+
+mod support;
+
+use leaderhook_hooks::queue::Push;
+use leaderhook_hooks::{HookRuntime, HooksConfig};
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
+    init_tracing();
+    let cluster = cluster();
+    let mut stuck = adversary("stuck", "loop", &[]);
+    stuck.limits.timeout_ms = 2_000;
+    let mut config = HooksConfig {
+        plugins: vec![stuck, assign_leader()],
+        ..HooksConfig::default()
+    };
+    config.dispatch.queue_capacity = 8;
+    let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
+
+    // The first event sends the stuck plugin into its loop...
+    runtime.submit(became_leader(&cluster, 0, 1, 1));
+    // ...wait until the dispatcher has taken it, then storm: 4 partitions,
+    // 50 elections each.
+    while runtime.stats().queue.pending > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut outcomes = Vec::new();
+    for term in 2..=51 {
+        for partition in 0..4 {
+            let leader = (term + partition as u64) % 3 + 1;
+            outcomes.push(runtime.submit(became_leader(&cluster, partition, leader, term)));
+        }
+    }
+    // Every submit returned while the plugin was still stuck in its first call.
+    let during = runtime.stats();
+    assert_eq!(during.plugins[0].timeouts, 0, "the first call has not even timed out yet");
+    assert!(during.queue.pending <= 8, "bounded: {}", during.queue.pending);
+    assert!(during.queue.coalesced > 0);
+    assert_eq!(during.queue.dropped, 0, "4 partitions always fit in 8 slots");
+    assert!(outcomes.iter().all(|o| matches!(o, Push::Queued | Push::Coalesced(_))));
+
+    assert!(runtime.wait_idle(Duration::from_secs(60)));
+    // Coalescing kept each partition's newest event: the assignments are final.
+    for partition in 0..4u32 {
+        let leader = (51 + partition as u64) % 3 + 1;
+        assert_eq!(cluster.assignment(&p(partition)), Some((Some(leader), 51)));
+    }
+}
