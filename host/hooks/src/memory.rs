@@ -54,18 +54,22 @@ impl MemoryCluster {
     /// Creates `partitions` partitions of `topic`, each on `replicas`, with
     /// no leader yet.
     pub fn add_topic(&self, topic: &str, partitions: u32, replicas: &[NodeId]) {
-        let mut inner = self.lock();
         for p in 0..partitions {
-            inner.partitions.insert(
-                PartitionId::new(topic, p),
-                PartitionView {
-                    replicas: replicas.to_vec(),
-                    leader: None,
-                    epoch: 0,
-                    highest_term: 0,
-                },
-            );
+            self.add_topic_partition(topic, p, replicas);
         }
+    }
+
+    /// Creates one partition on `replicas` (preferred first), no leader yet.
+    pub fn add_topic_partition(&self, topic: &str, partition: u32, replicas: &[NodeId]) {
+        self.lock().partitions.insert(
+            PartitionId::new(topic, partition),
+            PartitionView {
+                replicas: replicas.to_vec(),
+                leader: None,
+                epoch: 0,
+                highest_term: 0,
+            },
+        );
     }
 
     pub fn add_sink(&self, sink: &str) {

@@ -1,0 +1,76 @@
+//! The `leaderhook` binary: the demo with and without the default plugin,
+//! and `plugin check`.
+
+use std::process::{Command, Output};
+
+fn leaderhook(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+        .args(args)
+        .output()
+        .expect("run leaderhook")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_with_the_builtin_default_plugin_follows_raft() {
+    let out = leaderhook(&["demo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("all assignments follow Raft's leaders"), "{stdout}");
+    assert!(!stdout.contains("DIFFERS"), "{stdout}");
+    // The restarted node's late event reached the plugin and was fenced.
+    assert!(stdout.contains("node 1 assign-leader: events=2 failures=0 refused_calls=1"), "{stdout}");
+}
+
+#[test]
+fn demo_without_the_default_plugin_reproduces_the_original_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("no-plugins.toml");
+    std::fs::write(&config, "[dispatch]\nmax_batch = 64\n").unwrap();
+    let out = leaderhook(&["demo", "--config", config.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("DIFFERS"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("3 of 3 partitions name the wrong leader"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_with_a_broken_config_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[[plugins]]\nname = \"x\"\npath = \"missing.wasm\"\n").unwrap();
+    let out = leaderhook(&["demo", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let missing = dir.path().join("missing.wasm");
+    assert!(
+        stderr.contains(&format!("{}: plugin file not found", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugin_check_prints_contract_and_imports() {
+    let out = leaderhook(&["plugin", "check", "builtin:assign-leader"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("contract: leaderhook:plugin@0.1.0"), "{stdout}");
+    assert!(stdout.contains("imports: assignments, log"), "{stdout}");
+}
+
+#[test]
+fn plugin_check_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.wasm");
+    std::fs::write(&file, b"garbage").unwrap();
+    let out = leaderhook(&["plugin", "check", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+}
