@@ -7,10 +7,10 @@ use crate::load::{self, LoadError, PluginSource, Validated};
 use crate::state::PluginState;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 /// How often the epoch advances: the granularity of call timeouts.
@@ -27,6 +27,10 @@ struct Inner {
     linker: Linker<PluginState>,
     builtins: HashMap<String, &'static [u8]>,
     cache_dir: Option<PathBuf>,
+    /// Components compiled in this process, by SHA-256 of their bytes:
+    /// loading the same plugin again (another node's runtime, a reload of
+    /// an unchanged file) never recompiles.
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -68,7 +72,25 @@ impl HookEngine {
     /// Compiles and checks a plugin against the contract, using the
     /// precompiled-artifact cache when one is configured.
     pub fn load(&self, source: &PluginSource) -> Result<Validated, LoadError> {
-        load::validate(self, source, self.inner.cache_dir.as_deref())
+        load::validate(self, source)
+    }
+
+    /// The compiled component for `bytes`, compiling (or reading the
+    /// precompiled-artifact cache) only the first time.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let digest = load::sha256(bytes);
+        let compiled = |map: &mut HashMap<_, _>| map.get(&digest).cloned();
+        if let Some(component) = self.inner.compiled.lock().ok().and_then(|mut m| compiled(&mut m)) {
+            return Ok(component);
+        }
+        let component = match &self.inner.cache_dir {
+            Some(dir) => load::compile_cached(self, bytes, &digest, dir)?,
+            None => Component::new(&self.inner.engine, bytes)?,
+        };
+        if let Ok(mut map) = self.inner.compiled.lock() {
+            map.insert(digest, component.clone());
+        }
+        Ok(component)
     }
 
     /// Ticks to allow for a call of `timeout`: rounded up, plus one because
@@ -119,6 +141,7 @@ impl HookEngineBuilder {
                 linker,
                 builtins: self.builtins,
                 cache_dir: self.cache_dir,
+                compiled: Mutex::default(),
                 ticker_stop,
             }),
         })

@@ -125,11 +125,7 @@ pub struct Validated {
 const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
 const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
 
-pub(crate) fn validate(
-    engine: &HookEngine,
-    source: &PluginSource,
-    cache_dir: Option<&Path>,
-) -> Result<Validated, LoadError> {
+pub(crate) fn validate(engine: &HookEngine, source: &PluginSource) -> Result<Validated, LoadError> {
     let origin = source.origin.clone();
     let bytes = &source.bytes[..];
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -145,10 +141,7 @@ pub(crate) fn validate(
         origin: source.origin.clone(),
         message: format!("{e:#}"),
     };
-    let component = match cache_dir {
-        Some(dir) => compile_cached(engine, bytes, dir).map_err(invalid)?,
-        None => Component::new(engine.engine(), bytes).map_err(invalid)?,
-    };
+    let component = engine.compile(bytes).map_err(invalid)?;
 
     let (contract_version, capabilities) = check_world(engine, &component, &origin)?;
     let pre = engine
@@ -229,15 +222,15 @@ fn same_minor_line(found: &str, ours: &str) -> bool {
 /// Compiles through a cache of precompiled artifacts named by the SHA-256
 /// of the source bytes and the engine's compatibility hash, so a changed
 /// file or an upgraded host never picks up a stale artifact.
-fn compile_cached(
+pub(crate) fn compile_cached(
     engine: &HookEngine,
     bytes: &[u8],
+    digest: &[u8; 32],
     dir: &Path,
 ) -> Result<Component, wasmtime::Error> {
     use std::hash::{Hash, Hasher};
     let mut compat = std::collections::hash_map::DefaultHasher::new();
     engine.engine().precompile_compatibility_hash().hash(&mut compat);
-    let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()));
     if path.exists() {
@@ -257,6 +250,10 @@ fn compile_cached(
         tracing::warn!(artifact = %path.display(), "cannot cache precompiled plugin: {e}");
     }
     Ok(component)
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 /// Loads a precompiled artifact.

@@ -191,18 +191,45 @@ fn good_config_resolves_paths_against_the_config_file() {
 fn precompiled_artifacts_are_cached_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster();
-    let engine = HookEngine::builder()
-        .cache_dir(Some(dir.path().to_owned()))
-        .build()
-        .unwrap();
+    // A fresh engine each time, as a restarted broker would have: only the
+    // artifact on disk carries over.
     let load = || {
+        let engine = HookEngine::builder()
+            .cache_dir(Some(dir.path().to_owned()))
+            .build()
+            .unwrap();
         let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
         chain.deliver(&[became_leader(&cluster, 0, 2, 1)]);
     };
     load();
-    let artifacts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(artifacts.len(), 1, "one artifact for one plugin");
-    load(); // from the artifact
+    let written = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
+    load();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let reused = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
+    assert_eq!(written, reused, "the second engine read the artifact, did not rewrite it");
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)));
+}
+
+#[test]
+fn a_corrupt_artifact_is_ignored_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster();
+    let engine = || {
+        HookEngine::builder()
+            .cache_dir(Some(dir.path().to_owned()))
+            .build()
+            .unwrap()
+    };
+    PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
+    let artifact = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&artifact, b"corrupted").unwrap();
+    let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
+    assert!(chain.deliver(&[became_leader(&cluster, 0, 3, 1)]).is_empty());
+    assert_eq!(cluster.assignment(&p(0)), Some((Some(3), 1)));
+    assert!(std::fs::metadata(&artifact).unwrap().len() > 1000, "rebuilt");
 }
