@@ -26,7 +26,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn missing_file() {
     let message = load_error("/nonexistent/dir/plugin.wasm");
-    assert_eq!(message, "/nonexistent/dir/plugin.wasm: plugin file not found");
+    assert_eq!(
+        message,
+        "/nonexistent/dir/plugin.wasm: plugin file not found"
+    );
 }
 
 #[test]
@@ -44,7 +47,10 @@ fn truncated_component() {
     let bytes = std::fs::read(&plugins().assign_leader).unwrap();
     let path = write(dir.path(), "truncated.wasm", &bytes[..bytes.len() / 2]);
     let message = load_error(&path);
-    assert!(message.starts_with(&format!("{path}: invalid component:")), "{message}");
+    assert!(
+        message.starts_with(&format!("{path}: invalid component:")),
+        "{message}"
+    );
 }
 
 #[test]
@@ -54,7 +60,10 @@ fn core_module_instead_of_a_component() {
     let path = write(dir.path(), "core.wasm", &module);
     let message = load_error(&path);
     assert!(message.starts_with(&path), "{message}");
-    assert!(message.contains("core WebAssembly module, not a component"), "{message}");
+    assert!(
+        message.contains("core WebAssembly module, not a component"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -92,17 +101,25 @@ fn unknown_builtin() {
         .build()
         .unwrap();
     let message = engine.source("builtin:nope").err().unwrap().to_string();
-    assert_eq!(message, "builtin:nope: no builtin plugin named `nope` (builtins: assign-leader)");
+    assert_eq!(
+        message,
+        "builtin:nope: no builtin plugin named `nope` (builtins: assign-leader)"
+    );
 }
 
 #[test]
 fn plugin_that_refuses_its_config() {
     let cluster = cluster();
     let config = adversary("picky", "no-such-mode", &[]);
-    let err = PluginChain::load(&engine(), &caps(&cluster), &[config]).err().unwrap();
+    let err = PluginChain::load(&engine(), &caps(&cluster), &[config])
+        .err()
+        .unwrap();
     assert!(matches!(err, LoadError::Init { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("plugin `picky` refused to start"), "{message}");
+    assert!(
+        message.contains("plugin `picky` refused to start"),
+        "{message}"
+    );
     assert!(message.contains("no-such-mode"), "{message}");
 }
 
@@ -118,8 +135,7 @@ fn good_plugin_reports_contract_and_capabilities() {
 
 fn config_error(toml: &str) -> String {
     HooksConfig::from_toml(toml, Path::new("/etc/leaderhook/node1.toml"))
-        .err()
-        .expect("config accepted")
+        .expect_err("config accepted")
         .to_string()
 }
 
@@ -147,13 +163,22 @@ fn bad_config_entries() {
             "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\non_error = { policy = \"pray\" }\n",
             "unknown variant `pray`, expected one of `skip`, `retry`, `disable`",
         ),
-        ("[dispatch]\nmax_batch = 0\n", "dispatch.max_batch must be at least 1"),
+        (
+            "[dispatch]\nmax_batch = 0\n",
+            "dispatch.max_batch must be at least 1",
+        ),
         ("[[plugins]\n", "invalid table header"),
     ];
     for (toml, expected) in cases {
         let message = config_error(toml);
-        assert!(message.starts_with("/etc/leaderhook/node1.toml: "), "{message}");
-        assert!(message.contains(expected), "expected {expected:?} in:\n{message}");
+        assert!(
+            message.starts_with("/etc/leaderhook/node1.toml: "),
+            "{message}"
+        );
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in:\n{message}"
+        );
     }
 }
 
@@ -207,11 +232,20 @@ fn precompiled_artifacts_are_cached_and_reused() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(artifacts.len(), 1, "one artifact for one plugin");
-    let written = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
+    let written = std::fs::metadata(&artifacts[0])
+        .unwrap()
+        .modified()
+        .unwrap();
     load();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    let reused = std::fs::metadata(&artifacts[0]).unwrap().modified().unwrap();
-    assert_eq!(written, reused, "the second engine read the artifact, did not rewrite it");
+    let reused = std::fs::metadata(&artifacts[0])
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        written, reused,
+        "the second engine read the artifact, did not rewrite it"
+    );
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)));
 }
 
@@ -226,10 +260,22 @@ fn a_corrupt_artifact_is_ignored_and_rebuilt() {
             .unwrap()
     };
     PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
-    let artifact = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let artifact = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&artifact, b"corrupted").unwrap();
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
-    assert!(chain.deliver(&[became_leader(&cluster, 0, 3, 1)]).is_empty());
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 0, 3, 1)])
+            .is_empty()
+    );
     assert_eq!(cluster.assignment(&p(0)), Some((Some(3), 1)));
-    assert!(std::fs::metadata(&artifact).unwrap().len() > 1000, "rebuilt");
+    assert!(
+        std::fs::metadata(&artifact).unwrap().len() > 1000,
+        "rebuilt"
+    );
 }
