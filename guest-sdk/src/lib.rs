@@ -76,7 +76,7 @@
 //! instance (with [`Hook::init`] called again), so state kept in the hook is
 //! best-effort.
 //!
-//! [leaderhook]: https://example.invalid/leaderhook
+//! [leaderhook]: ../../README.md
 
 use std::cell::RefCell;
 use std::fmt;

@@ -61,8 +61,19 @@ pub fn run(engine: HookEngine, config: HooksConfig, out: &mut dyn Write) -> anyh
         demo.start_node(node)?;
     }
     let names: Vec<String> = demo.config.plugins.iter().map(|p| p.name.clone()).collect();
-    writeln!(demo.out, "leaderhook demo: 3 nodes, topic `{TOPIC}` (3 partitions, replication 3)")?;
-    writeln!(demo.out, "plugins: {}", if names.is_empty() { "none".into() } else { names.join(", ") })?;
+    writeln!(
+        demo.out,
+        "leaderhook demo: 3 nodes, topic `{TOPIC}` (3 partitions, replication 3)"
+    )?;
+    writeln!(
+        demo.out,
+        "plugins: {}",
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    )?;
 
     demo.step("1. first elections: orders-0 -> node 1, orders-1 -> node 2, orders-2 -> node 3");
     demo.elect(0, 1, 1);
@@ -140,7 +151,8 @@ impl Demo<'_> {
     /// Raft elects `leader` at `term`: every running replica sees it.
     fn elect(&mut self, p: u32, leader: NodeId, term: u64) {
         let previous = self.raft.get(&p).and_then(|(l, _)| *l);
-        self.cluster.elect(&Self::partition(p), leader, term, leader);
+        self.cluster
+            .elect(&Self::partition(p), leader, term, leader);
         self.raft.insert(p, (Some(leader), term));
         for (&node, runtime) in &self.runtimes {
             let transition = if node == leader {
@@ -171,7 +183,10 @@ impl Demo<'_> {
                 bail!("node {node}'s plugins did not finish within {IDLE:?}");
             }
         }
-        writeln!(self.out, "   partition   raft leader@term   assignment leader@epoch")?;
+        writeln!(
+            self.out,
+            "   partition   raft leader@term   assignment leader@epoch"
+        )?;
         for (&p, &(leader, term)) in &self.raft {
             let (stored, epoch) = self
                 .cluster
@@ -198,7 +213,12 @@ impl Demo<'_> {
                 writeln!(
                     self.out,
                     "   node {node} {}: events={} failures={} refused_calls={} (queue: delivered={} stale={})",
-                    p.name, p.events, p.failures(), p.refused_calls, stats.queue.delivered, stats.queue.stale
+                    p.name,
+                    p.events,
+                    p.failures(),
+                    p.refused_calls,
+                    stats.queue.delivered,
+                    stats.queue.stale
                 )?;
             }
         }
@@ -215,7 +235,11 @@ impl Demo<'_> {
             writeln!(self.out, "\nall assignments follow Raft's leaders")?;
             Ok(())
         } else {
-            writeln!(self.out, "\nassignments differ from Raft's leaders: {}", wrong.join(", "))?;
+            writeln!(
+                self.out,
+                "\nassignments differ from Raft's leaders: {}",
+                wrong.join(", ")
+            )?;
             bail!(
                 "{} of {} partitions name the wrong leader ({}): Metadata would send clients to a \
                  non-leader",

@@ -19,10 +19,16 @@ fn demo_with_the_builtin_default_plugin_follows_raft() {
     let out = leaderhook(&["demo"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("all assignments follow Raft's leaders"), "{stdout}");
+    assert!(
+        stdout.contains("all assignments follow Raft's leaders"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("DIFFERS"), "{stdout}");
     // The restarted node's late event reached the plugin and was fenced.
-    assert!(stdout.contains("node 1 assign-leader: events=2 failures=0 refused_calls=1"), "{stdout}");
+    assert!(
+        stdout.contains("node 1 assign-leader: events=2 failures=0 refused_calls=1"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -45,7 +51,11 @@ fn demo_without_the_default_plugin_reproduces_the_original_bug() {
 fn demo_with_a_broken_config_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[[plugins]]\nname = \"x\"\npath = \"missing.wasm\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[[plugins]]\nname = \"x\"\npath = \"missing.wasm\"\n",
+    )
+    .unwrap();
     let out = leaderhook(&["demo", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -61,7 +71,10 @@ fn plugin_check_prints_contract_and_imports() {
     let out = leaderhook(&["plugin", "check", "builtin:assign-leader"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("contract: leaderhook:plugin@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("contract: leaderhook:plugin@0.1.0"),
+        "{stdout}"
+    );
     assert!(stdout.contains("imports: assignments, log"), "{stdout}");
 }
 
@@ -72,5 +85,9 @@ fn plugin_check_refuses_a_bad_file() {
     std::fs::write(&file, b"garbage").unwrap();
     let out = leaderhook(&["plugin", "check", file.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not a WebAssembly file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a WebAssembly file"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -31,14 +31,18 @@ pub trait Capabilities: Send + Sync + 'static {
             })
             .collect();
         for a in self.assignments() {
-            if let Some(c) = a.leader.and_then(|l| counts.iter_mut().find(|c| c.node == l)) {
+            if let Some(c) = a
+                .leader
+                .and_then(|l| counts.iter_mut().find(|c| c.node == l))
+            {
                 c.leaders += 1;
             }
         }
         counts
     }
     /// Queue a term-fenced write (already validated by the runtime).
-    fn set_leader(&self, partition: &PartitionId, leader: NodeId, epoch: u64) -> Result<(), String>;
+    fn set_leader(&self, partition: &PartitionId, leader: NodeId, epoch: u64)
+    -> Result<(), String>;
     /// Queue a leadership transfer request to the partition's Raft group.
     fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String>;
     /// Whether the operator configured a sink by this name.

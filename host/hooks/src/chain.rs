@@ -56,7 +56,11 @@ impl PluginChain {
     /// Swaps in an already-initialised replacement for the plugin of the
     /// same name. Returns false if there is no such plugin.
     pub fn replace(&mut self, replacement: Plugin) -> bool {
-        match self.plugins.iter_mut().find(|p| p.name() == replacement.name()) {
+        match self
+            .plugins
+            .iter_mut()
+            .find(|p| p.name() == replacement.name())
+        {
             Some(slot) => {
                 *slot = replacement;
                 true
@@ -112,11 +116,13 @@ pub(crate) fn load_plugin(
         counters,
     });
     let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx);
-    plugin.ensure_instance().map_err(|failure| LoadError::Init {
-        origin: source.origin.clone(),
-        name: config.name.clone(),
-        message: failure.message,
-    })?;
+    plugin
+        .ensure_instance()
+        .map_err(|failure| LoadError::Init {
+            origin: source.origin.clone(),
+            name: config.name.clone(),
+            message: failure.message,
+        })?;
     plugin.counters().disabled.store(false, Ordering::Relaxed);
     Ok(plugin)
 }

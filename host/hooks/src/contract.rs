@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
 
 pub use leaderhook::plugin::log::Level;
 pub use leaderhook::plugin::types::{
-    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId,
-    Transition, WriteOutcome,
+    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
+    WriteOutcome,
 };
 
 /// The WIT package this host implements.

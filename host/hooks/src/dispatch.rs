@@ -80,7 +80,13 @@ impl HookRuntime {
         config: &HooksConfig,
     ) -> Result<Self, LoadError> {
         let chain = PluginChain::load(&engine, &caps, &config.plugins)?;
-        Ok(Self::with_chain(engine, caps, &config.dispatch, chain, config))
+        Ok(Self::with_chain(
+            engine,
+            caps,
+            &config.dispatch,
+            chain,
+            config,
+        ))
     }
 
     fn with_chain(
@@ -187,7 +193,10 @@ impl HookRuntime {
         }
         let plugin = chain::load_plugin(&self.engine, &self.caps, &config, entry.counters.clone())
             .inspect_err(|e| {
-                tracing::error!(plugin = name, "reload refused, the old version keeps running: {e}")
+                tracing::error!(
+                    plugin = name,
+                    "reload refused, the old version keeps running: {e}"
+                )
             })?;
         let info = plugin.info();
         let (done_tx, done_rx) = mpsc::channel();
@@ -196,7 +205,9 @@ impl HookRuntime {
             if state.shutdown {
                 return Err(ReloadError::Stopped);
             }
-            state.commands.push_back(Command::Replace(Box::new(plugin), done_tx));
+            state
+                .commands
+                .push_back(Command::Replace(Box::new(plugin), done_tx));
             if let Some(slot) = state.plugins.iter_mut().find(|p| p.info.name == name) {
                 slot.info = info;
                 slot.config = config;
@@ -224,7 +235,12 @@ impl HookRuntime {
     }
 
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        self.shared.lock().plugins.iter().map(|p| p.info.clone()).collect()
+        self.shared
+            .lock()
+            .plugins
+            .iter()
+            .map(|p| p.info.clone())
+            .collect()
     }
 }
 

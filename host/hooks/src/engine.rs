@@ -7,8 +7,8 @@ use crate::load::{self, LoadError, PluginSource, Validated};
 use crate::state::PluginState;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
@@ -80,7 +80,13 @@ impl HookEngine {
     pub(crate) fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         let digest = load::sha256(bytes);
         let compiled = |map: &mut HashMap<_, _>| map.get(&digest).cloned();
-        if let Some(component) = self.inner.compiled.lock().ok().and_then(|mut m| compiled(&mut m)) {
+        if let Some(component) = self
+            .inner
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|mut m| compiled(&mut m))
+        {
             return Ok(component);
         }
         let component = match &self.inner.cache_dir {

@@ -37,7 +37,14 @@ pub fn build_guests(root: &Path, crates: &[&str]) -> Result<Vec<PathBuf>, String
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     for name in crates {

@@ -33,8 +33,8 @@ pub mod load;
 pub mod memory;
 pub mod plugin;
 pub mod queue;
-pub mod stats;
 mod state;
+pub mod stats;
 mod stdio;
 
 pub use capabilities::Capabilities;

@@ -212,9 +212,7 @@ fn same_minor_line(found: &str, ours: &str) -> bool {
         Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
     };
     match (parts(found), parts(ours)) {
-        (Some((fmaj, fmin)), Some((omaj, omin))) => {
-            fmaj == omaj && (omaj != 0 || fmin == omin)
-        }
+        (Some((fmaj, fmin)), Some((omaj, omin))) => fmaj == omaj && (omaj != 0 || fmin == omin),
         _ => false,
     }
 }
@@ -230,13 +228,18 @@ pub(crate) fn compile_cached(
 ) -> Result<Component, wasmtime::Error> {
     use std::hash::{Hash, Hasher};
     let mut compat = std::collections::hash_map::DefaultHasher::new();
-    engine.engine().precompile_compatibility_hash().hash(&mut compat);
+    engine
+        .engine()
+        .precompile_compatibility_hash()
+        .hash(&mut compat);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()));
     if path.exists() {
         match deserialize_artifact(engine, &path) {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(artifact = %path.display(), "ignoring unusable precompiled artifact: {e:#}"),
+            Err(e) => {
+                tracing::warn!(artifact = %path.display(), "ignoring unusable precompiled artifact: {e:#}")
+            }
         }
     }
     let component = Component::new(engine.engine(), bytes)?;

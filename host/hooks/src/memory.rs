@@ -110,7 +110,10 @@ impl MemoryCluster {
     /// Overwrites a stored assignment, as another node's write would.
     pub fn store_assignment(&self, partition: &PartitionId, leader: NodeId, epoch: u64) {
         let mut inner = self.lock();
-        let view = inner.partitions.get_mut(partition).expect("known partition");
+        let view = inner
+            .partitions
+            .get_mut(partition)
+            .expect("known partition");
         view.leader = Some(leader);
         view.epoch = epoch;
         view.highest_term = view.highest_term.max(epoch);
@@ -163,7 +166,12 @@ impl Capabilities for MemoryCluster {
             .collect()
     }
 
-    fn set_leader(&self, partition: &PartitionId, leader: NodeId, epoch: u64) -> Result<(), String> {
+    fn set_leader(
+        &self,
+        partition: &PartitionId,
+        leader: NodeId,
+        epoch: u64,
+    ) -> Result<(), String> {
         let mut inner = self.lock();
         let view = inner
             .partitions

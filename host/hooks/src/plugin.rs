@@ -106,7 +106,12 @@ impl Plugin {
         };
         let bindings = match self.validated.pre.instantiate(&mut store) {
             Ok(bindings) => bindings,
-            Err(e) => return Err(init_failed(format!("instantiate failed: {}", classify(&store, e)))),
+            Err(e) => {
+                return Err(init_failed(format!(
+                    "instantiate failed: {}",
+                    classify(&store, e)
+                )));
+            }
         };
         match bindings.call_init(&mut store, &self.config.config_json()) {
             Ok(Ok(())) => {
@@ -121,7 +126,10 @@ impl Plugin {
     /// One attempt: instance (re)created if needed, then on-events.
     fn call_once(&mut self, events: &[LeadershipEvent]) -> Result<(), Failure> {
         self.ensure_instance()?;
-        let live = self.live.as_mut().expect("ensure_instance leaves a live instance");
+        let live = self
+            .live
+            .as_mut()
+            .expect("ensure_instance leaves a live instance");
         store_arm(&mut live.store, self.config.limits.timeout());
         match live.bindings.call_on_events(&mut live.store, events) {
             Ok(Ok(())) => Ok(()),
@@ -223,7 +231,10 @@ fn classify(store: &Store<PluginState>, error: wasmtime::Error) -> Failure {
     let (kind, what) = if trap == Some(Trap::Interrupt) {
         (FailureKind::Timeout, "exceeded its time limit".to_owned())
     } else if store.data().limiter.hit {
-        (FailureKind::OutOfMemory, "exceeded its memory limit".to_owned())
+        (
+            FailureKind::OutOfMemory,
+            "exceeded its memory limit".to_owned(),
+        )
     } else if let Some(at) = stderr.find("panicked at") {
         let panic = stderr[at..].trim_end().to_owned();
         (FailureKind::Panic, panic)

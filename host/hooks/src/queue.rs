@@ -78,7 +78,9 @@ impl PendingQueue {
             Some(pending) => pending,
             None => {
                 self.order.push_back(event.partition.clone());
-                self.by_partition.entry(event.partition.clone()).or_default()
+                self.by_partition
+                    .entry(event.partition.clone())
+                    .or_default()
             }
         };
         // After the last event with a term not above this one: term order,
@@ -161,7 +163,10 @@ mod tests {
     }
 
     fn terms(batch: &[LeadershipEvent]) -> Vec<(u32, u64)> {
-        batch.iter().map(|e| (e.partition.partition, e.term)).collect()
+        batch
+            .iter()
+            .map(|e| (e.partition.partition, e.term))
+            .collect()
     }
 
     #[test]
@@ -170,7 +175,10 @@ mod tests {
         for (p, t) in [(0, 5), (1, 2), (0, 3), (0, 7), (1, 1)] {
             assert_eq!(q.push(event(p, t, 1)), Push::Queued);
         }
-        assert_eq!(terms(&q.take_batch(100)), [(0, 3), (0, 5), (0, 7), (1, 1), (1, 2)]);
+        assert_eq!(
+            terms(&q.take_batch(100)),
+            [(0, 3), (0, 5), (0, 7), (1, 1), (1, 2)]
+        );
         assert!(q.is_empty());
     }
 
@@ -190,8 +198,16 @@ mod tests {
         q.push(event(0, 5, 1));
         q.take_batch(10);
         assert_eq!(q.push(event(0, 4, 2)), Push::Stale);
-        assert_eq!(q.push(event(0, 5, 1)), Push::Queued, "a duplicate is not stale");
-        assert_eq!(q.push(event(1, 1, 1)), Push::Queued, "other partitions unaffected");
+        assert_eq!(
+            q.push(event(0, 5, 1)),
+            Push::Queued,
+            "a duplicate is not stale"
+        );
+        assert_eq!(
+            q.push(event(1, 1, 1)),
+            Push::Queued,
+            "other partitions unaffected"
+        );
     }
 
     #[test]
@@ -216,7 +232,10 @@ mod tests {
         assert_eq!(q.len(), 3);
         let batch = q.take_batch(10);
         assert_eq!(terms(&batch), [(0, 2), (1, 2), (2, 9)]);
-        assert_eq!(batch[1].observer, 3, "the newest event of partition 1 survived");
+        assert_eq!(
+            batch[1].observer, 3,
+            "the newest event of partition 1 survived"
+        );
     }
 
     #[test]

@@ -90,7 +90,12 @@ pub struct PluginStats {
 impl PluginStats {
     /// Every failed call, of any kind.
     pub fn failures(&self) -> u64 {
-        self.traps + self.panics + self.timeouts + self.out_of_memory + self.errors + self.init_failures
+        self.traps
+            + self.panics
+            + self.timeouts
+            + self.out_of_memory
+            + self.errors
+            + self.init_failures
     }
 }
 

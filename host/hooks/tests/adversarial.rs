@@ -40,7 +40,11 @@ fn infinite_loop_is_interrupted_at_the_time_limit() {
     let started = Instant::now();
     let (stats, kinds) = run(config, 2);
     // Two calls of 50 ms each (plus instantiation); far from forever.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(kinds, [Some(FailureKind::Timeout); 2]);
     assert_eq!(stats.timeouts, 2);
     assert_eq!(stats.instances, 2, "the interrupted instance is recycled");
@@ -84,9 +88,17 @@ fn error_results_are_counted_and_keep_the_instance() {
     let (stats, kinds) = run(adversary("failer", "error", &[]), 3);
     assert_eq!(kinds, [Some(FailureKind::Error); 3]);
     assert_eq!(stats.errors, 3);
-    assert_eq!(stats.instances, 1, "an error result is not a trap: state is kept");
+    assert_eq!(
+        stats.instances, 1,
+        "an error result is not a trap: state is kept"
+    );
     assert_eq!(stats.skipped_batches, 3);
-    assert!(stats.last_error.unwrap().contains("adversary failed on purpose"));
+    assert!(
+        stats
+            .last_error
+            .unwrap()
+            .contains("adversary failed on purpose")
+    );
 }
 
 #[test]
@@ -96,7 +108,10 @@ fn ungranted_calls_return_an_error_the_plugin_sees() {
     assert_eq!(kinds, [Some(FailureKind::Error)]);
     assert_eq!(stats.ungranted_calls, 2);
     let seen = stats.last_error.unwrap();
-    assert!(seen.contains("not granted") && seen.contains("leadership"), "{seen}");
+    assert!(
+        seen.contains("not granted") && seen.contains("leadership"),
+        "{seen}"
+    );
 }
 
 #[test]
@@ -125,7 +140,11 @@ fn untrusted_writes_are_refused_by_the_host() {
         assert_eq!(failures.len(), 1, "{mode}");
         let message = failures[0].1.message.to_lowercase();
         assert!(message.contains(expect), "{mode}: {message}");
-        assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 3)), "{mode}: untouched");
+        assert_eq!(
+            cluster.assignment(&p(0)),
+            Some((Some(2), 3)),
+            "{mode}: untouched"
+        );
         assert_eq!(chain.stats()[0].refused_calls, 1, "{mode}");
     }
 }
@@ -151,7 +170,11 @@ fn retry_policy_recovers_a_flaky_plugin() {
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[config]).unwrap();
     let failures = chain.deliver(&[became_leader(&cluster, 0, 2, 1)]);
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)), "the third attempt wrote");
+    assert_eq!(
+        cluster.assignment(&p(0)),
+        Some((Some(2), 1)),
+        "the third attempt wrote"
+    );
     let stats = &chain.stats()[0];
     assert_eq!((stats.errors, stats.retries, stats.batches), (2, 2, 1));
 }
@@ -162,7 +185,15 @@ fn disable_policy_disables_after_consecutive_failures() {
     config.on_error = policy(ErrorPolicy::Disable);
     config.on_error.disable_after = 2;
     let (stats, kinds) = run(config, 4);
-    assert_eq!(kinds, [Some(FailureKind::Panic), Some(FailureKind::Panic), None, None]);
+    assert_eq!(
+        kinds,
+        [
+            Some(FailureKind::Panic),
+            Some(FailureKind::Panic),
+            None,
+            None
+        ]
+    );
     assert_eq!(stats.panics, 2, "not called once disabled");
     assert!(stats.disabled);
 }
@@ -181,12 +212,22 @@ fn plugin_output_reaches_the_host_log() {
     config.config.insert("tag".into(), "xyzzy".into());
     tracing::subscriber::with_default(subscriber, || {
         let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[config]).unwrap();
-        assert!(chain.deliver(&[became_leader(&cluster, 0, 1, 1)]).is_empty());
+        assert!(
+            chain
+                .deliver(&[became_leader(&cluster, 0, 1, 1)])
+                .is_empty()
+        );
     });
     let log = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     for line in ["adversary stdout xyzzy", "adversary stderr xyzzy"] {
-        let found = log.lines().find(|l| l.contains(line)).unwrap_or_else(|| panic!("{log}"));
-        assert!(found.contains("talker"), "tagged with the plugin name: {found}");
+        let found = log
+            .lines()
+            .find(|l| l.contains(line))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            found.contains("talker"),
+            "tagged with the plugin name: {found}"
+        );
     }
 }
 

@@ -19,13 +19,24 @@ fn plugins_run_in_config_order_on_each_batch() {
     let cluster = cluster();
     let configs = [notifier("first"), notifier("second"), notifier("third")];
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &configs).unwrap();
-    let batch = [became_leader(&cluster, 0, 1, 1), became_leader(&cluster, 1, 2, 1)];
+    let batch = [
+        became_leader(&cluster, 0, 1, 1),
+        became_leader(&cluster, 1, 2, 1),
+    ];
     assert!(chain.deliver(&batch).is_empty());
-    let payloads: Vec<String> = cluster.notifications().into_iter().map(|(_, p)| p).collect();
+    let payloads: Vec<String> = cluster
+        .notifications()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     assert_eq!(
         payloads,
         [
-            "first:t-0:1", "first:t-1:1", "second:t-0:1", "second:t-1:1", "third:t-0:1",
+            "first:t-0:1",
+            "first:t-1:1",
+            "second:t-0:1",
+            "second:t-1:1",
+            "third:t-0:1",
             "third:t-1:1"
         ]
     );
@@ -34,7 +45,11 @@ fn plugins_run_in_config_order_on_each_batch() {
 #[test]
 fn a_failing_plugin_does_not_stop_the_ones_after_it() {
     let cluster = cluster();
-    let configs = [adversary("panicker", "panic", &[]), assign_leader(), notifier("after")];
+    let configs = [
+        adversary("panicker", "panic", &[]),
+        assign_leader(),
+        notifier("after"),
+    ];
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &configs).unwrap();
     let failures = chain.deliver(&[became_leader(&cluster, 0, 3, 2)]);
     assert_eq!(failures.len(), 1);
@@ -64,12 +79,22 @@ fn reload_swaps_in_a_good_new_version() {
     assert_eq!(cluster.notifications().len(), 1);
     assert_eq!(cluster.writes(), 0);
 
-    runtime.reload("policy", Some(&plugins().assign_leader)).unwrap();
+    runtime
+        .reload("policy", Some(&plugins().assign_leader))
+        .unwrap();
     assert_eq!(runtime.plugins()[0].origin, plugins().assign_leader);
     runtime.submit(became_leader(&cluster, 0, 2, 2));
     assert!(runtime.wait_idle(IDLE));
-    assert_eq!(cluster.notifications().len(), 1, "the old version no longer runs");
-    assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 2)), "the new one does");
+    assert_eq!(
+        cluster.notifications().len(),
+        1,
+        "the old version no longer runs"
+    );
+    assert_eq!(
+        cluster.assignment(&p(0)),
+        Some((Some(2), 2)),
+        "the new one does"
+    );
     let stats = &runtime.stats().plugins[0];
     assert_eq!(stats.reloads, 1);
     assert_eq!(stats.events, 2, "counters carry over the reload");
@@ -100,7 +125,10 @@ fn a_broken_new_version_is_refused_and_the_old_one_keeps_running() {
 
     runtime.submit(became_leader(&cluster, 3, 1, 1));
     assert!(runtime.wait_idle(IDLE));
-    assert_eq!(cluster.notifications(), [("trace".to_owned(), "old:t-3:1".to_owned())]);
+    assert_eq!(
+        cluster.notifications(),
+        [("trace".to_owned(), "old:t-3:1".to_owned())]
+    );
     assert_eq!(runtime.plugins()[0].origin, plugins().adversary);
     assert_eq!(runtime.stats().plugins[0].reloads, 0);
 }
@@ -120,7 +148,9 @@ fn reload_re_enables_a_disabled_plugin() {
     assert!(runtime.wait_idle(IDLE));
     assert!(runtime.stats().plugins[0].disabled);
 
-    runtime.reload("policy", Some(&plugins().assign_leader)).unwrap();
+    runtime
+        .reload("policy", Some(&plugins().assign_leader))
+        .unwrap();
     assert!(!runtime.stats().plugins[0].disabled);
     runtime.submit(became_leader(&cluster, 0, 2, 2));
     assert!(runtime.wait_idle(IDLE));

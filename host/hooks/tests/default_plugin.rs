@@ -17,7 +17,11 @@ fn became_leader_writes_the_observer_at_the_term() {
     let e = became_leader(&cluster, 0, 2, 1);
     assert!(chain.deliver(&[e]).is_empty());
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)));
-    assert_eq!(cluster.assignment(&p(1)), Some((None, 0)), "other partitions untouched");
+    assert_eq!(
+        cluster.assignment(&p(1)),
+        Some((None, 0)),
+        "other partitions untouched"
+    );
 }
 
 #[test]
@@ -41,9 +45,16 @@ fn late_and_duplicate_events_in_one_batch_never_move_the_assignment_back() {
     // Delivered out of order and twice, straight to the chain (no queue to
     // reorder them): only the host's term fencing stands in the way.
     let failures = chain.deliver(&[t3.clone(), t5.clone(), t1.clone(), t3, t5.clone(), t1, t5]);
-    assert!(failures.is_empty(), "stale terms are ignored, not errors: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "stale terms are ignored, not errors: {failures:?}"
+    );
     assert_eq!(cluster.assignment(&p(0)), Some((Some(3), 5)));
-    assert_eq!(cluster.writes(), 2, "t3 then t5 written; duplicates and late t1 refused");
+    assert_eq!(
+        cluster.writes(),
+        2,
+        "t3 then t5 written; duplicates and late t1 refused"
+    );
     let stats = &chain.stats()[0];
     // t1 (twice) and t3 (after t5) are stale; t5 repeated is a no-op.
     assert_eq!(stats.refused_calls, 3);

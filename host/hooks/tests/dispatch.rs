@@ -37,11 +37,25 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
     }
     // Every submit returned while the plugin was still stuck in its first call.
     let during = runtime.stats();
-    assert_eq!(during.plugins[0].timeouts, 0, "the first call has not even timed out yet");
-    assert!(during.queue.pending <= 8, "bounded: {}", during.queue.pending);
+    assert_eq!(
+        during.plugins[0].timeouts, 0,
+        "the first call has not even timed out yet"
+    );
+    assert!(
+        during.queue.pending <= 8,
+        "bounded: {}",
+        during.queue.pending
+    );
     assert!(during.queue.coalesced > 0);
-    assert_eq!(during.queue.dropped, 0, "4 partitions always fit in 8 slots");
-    assert!(outcomes.iter().all(|o| matches!(o, Push::Queued | Push::Coalesced(_))));
+    assert_eq!(
+        during.queue.dropped, 0,
+        "4 partitions always fit in 8 slots"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Push::Queued | Push::Coalesced(_)))
+    );
 
     assert!(runtime.wait_idle(Duration::from_secs(60)));
     // Coalescing kept each partition's newest event: the assignments are final.

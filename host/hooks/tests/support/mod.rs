@@ -22,8 +22,9 @@ pub fn plugins() -> &'static Plugins {
     static PLUGINS: OnceLock<Plugins> = OnceLock::new();
     PLUGINS.get_or_init(|| {
         let root = guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref());
-        let paths = guest_build::build_guests(&root, &["assign-leader", "adversary", "wrong-version"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let paths =
+            guest_build::build_guests(&root, &["assign-leader", "adversary", "wrong-version"])
+                .unwrap_or_else(|e| panic!("{e}"));
         let s = |p: &PathBuf| p.to_string_lossy().into_owned();
         Plugins {
             assign_leader: s(&paths[0]),
@@ -35,7 +36,9 @@ pub fn plugins() -> &'static Plugins {
 
 pub fn engine() -> HookEngine {
     static ENGINE: OnceLock<HookEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| HookEngine::new().expect("engine")).clone()
+    ENGINE
+        .get_or_init(|| HookEngine::new().expect("engine"))
+        .clone()
 }
 
 /// A 3-node cluster with topic `t` (4 partitions on nodes 1, 2, 3) and a
@@ -56,7 +59,11 @@ pub fn p(partition: u32) -> PartitionId {
 }
 
 pub fn assign_leader() -> PluginConfig {
-    PluginConfig::new("assign-leader", &plugins().assign_leader, &[Grant::Assignments])
+    PluginConfig::new(
+        "assign-leader",
+        &plugins().assign_leader,
+        &[Grant::Assignments],
+    )
 }
 
 /// The adversary in `mode`, with extra config entries.
@@ -75,7 +82,12 @@ pub fn policy(policy: ErrorPolicy) -> OnError {
 }
 
 /// A became-leader event as seen by the new leader itself.
-pub fn became_leader(cluster: &MemoryCluster, partition: u32, leader: u64, term: u64) -> LeadershipEvent {
+pub fn became_leader(
+    cluster: &MemoryCluster,
+    partition: u32,
+    leader: u64,
+    term: u64,
+) -> LeadershipEvent {
     let event = cluster.elect(&p(partition), leader, term, leader);
     assert_eq!(event.transition, Transition::BecameLeader);
     event
