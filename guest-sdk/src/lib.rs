@@ -1,4 +1,4 @@
-//! Write [leaderhook] plugins in Rust.
+//! Write leaderhook plugins in Rust.
 //!
 //! A leaderhook plugin is a WebAssembly component that the broker runs in a
 //! sandbox and calls with batches of Raft leadership events. It implements the
@@ -76,7 +76,6 @@
 //! instance (with [`Hook::init`] called again), so state kept in the hook is
 //! best-effort.
 //!
-//! [leaderhook]: ../../README.md
 
 use std::cell::RefCell;
 use std::fmt;

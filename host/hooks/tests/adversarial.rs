@@ -150,6 +150,17 @@ fn untrusted_writes_are_refused_by_the_host() {
 }
 
 #[test]
+fn the_sandbox_has_no_filesystem_environment_or_network() {
+    let (stats, _) = run(adversary("escaper", "escape", &[]), 1);
+    let report = stats.last_error.unwrap();
+    assert_eq!(
+        report,
+        "Error: read_root=denied read_file=denied write_file=denied env=denied args=denied \
+         tcp=denied udp=denied clock=ok"
+    );
+}
+
+#[test]
 fn retry_policy_retries_with_backoff_then_skips() {
     let mut config = adversary("failer", "error", &[]);
     config.on_error = policy(ErrorPolicy::Retry);

@@ -22,6 +22,8 @@
 //!   return the refusal's message.
 //! - `print`: writes a line to stdout and one to stderr.
 //! - `stack`: recurses without bound (stack overflow).
+//! - `escape`: tries the filesystem, environment, arguments, sockets and the
+//!   clock; returns `Err` listing `what=ok|denied` for each.
 //!
 //! An unknown mode makes `init` fail.
 
@@ -73,6 +75,7 @@ enum Mode {
     NotReplica,
     Print,
     Stack,
+    Escape,
 }
 
 /// The plugin.
@@ -102,6 +105,7 @@ impl Hook for Adversary {
             "not-replica" => Mode::NotReplica,
             "print" => Mode::Print,
             "stack" => Mode::Stack,
+            "escape" => Mode::Escape,
             other => return Err(format!("unknown mode {other:?}")),
         };
         Ok(Adversary {
@@ -146,6 +150,7 @@ impl Hook for Adversary {
                 black_box(recurse(black_box(0)));
                 Ok(())
             }
+            Mode::Escape => Err(escape_report()),
         }
     }
 }
@@ -161,6 +166,34 @@ impl Adversary {
         let emitted = notify::emit(&self.config.sink, "adversary ungranted");
         transferred.and(emitted).map_err(|e| format!("{e}"))
     }
+}
+
+/// Tries to reach outside the sandbox; reports each attempt's outcome as
+/// `what=ok|denied` pairs (always as an error, for the test to read).
+fn escape_report() -> String {
+    let outcome = |ok: bool| if ok { "ok" } else { "denied" };
+    let read_root = std::fs::read_dir("/").is_ok();
+    let read_file = std::fs::read("/etc/passwd").is_ok();
+    let write_file = std::fs::write("/tmp/adversary-was-here", b"x").is_ok();
+    let env = std::env::vars().next().is_some();
+    let args = std::env::args().nth(1).is_some();
+    let tcp = std::net::TcpStream::connect("127.0.0.1:9").is_ok()
+        || std::net::TcpListener::bind("127.0.0.1:0").is_ok();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").is_ok();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d.as_secs() > 0);
+    format!(
+        "read_root={} read_file={} write_file={} env={} args={} tcp={} udp={} clock={}",
+        outcome(read_root),
+        outcome(read_file),
+        outcome(write_file),
+        outcome(env),
+        outcome(args),
+        outcome(tcp),
+        outcome(udp),
+        outcome(clock)
+    )
 }
 
 /// Loops forever, in a way the optimiser cannot remove.
