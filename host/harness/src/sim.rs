@@ -1,0 +1,369 @@
+//! The simulated cluster: nodes, topics, replicas, assignments, and a
+//! stand-in for Raft that elects deterministically. No sockets, no clocks:
+//! time is `now_ms`, moved by the script.
+//!
+//! Raft rules of the simulation:
+//! - a partition has a leader only while a majority of its replicas is alive;
+//! - when its leader dies, the first alive replica in replica order wins the
+//!   next term (preferred replica first);
+//! - a transfer to an alive replica that is not leading elects it at the
+//!   next term; other transfers are ignored (as Raft would);
+//! - every alive replica observes every change: the new leader sees
+//!   `became-leader`, the old one `stepped-down`, the others
+//!   `leader-observed`; a leaderless partition's replicas see `leader-lost`.
+
+use leaderhook_hooks::fence::{self, PartitionView};
+use leaderhook_hooks::{
+    Capabilities, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPartition {
+    pub replicas: Vec<NodeId>,
+    /// Raft's truth.
+    pub raft_leader: Option<NodeId>,
+    pub term: u64,
+    /// The stored assignment (what Kafka Metadata would answer).
+    pub leader: Option<NodeId>,
+    pub epoch: u64,
+}
+
+/// A transfer a plugin asked for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TransferRequest {
+    pub partition: PartitionId,
+    pub to: NodeId,
+    pub by: NodeId,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub sink: String,
+    pub payload: String,
+    pub by: NodeId,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SimState {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub partitions: BTreeMap<PartitionId, SimPartition>,
+    pub sinks: BTreeSet<String>,
+    pub now_ms: u64,
+    pub transfers: Vec<TransferRequest>,
+    /// Transfers requested but not yet acted on by the simulated Raft.
+    pub pending_transfers: Vec<TransferRequest>,
+    pub notifications: Vec<Notification>,
+    /// Events waiting for delivery, per observing node.
+    pub outbox: BTreeMap<NodeId, Vec<LeadershipEvent>>,
+}
+
+/// Shared by every simulated node's [`NodeView`].
+#[derive(Debug, Default)]
+pub struct Sim {
+    state: Mutex<SimState>,
+}
+
+impl Sim {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SimState {
+    pub fn alive(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.alive)
+    }
+
+    pub fn has_quorum(&self, replicas: &[NodeId]) -> bool {
+        let alive = replicas.iter().filter(|&&r| self.alive(r)).count();
+        alive * 2 > replicas.len()
+    }
+
+    /// Queues `transition` events for every alive replica of `partition`.
+    fn announce(&mut self, partition: &PartitionId, previous: Option<NodeId>) {
+        let p = &self.partitions[partition];
+        let (leader, term, replicas) = (p.raft_leader, p.term, p.replicas.clone());
+        for &node in &replicas {
+            if !self.alive(node) {
+                continue;
+            }
+            let transition = match leader {
+                Some(l) if l == node => Transition::BecameLeader,
+                Some(_) if previous == Some(node) => Transition::SteppedDown,
+                Some(_) => Transition::LeaderObserved,
+                None if previous == Some(node) => Transition::SteppedDown,
+                None => Transition::LeaderLost,
+            };
+            let event = LeadershipEvent {
+                partition: partition.clone(),
+                transition,
+                observer: node,
+                leader,
+                previous_leader: previous,
+                term,
+                replicas: replicas.clone(),
+                at_ms: self.now_ms,
+            };
+            self.outbox.entry(node).or_default().push(event);
+        }
+    }
+
+    /// Raft elects `leader` at the next term.
+    pub fn elect(&mut self, partition: &PartitionId, leader: NodeId) {
+        let p = self.partitions.get_mut(partition).expect("known partition");
+        let previous = p.raft_leader;
+        p.term += 1;
+        p.raft_leader = Some(leader);
+        self.announce(partition, previous);
+    }
+
+    /// Elects the first alive replica if a quorum is alive; otherwise the
+    /// partition stays leaderless.
+    fn elect_first_alive(&mut self, partition: &PartitionId) {
+        let replicas = self.partitions[partition].replicas.clone();
+        if !self.has_quorum(&replicas) {
+            return;
+        }
+        if let Some(&leader) = replicas.iter().find(|&&r| self.alive(r)) {
+            self.elect(partition, leader);
+        }
+    }
+
+    pub fn kill(&mut self, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.alive = false;
+        }
+        self.outbox.remove(&node);
+        let led: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.raft_leader == Some(node))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for partition in led {
+            // Followers lose the leader, then the election runs.
+            self.partitions
+                .get_mut(&partition)
+                .expect("listed")
+                .raft_leader = None;
+            self.announce(&partition, Some(node));
+            self.elect_first_alive(&partition);
+        }
+        // Partitions that just lost their quorum: their leader can no longer
+        // commit; check-quorum makes it step down.
+        let lost: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.raft_leader.is_some() && !self.has_quorum(&p.replicas))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for partition in lost {
+            let p = self.partitions.get_mut(&partition).expect("listed");
+            let previous = p.raft_leader.take();
+            self.announce(&partition, previous);
+        }
+    }
+
+    pub fn revive(&mut self, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.alive = true;
+        }
+        let hosted: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.replicas.contains(&node))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for partition in hosted {
+            let p = &self.partitions[&partition];
+            match p.raft_leader {
+                // The revived replica learns the current leader.
+                Some(leader) => {
+                    let event = LeadershipEvent {
+                        partition: partition.clone(),
+                        transition: Transition::LeaderObserved,
+                        observer: node,
+                        leader: Some(leader),
+                        previous_leader: None,
+                        term: p.term,
+                        replicas: p.replicas.clone(),
+                        at_ms: self.now_ms,
+                    };
+                    self.outbox.entry(node).or_default().push(event);
+                }
+                None => self.elect_first_alive(&partition),
+            }
+        }
+    }
+
+    /// Creates a topic; each partition's preferred replica wins term 1.
+    pub fn create_topic(&mut self, name: &str, replicas: Vec<Vec<NodeId>>) {
+        for (p, replicas) in replicas.into_iter().enumerate() {
+            let id = PartitionId::new(name, p as u32);
+            self.partitions.insert(
+                id.clone(),
+                SimPartition {
+                    replicas,
+                    raft_leader: None,
+                    term: 0,
+                    leader: None,
+                    epoch: 0,
+                },
+            );
+            self.elect_first_alive(&id);
+        }
+    }
+
+    pub fn delete_topic(&mut self, name: &str) {
+        self.partitions.retain(|id, _| id.topic != name);
+    }
+
+    /// Round-robin placement over the alive nodes, as a broker would.
+    pub fn place(&self, partitions: u32, replication: usize) -> Result<Vec<Vec<NodeId>>, String> {
+        let alive: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.alive)
+            .map(|n| n.id)
+            .collect();
+        if replication == 0 || replication > alive.len() {
+            return Err(format!(
+                "replication factor {replication} needs that many alive nodes ({} alive)",
+                alive.len()
+            ));
+        }
+        Ok((0..partitions as usize)
+            .map(|p| {
+                (0..replication)
+                    .map(|i| alive[(p + i) % alive.len()])
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Acts on the transfers plugins requested. Returns how many moved a leader.
+    pub fn apply_transfers(&mut self) -> usize {
+        let mut moved = 0;
+        for request in std::mem::take(&mut self.pending_transfers) {
+            let Some(p) = self.partitions.get(&request.partition) else {
+                continue;
+            };
+            let valid = p.replicas.contains(&request.to)
+                && self.alive(request.to)
+                && p.raft_leader.is_some()
+                && p.raft_leader != Some(request.to);
+            if valid {
+                self.elect(&request.partition, request.to);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    pub fn leader_counts(&self) -> BTreeMap<NodeId, u32> {
+        let mut counts: BTreeMap<NodeId, u32> = self.nodes.keys().map(|&n| (n, 0)).collect();
+        for p in self.partitions.values() {
+            if let Some(l) = p.leader {
+                *counts.entry(l).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// One simulated node's view of the cluster: what its plugins see.
+pub struct NodeView {
+    pub node: NodeId,
+    pub sim: Arc<Sim>,
+}
+
+impl Capabilities for NodeView {
+    fn local_node(&self) -> NodeId {
+        self.node
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.sim.lock().nodes.values().cloned().collect()
+    }
+
+    fn partition(&self, partition: &PartitionId) -> Option<PartitionView> {
+        self.sim
+            .lock()
+            .partitions
+            .get(partition)
+            .map(|p| PartitionView {
+                replicas: p.replicas.clone(),
+                leader: p.leader,
+                epoch: p.epoch,
+                highest_term: p.term,
+            })
+    }
+
+    fn assignments(&self) -> Vec<PartitionAssignment> {
+        self.sim
+            .lock()
+            .partitions
+            .iter()
+            .map(|(id, p)| PartitionAssignment {
+                partition: id.clone(),
+                replicas: p.replicas.clone(),
+                leader: p.leader,
+                epoch: p.epoch,
+            })
+            .collect()
+    }
+
+    fn set_leader(
+        &self,
+        partition: &PartitionId,
+        leader: NodeId,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let mut state = self.sim.lock();
+        let p = state
+            .partitions
+            .get_mut(partition)
+            .ok_or("unknown partition")?;
+        // Fenced again at apply time, as the broker's metadata group does.
+        let view = PartitionView {
+            replicas: p.replicas.clone(),
+            leader: p.leader,
+            epoch: p.epoch,
+            highest_term: p.term,
+        };
+        if fence::check_set_leader(&view, leader, epoch).is_ok() {
+            p.leader = Some(leader);
+            p.epoch = epoch;
+        }
+        Ok(())
+    }
+
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+        let mut state = self.sim.lock();
+        let request = TransferRequest {
+            partition: partition.clone(),
+            to,
+            by: self.node,
+            at_ms: state.now_ms,
+        };
+        state.transfers.push(request.clone());
+        state.pending_transfers.push(request);
+        Ok(())
+    }
+
+    fn has_sink(&self, sink: &str) -> bool {
+        self.sim.lock().sinks.contains(sink)
+    }
+
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
+        self.sim.lock().notifications.push(Notification {
+            sink: sink.to_owned(),
+            payload: payload.to_owned(),
+            by: self.node,
+        });
+        Ok(())
+    }
+}
