@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leaderhook::{builtin, demo};
+use leaderhook_harness::Scenario;
 use leaderhook_hooks::HooksConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,16 @@ enum PluginCommand {
         /// A .wasm component, or builtin:<name>.
         plugin: String,
     },
+    /// Run scenario files (a simulated cluster, a timeline, expectations)
+    /// against a plugin; print pass/fail per expectation with a diff on
+    /// failure. Exits non-zero if any expectation fails.
+    Test {
+        /// A .wasm component, or builtin:<name>.
+        plugin: String,
+        /// Scenario files (TOML); repeat for several.
+        #[arg(long = "scenario", required = true)]
+        scenarios: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +94,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 leaderhook_hooks::CONTRACT_VERSION
             );
             println!("imports: {}", validated.capabilities.join(", "));
+            Ok(())
+        }
+        Command::Plugin {
+            command: PluginCommand::Test { plugin, scenarios },
+        } => {
+            let mut failed = Vec::new();
+            for file in &scenarios {
+                let scenario = Scenario::from_file(file)?;
+                let report = scenario
+                    .run(engine.clone(), Some(&plugin))
+                    .with_context(|| format!("running {}", file.display()))?;
+                print!("{}", report.render());
+                if !report.passed() {
+                    failed.push(file.display().to_string());
+                }
+            }
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} of {} scenarios failed: {}",
+                failed.len(),
+                scenarios.len(),
+                failed.join(", ")
+            );
             Ok(())
         }
     }
