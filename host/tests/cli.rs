@@ -91,3 +91,57 @@ fn plugin_check_refuses_a_bad_file() {
         text(&out.stderr)
     );
 }
+
+/// The default plugin's own scenario, through `leaderhook plugin test`.
+fn failover_scenario() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/assign-leader/scenarios/failover.toml")
+}
+
+#[test]
+fn plugin_test_passes_a_good_scenario() {
+    let scenario = failover_scenario();
+    let out = leaderhook(&[
+        "plugin",
+        "test",
+        "builtin:assign-leader",
+        "--scenario",
+        scenario.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn plugin_test_fails_a_wrong_expectation_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.toml");
+    let text_in = std::fs::read_to_string(failover_scenario())
+        .unwrap()
+        .replace(
+            r#"assignments = { "orders-0" = 2 }"#,
+            r#"assignments = { "orders-0" = 3 }"#,
+        );
+    std::fs::write(&wrong, text_in).unwrap();
+    let out = leaderhook(&[
+        "plugin",
+        "test",
+        "builtin:assign-leader",
+        "--scenario",
+        wrong.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("FAIL assignments"), "{stdout}");
+    assert!(
+        stdout.contains("orders-0: expected leader 3, got 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("9 passed, 1 failed"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("1 of 1 scenarios failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
