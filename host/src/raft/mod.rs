@@ -1,0 +1,1 @@
+//! Multi-Raft: groups, durable storage, transport.
