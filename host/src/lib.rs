@@ -9,3 +9,4 @@
 
 pub mod builtin;
 pub mod demo;
+pub mod metadata;

@@ -4,7 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "leadership-hook",
-    additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord],
+    additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize],
 });
 
 pub use leaderhook::plugin::log::Level;
@@ -42,5 +42,23 @@ impl std::fmt::Display for Transition {
             Transition::LeaderObserved => "leader-observed",
             Transition::LeaderLost => "leader-lost",
         })
+    }
+}
+
+impl CapError {
+    /// A sentence for logs and error messages (the generated `Display` is
+    /// the debug form).
+    pub fn describe(&self) -> String {
+        match self {
+            CapError::NotGranted(cap) => format!("capability `{cap}` not granted"),
+            CapError::UnknownPartition => "unknown partition".into(),
+            CapError::NotAReplica(node) => format!("node {node} is not a replica"),
+            CapError::StaleEpoch(stored) => format!("stale epoch (stored epoch is {stored})"),
+            CapError::FutureEpoch(seen) => {
+                format!("epoch from the future (highest term seen is {seen})")
+            }
+            CapError::UnknownSink(sink) => format!("unknown sink `{sink}`"),
+            CapError::Unavailable(why) => format!("unavailable: {why}"),
+        }
     }
 }

@@ -76,7 +76,7 @@ impl PluginState {
 
     fn refused<T>(&self, call: &str, partition: &PartitionId, e: CapError) -> Result<T, CapError> {
         PluginCounters::bump(&self.ctx.counters.refused_calls);
-        tracing::debug!(plugin = %self.ctx.name, %partition, "{call} refused: {e}");
+        tracing::debug!(plugin = %self.ctx.name, %partition, "{call} refused: {}", e.describe());
         Err(e)
     }
 }

@@ -1,0 +1,290 @@
+//! The replicated metadata: topics (with stable ids), partitions, replica
+//! lists and assignments (leader, epoch). Every node applies the same
+//! committed [`Command`]s of the metadata Raft group in the same order, so
+//! every node's answer agrees. Pure state: no I/O, no Raft.
+
+use leaderhook_hooks::fence::{self, PartitionView};
+use leaderhook_hooks::{NodeId, PartitionId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Raft group id of the metadata group; partition groups start after it.
+pub const METADATA_GROUP: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateTopic {
+        name: String,
+        /// Chosen by the proposer, so it is the same on every node.
+        topic_id: [u8; 16],
+        /// Per partition, preferred replica first.
+        replicas: Vec<Vec<NodeId>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// A plugin's term-fenced assignment write.
+    SetLeader {
+        partition: PartitionId,
+        leader: NodeId,
+        epoch: u64,
+    },
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain data with no maps keyed by non-strings: serialisation cannot fail.
+        serde_json::to_vec(self).expect("commands serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("undecodable metadata command: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionMeta {
+    pub group: u64,
+    pub replicas: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicMeta {
+    pub id: [u8; 16],
+    pub partitions: Vec<PartitionMeta>,
+}
+
+/// What applying a command did; answered to whoever proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    TopicCreated {
+        groups: Vec<u64>,
+    },
+    TopicDeleted {
+        groups: Vec<u64>,
+    },
+    LeaderSet,
+    /// The command was valid Raft-wise but refused by the state machine.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Metadata {
+    pub topics: BTreeMap<String, TopicMeta>,
+    next_group: u64,
+}
+
+impl Metadata {
+    pub fn apply(&mut self, command: Command) -> Applied {
+        match command {
+            Command::CreateTopic {
+                name,
+                topic_id,
+                replicas,
+            } => {
+                if self.topics.contains_key(&name) {
+                    return Applied::Refused(format!("topic {name} already exists"));
+                }
+                if replicas.is_empty() || replicas.iter().any(Vec::is_empty) {
+                    return Applied::Refused(format!(
+                        "topic {name}: every partition needs replicas"
+                    ));
+                }
+                let first = self.next_group.max(METADATA_GROUP + 1);
+                let partitions: Vec<PartitionMeta> = replicas
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, replicas)| PartitionMeta {
+                        group: first + i as u64,
+                        replicas,
+                        leader: None,
+                        epoch: 0,
+                    })
+                    .collect();
+                self.next_group = first + partitions.len() as u64;
+                let groups = partitions.iter().map(|p| p.group).collect();
+                self.topics.insert(
+                    name,
+                    TopicMeta {
+                        id: topic_id,
+                        partitions,
+                    },
+                );
+                Applied::TopicCreated { groups }
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(topic) => Applied::TopicDeleted {
+                    groups: topic.partitions.iter().map(|p| p.group).collect(),
+                },
+                None => Applied::Refused(format!("unknown topic {name}")),
+            },
+            Command::SetLeader {
+                partition,
+                leader,
+                epoch,
+            } => {
+                let Some(p) = self.partition_mut(&partition) else {
+                    return Applied::Refused(format!("unknown partition {partition}"));
+                };
+                // The proposer already refused epochs from the future with
+                // the Raft term it knows; here the stored epoch decides, so
+                // writes that raced arrive in any order and converge.
+                let view = PartitionView {
+                    replicas: p.replicas.clone(),
+                    leader: p.leader,
+                    epoch: p.epoch,
+                    highest_term: epoch,
+                };
+                match fence::check_set_leader(&view, leader, epoch) {
+                    Ok(leaderhook_hooks::WriteOutcome::Queued) => {
+                        p.leader = Some(leader);
+                        p.epoch = epoch;
+                        Applied::LeaderSet
+                    }
+                    Ok(leaderhook_hooks::WriteOutcome::Unchanged) => Applied::LeaderSet,
+                    Err(e) => Applied::Refused(format!("{partition}: {}", e.describe())),
+                }
+            }
+        }
+    }
+
+    pub fn partition(&self, id: &PartitionId) -> Option<&PartitionMeta> {
+        self.topics
+            .get(&id.topic)
+            .and_then(|t| t.partitions.get(id.partition as usize))
+    }
+
+    fn partition_mut(&mut self, id: &PartitionId) -> Option<&mut PartitionMeta> {
+        self.topics
+            .get_mut(&id.topic)
+            .and_then(|t| t.partitions.get_mut(id.partition as usize))
+    }
+
+    /// Every partition with its id.
+    pub fn partitions(&self) -> impl Iterator<Item = (PartitionId, &PartitionMeta)> {
+        self.topics.iter().flat_map(|(name, t)| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (PartitionId::new(name.clone(), i as u32), p))
+        })
+    }
+
+    /// The partition a Raft group replicates.
+    pub fn partition_of_group(&self, group: u64) -> Option<(PartitionId, &PartitionMeta)> {
+        self.partitions().find(|(_, p)| p.group == group)
+    }
+}
+
+/// Round-robin placement of `partitions` × `replication` over `nodes`
+/// (sorted), starting each partition one node further.
+pub fn place(
+    nodes: &[NodeId],
+    partitions: u32,
+    replication: usize,
+) -> Result<Vec<Vec<NodeId>>, String> {
+    if partitions == 0 {
+        return Err("a topic needs at least one partition".into());
+    }
+    if replication == 0 || replication > nodes.len() {
+        return Err(format!(
+            "replication factor {replication} is invalid for a cluster of {} nodes",
+            nodes.len()
+        ));
+    }
+    let mut nodes = nodes.to_vec();
+    nodes.sort_unstable();
+    Ok((0..partitions as usize)
+        .map(|p| {
+            (0..replication)
+                .map(|i| nodes[(p + i) % nodes.len()])
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(m: &mut Metadata, name: &str, partitions: u32) -> Applied {
+        m.apply(Command::CreateTopic {
+            name: name.into(),
+            topic_id: [7; 16],
+            replicas: place(&[1, 2, 3], partitions, 3).unwrap(),
+        })
+    }
+
+    fn set(m: &mut Metadata, partition: u32, leader: NodeId, epoch: u64) -> Applied {
+        m.apply(Command::SetLeader {
+            partition: PartitionId::new("orders", partition),
+            leader,
+            epoch,
+        })
+    }
+
+    #[test]
+    fn topics_get_distinct_groups_that_are_never_reused() {
+        let mut m = Metadata::default();
+        assert_eq!(
+            create(&mut m, "orders", 3),
+            Applied::TopicCreated {
+                groups: vec![2, 3, 4]
+            }
+        );
+        assert!(matches!(create(&mut m, "orders", 1), Applied::Refused(_)));
+        assert_eq!(
+            m.apply(Command::DeleteTopic {
+                name: "orders".into()
+            }),
+            Applied::TopicDeleted {
+                groups: vec![2, 3, 4]
+            }
+        );
+        assert_eq!(
+            create(&mut m, "orders", 1),
+            Applied::TopicCreated { groups: vec![5] }
+        );
+    }
+
+    #[test]
+    fn set_leader_is_term_fenced_in_any_order() {
+        let mut a = Metadata::default();
+        create(&mut a, "orders", 1);
+        let mut b = a.clone();
+        // The same writes in two orders converge.
+        for (leader, epoch) in [(1, 1), (2, 3), (3, 2)] {
+            set(&mut a, 0, leader, epoch);
+        }
+        for (leader, epoch) in [(2, 3), (3, 2), (1, 1)] {
+            set(&mut b, 0, leader, epoch);
+        }
+        assert_eq!(a, b);
+        let p = a.partition(&PartitionId::new("orders", 0)).unwrap();
+        assert_eq!((p.leader, p.epoch), (Some(2), 3));
+        assert!(matches!(set(&mut a, 0, 9, 4), Applied::Refused(m) if m.contains("not a replica")));
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let c = Command::SetLeader {
+            partition: PartitionId::new("a-b", 2),
+            leader: 3,
+            epoch: 9,
+        };
+        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+        assert!(Command::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn placement_is_round_robin_and_checked() {
+        assert_eq!(
+            place(&[3, 1, 2], 3, 2).unwrap(),
+            vec![vec![1, 2], vec![2, 3], vec![3, 1]]
+        );
+        assert!(place(&[1, 2], 1, 3).is_err());
+        assert!(place(&[1, 2], 0, 1).is_err());
+    }
+}
