@@ -6,7 +6,19 @@
 //!
 //! - [`builtin`]: plugins compiled into the binary (`builtin:<name>`).
 //! - [`demo`]: a scripted election against the default plugin.
+//! - [`config`]: a node's config file; [`cluster`]: loopback clusters.
+//! - [`raft`]: multi-Raft (storage, transport, the Raft loop).
+//! - [`metadata`]: the replicated topics and assignments.
+//! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
+//! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
 
+pub mod admin;
+pub mod broker;
 pub mod builtin;
+pub mod caps;
+pub mod cluster;
+pub mod config;
 pub mod demo;
 pub mod metadata;
+pub mod raft;
+pub mod sinks;

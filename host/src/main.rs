@@ -2,11 +2,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use leaderhook::{builtin, demo};
+use leaderhook::config::{NodeConfig, RaftConfig};
+use leaderhook::{admin, broker, builtin, cluster, demo};
 use leaderhook_harness::Scenario;
 use leaderhook_hooks::HooksConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +37,108 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run one broker node.
+    Broker {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Local loopback clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Create and delete topics (through a node's admin endpoint).
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Each local replica's Raft role, leader and term beside its stored
+    /// assignment, per node.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Write node1.toml … nodeN.toml for a loopback cluster.
+    Init {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+    /// Run every node of DIR in the foreground (initialising a 3-node
+    /// cluster there first if it has none); Ctrl-C stops them.
+    Up {
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        replication: usize,
+        #[command(flatten)]
+        target: Target,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which node(s) to ask: an admin address, or the configs of a cluster dir.
+#[derive(clap::Args)]
+struct Target {
+    /// A node's admin endpoint (127.0.0.1:PORT).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// A cluster directory written by `cluster init` (default: ./cluster).
+    #[arg(long, default_value = "cluster")]
+    dir: PathBuf,
+}
+
+impl Target {
+    /// The admin addresses to try, in node order.
+    fn addresses(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        if let Some(addr) = self.admin {
+            return Ok(vec![addr]);
+        }
+        let files = cluster::configs(&self.dir);
+        anyhow::ensure!(
+            !files.is_empty(),
+            "no --admin address and no node configs in {}",
+            self.dir.display()
+        );
+        files
+            .iter()
+            .map(|f| Ok(NodeConfig::from_file(f)?.admin_listen))
+            .collect()
+    }
+
+    /// Sends to the first node that answers.
+    fn request(&self, request: &admin::Request) -> anyhow::Result<serde_json::Value> {
+        let mut last = None;
+        for addr in self.addresses()? {
+            match admin::request(addr, request, Duration::from_secs(15)) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.to_string().contains("cannot reach") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")))
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,6 +180,57 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let engine = builtin::engine()?;
     match cli.command {
+        Command::Broker { config } => broker::run(NodeConfig::from_file(&config)?),
+        Command::Cluster {
+            command: ClusterCommand::Init { nodes, dir },
+        } => {
+            for file in cluster::init(&dir, nodes, &RaftConfig::default())? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Up { dir },
+        } => {
+            if cluster::configs(&dir).is_empty() {
+                cluster::init(&dir, 3, &RaftConfig::default())?;
+            }
+            cluster::up(&dir)
+        }
+        Command::Topics {
+            command:
+                TopicsCommand::Create {
+                    name,
+                    partitions,
+                    replication,
+                    target,
+                },
+        } => {
+            let answer = target.request(&admin::Request::CreateTopic {
+                name: name.clone(),
+                partitions,
+                replication,
+            })?;
+            println!("created topic {name}: {answer}");
+            Ok(())
+        }
+        Command::Topics {
+            command: TopicsCommand::Delete { name, target },
+        } => {
+            target.request(&admin::Request::DeleteTopic { name: name.clone() })?;
+            println!("deleted topic {name}");
+            Ok(())
+        }
+        Command::Status { target, json } => {
+            for addr in target.addresses()? {
+                match admin::request(addr, &admin::Request::Status, Duration::from_secs(5)) {
+                    Ok(status) if json => println!("{status}"),
+                    Ok(status) => print_status(&status)?,
+                    Err(e) => println!("{addr}: {e:#}"),
+                }
+            }
+            Ok(())
+        }
         Command::Demo { config } => {
             let config = match config {
                 Some(path) => HooksConfig::from_file(&path)?,
@@ -121,4 +276,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     .context("leaderhook")
+}
+
+fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
+    let status: admin::Status = serde_json::from_value(status.clone())?;
+    println!("node {}", status.node);
+    println!(
+        "  partition            group  role        raft-leader  term  serving  assigned  epoch"
+    );
+    let show = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    for r in &status.replicas {
+        let mark = if r.role == "Leader" && r.assigned_leader != Some(status.node) {
+            "  <- assignment differs"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<20} {:>5}  {:<10}  {:>11}  {:>4}  {:>7}  {:>8}  {:>5}{mark}",
+            r.partition,
+            r.group,
+            r.role,
+            show(r.raft_leader),
+            r.term,
+            r.serving,
+            show(r.assigned_leader),
+            r.epoch
+        );
+    }
+    Ok(())
 }

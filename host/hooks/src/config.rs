@@ -192,6 +192,22 @@ impl HooksConfig {
         Ok(config)
     }
 
+    /// Validates and resolves `[dispatch]` and `[[plugins]]` read as part of
+    /// a larger file (the broker's node config).
+    pub fn from_parts(
+        dispatch: DispatchConfig,
+        plugins: Vec<PluginConfig>,
+        file: &Path,
+    ) -> Result<Self, ConfigError> {
+        let mut config = HooksConfig { dispatch, plugins };
+        config.validate().map_err(|message| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        })?;
+        config.resolve_paths(file.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
     /// Checks what serde cannot: names, limits and sizes that make sense.
     pub fn validate(&self) -> Result<(), String> {
         if self.dispatch.queue_capacity == 0 {

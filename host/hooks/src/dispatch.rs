@@ -53,6 +53,8 @@ struct Shared {
 
 struct State {
     queue: PendingQueue,
+    /// Test hook: events to drop on submit (see `drop_next_events`).
+    drop_next: u64,
     commands: VecDeque<Command>,
     busy: bool,
     shutdown: bool,
@@ -110,6 +112,7 @@ impl HookRuntime {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: PendingQueue::new(dispatch.queue_capacity),
+                drop_next: 0,
                 commands: VecDeque::new(),
                 busy: false,
                 shutdown: false,
@@ -139,6 +142,11 @@ impl HookRuntime {
     pub fn submit(&self, event: LeadershipEvent) -> Push {
         let mut state = self.shared.lock();
         state.stats.submitted += 1;
+        if state.drop_next > 0 {
+            state.drop_next -= 1;
+            state.stats.dropped += 1;
+            return Push::Dropped;
+        }
         let push = state.queue.push(event);
         match push {
             Push::Queued => {}
@@ -151,6 +159,12 @@ impl HookRuntime {
             self.shared.work.notify_one();
         }
         push
+    }
+
+    /// Test hook: drops the next `count` submitted events, as a full queue
+    /// would, so tests can show that lost events heal (the broker's resync).
+    pub fn drop_next_events(&self, count: u64) {
+        self.shared.lock().drop_next = count;
     }
 
     /// Waits until every queued event has been handled by every plugin.

@@ -1,0 +1,123 @@
+//! The broker's side of the plugin capabilities: reads from the replicated
+//! metadata and the local Raft replicas; writes become metadata proposals,
+//! transfers go to the partition's Raft group. Every call only queues.
+
+use crate::metadata::Command;
+use crate::raft::node::{RaftCommand, RaftHandle, Shared};
+use crate::sinks::Sinks;
+use leaderhook_hooks::{
+    Capabilities, NodeId, NodeInfo, PartitionAssignment, PartitionId, PartitionView,
+};
+use std::sync::Arc;
+
+pub struct BrokerCaps {
+    pub node: NodeId,
+    pub nodes: Vec<NodeId>,
+    pub shared: Arc<Shared>,
+    pub raft: RaftHandle,
+    pub sinks: Sinks,
+}
+
+impl Capabilities for BrokerCaps {
+    fn local_node(&self) -> NodeId {
+        self.node
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        // Liveness as this node's Raft replicas see it: a node that leads
+        // some local group, or this node, is alive; others are assumed alive
+        // until the broker tracks peer health.
+        self.nodes
+            .iter()
+            .map(|&id| NodeInfo {
+                id,
+                alive: true,
+                rack: None,
+            })
+            .collect()
+    }
+
+    fn partition(&self, partition: &PartitionId) -> Option<PartitionView> {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let meta = metadata.partition(partition)?;
+        let local_term = self
+            .shared
+            .replicas
+            .read()
+            .ok()
+            .and_then(|r| r.get(&meta.group).map(|s| s.term))
+            .unwrap_or(0);
+        Some(PartitionView {
+            replicas: meta.replicas.clone(),
+            leader: meta.leader,
+            epoch: meta.epoch,
+            highest_term: local_term.max(meta.epoch),
+        })
+    }
+
+    fn assignments(&self) -> Vec<PartitionAssignment> {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        metadata
+            .partitions()
+            .map(|(partition, p)| PartitionAssignment {
+                partition,
+                replicas: p.replicas.clone(),
+                leader: p.leader,
+                epoch: p.epoch,
+            })
+            .collect()
+    }
+
+    fn set_leader(
+        &self,
+        partition: &PartitionId,
+        leader: NodeId,
+        epoch: u64,
+    ) -> Result<(), String> {
+        self.raft.send(RaftCommand::Propose(
+            Command::SetLeader {
+                partition: partition.clone(),
+                leader,
+                epoch,
+            },
+            None,
+        ))
+    }
+
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+        let group = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            metadata.partition(partition).map(|p| p.group)
+        }
+        .ok_or("unknown partition")?;
+        let local = self
+            .shared
+            .replicas
+            .read()
+            .is_ok_and(|r| r.contains_key(&group));
+        if !local {
+            return Err(format!("node {} has no replica of {partition}", self.node));
+        }
+        self.raft.send(RaftCommand::Transfer { group, to })
+    }
+
+    fn has_sink(&self, sink: &str) -> bool {
+        self.sinks.has(sink)
+    }
+
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
+        self.sinks.emit(sink, payload)
+    }
+}

@@ -1,0 +1,154 @@
+//! Loopback clusters: `leaderhook cluster init` writes the node configs,
+//! `leaderhook cluster up` runs one broker process per node in the
+//! foreground and stops them all on Ctrl-C (or SIGTERM).
+
+use crate::config::{Peer, RaftConfig};
+use anyhow::{Context, bail};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// A free port on 127.0.0.1, as the OS hands it out.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+pub fn config_path(dir: &Path, node: u64) -> PathBuf {
+    dir.join(format!("node{node}.toml"))
+}
+
+/// Writes node1.toml … nodeN.toml in `dir`: loopback ports, the default
+/// plugin, a log sink named "audit".
+pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<PathBuf>> {
+    if nodes == 0 {
+        bail!("a cluster needs at least one node");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let peers: Vec<Peer> = (1..=nodes)
+        .map(|id| {
+            Ok(Peer {
+                id,
+                raft: free_port()?,
+                admin: free_port()?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut files = Vec::new();
+    for peer in &peers {
+        let mut text = format!(
+            "# leaderhook node {id} (written by `leaderhook cluster init`)\n\
+             node_id = {id}\n\
+             data_dir = \"node{id}\"\n\
+             raft_listen = \"{raft}\"\n\
+             admin_listen = \"{admin}\"\n\n\
+             [raft]\n{raft_table}\n",
+            id = peer.id,
+            raft = peer.raft,
+            admin = peer.admin,
+            raft_table = toml::to_string(raft)?,
+        );
+        for p in &peers {
+            text += &format!(
+                "[[peers]]\nid = {}\nraft = \"{}\"\nadmin = \"{}\"\n\n",
+                p.id, p.raft, p.admin
+            );
+        }
+        text += "[[sinks]]\nname = \"audit\"\nkind = \"log\"\n\n\
+                 [[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\n\
+                 grants = [\"assignments\"]\n";
+        let file = config_path(dir, peer.id);
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// The node configs in `dir`, in node order.
+pub fn configs(dir: &Path) -> Vec<PathBuf> {
+    (1..)
+        .map(|n| config_path(dir, n))
+        .take_while(|p| p.exists())
+        .collect()
+}
+
+/// Runs every node of `dir` as a child process until Ctrl-C or SIGTERM,
+/// then stops them and waits for them.
+pub fn up(dir: &Path) -> anyhow::Result<()> {
+    let files = configs(dir);
+    if files.is_empty() {
+        bail!(
+            "no node configs in {} (run `leaderhook cluster init --dir {}` first)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let exe = std::env::current_exe()?;
+    let mut children: Vec<Child> = Vec::new();
+    for file in &files {
+        let child = Command::new(&exe)
+            .arg("broker")
+            .arg("--config")
+            .arg(file)
+            .spawn()
+            .with_context(|| format!("starting a broker for {}", file.display()));
+        match child {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop_all(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    eprintln!(
+        "leaderhook: {} nodes up (configs in {}); Ctrl-C stops them",
+        children.len(),
+        dir.display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return anyhow::Ok(()),
+                _ = term.recv() => return anyhow::Ok(()),
+                _ = tick.tick() => {
+                    for (i, child) in children.iter_mut().enumerate() {
+                        if let Some(status) = child.try_wait()? {
+                            bail!("node {} exited ({status}); stopping the cluster", i + 1);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    stop_all(&mut children);
+    outcome
+}
+
+/// SIGTERM to every child, then wait (SIGKILL after 10 s).
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        terminate(child.id());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for child in children.iter_mut() {
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of
+    // our own children, not yet reaped, so it cannot name another process.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}

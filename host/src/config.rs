@@ -1,0 +1,177 @@
+//! A node's config file (`leaderhook broker --config node1.toml`).
+//!
+//! ```toml
+//! node_id = 1
+//! data_dir = "node1"                   # relative to this file
+//! raft_listen = "127.0.0.1:7001"
+//! admin_listen = "127.0.0.1:7101"
+//! [raft]
+//! tick_ms = 100
+//! election_ticks = 10
+//! heartbeat_ticks = 3
+//! resync_ms = 2000
+//! [[peers]]                            # every node of the cluster, this one included
+//! id = 1
+//! raft = "127.0.0.1:7001"
+//! admin = "127.0.0.1:7101"
+//! [[sinks]]
+//! name = "audit"
+//! kind = "log"                         # log | file (with path = "...")
+//! [dispatch]
+//! [[plugins]]
+//! name = "assign-leader"
+//! path = "builtin:assign-leader"
+//! grants = ["assignments"]
+//! ```
+
+use crate::raft::node::RaftSettings;
+use leaderhook_hooks::config::{DispatchConfig, PluginConfig};
+use leaderhook_hooks::{HooksConfig, NodeId};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub raft_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    pub peers: Vec<Peer>,
+    #[serde(default)]
+    pub sinks: Vec<Sink>,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub resync_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 3,
+            resync_ms: 2000,
+        }
+    }
+}
+
+impl RaftConfig {
+    pub fn settings(&self) -> RaftSettings {
+        RaftSettings {
+            tick: Duration::from_millis(self.tick_ms),
+            election_ticks: self.election_ticks,
+            heartbeat_ticks: self.heartbeat_ticks,
+            resync: Duration::from_millis(self.resync_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: NodeId,
+    pub raft: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
+    /// For `kind = "file"`: the file notifications are appended to.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Each notification is a line in the broker's log.
+    Log,
+    /// Each notification is appended as a line to `path`.
+    File,
+}
+
+impl NodeConfig {
+    pub fn from_file(file: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let invalid = |m: String| anyhow::anyhow!("{}: {m}", file.display());
+        config.validate().map_err(invalid)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for sink in &mut config.sinks {
+            if let Some(path) = &mut sink.path
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
+        // The hooks part is validated and resolved by its own rules.
+        let hooks = HooksConfig::from_parts(config.dispatch.clone(), config.plugins.clone(), file)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.dispatch = hooks.dispatch;
+        config.plugins = hooks.plugins;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id must not be 0 (Raft reserves it)".into());
+        }
+        if !self.peers.iter().any(|p| p.id == self.node_id) {
+            return Err(format!("peers must include this node ({})", self.node_id));
+        }
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() {
+            return Err("peers: duplicate node id".into());
+        }
+        for sink in &self.sinks {
+            if sink.kind == SinkKind::File && sink.path.is_none() {
+                return Err(format!(
+                    "sink {:?}: kind = \"file\" needs a path",
+                    sink.name
+                ));
+            }
+        }
+        if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
+            return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".into());
+        }
+        if self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return Err("raft.election_ticks must be greater than raft.heartbeat_ticks".into());
+        }
+        Ok(())
+    }
+
+    pub fn hooks(&self) -> HooksConfig {
+        HooksConfig {
+            dispatch: self.dispatch.clone(),
+            plugins: self.plugins.clone(),
+        }
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.peers.iter().map(|p| p.id).collect()
+    }
+}

@@ -1,0 +1,542 @@
+//! The Raft loop of one node: every Raft group it hosts (the metadata group
+//! and one group per local partition replica) on one dedicated thread.
+//!
+//! Each round: step incoming messages, run queued commands, tick when due,
+//! then handle the Ready of every group in raft-rs's order, with the log
+//! writes of all groups persisted in one synced batch. Leadership changes
+//! become events for the hook runtime, which never blocks this thread.
+
+use crate::metadata::{Applied, Command, METADATA_GROUP, Metadata};
+use crate::raft::storage::{GroupStorage, LogStore, WriteBatch};
+use crate::raft::transport::{Envelope, Transport};
+use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionId, Transition};
+use raft::prelude::{Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Group id that carries no Raft message: it only wakes the loop so a
+/// queued command runs without waiting for the next tick.
+pub const WAKE_GROUP: u64 = 0;
+
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// How often leaders re-deliver leadership that the stored assignment
+    /// does not show yet.
+    pub resync: Duration,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 3,
+            resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What other threads see of a local replica.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaStatus {
+    pub group: u64,
+    pub partition: Option<PartitionId>,
+    pub role: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Leader with an entry of its own term committed: may serve.
+    pub serving: bool,
+}
+
+/// Shared read-only views, written by the Raft thread.
+#[derive(Default)]
+pub struct Shared {
+    pub metadata: RwLock<Metadata>,
+    pub replicas: RwLock<BTreeMap<u64, ReplicaStatus>>,
+}
+
+pub type Reply = Sender<Result<Applied, String>>;
+
+pub enum RaftCommand {
+    /// Propose a metadata command; the reply comes once it is applied here.
+    Propose(Command, Option<Reply>),
+    /// Ask a partition's group to move leadership to `to`.
+    Transfer { group: u64, to: NodeId },
+}
+
+struct Group {
+    raw: RawNode<GroupStorage>,
+    /// (role, leader, term) last reported, to emit events on change.
+    seen: (StateRole, u64, u64),
+    serving: bool,
+}
+
+pub struct RaftLoop {
+    node: NodeId,
+    cluster: Vec<NodeId>,
+    settings: RaftSettings,
+    store: LogStore,
+    transport: Transport,
+    inbox: Receiver<Envelope>,
+    commands: Receiver<RaftCommand>,
+    hooks: Arc<HookRuntime>,
+    shared: Arc<Shared>,
+    groups: BTreeMap<u64, Group>,
+    pending: HashMap<u64, Reply>,
+    next_proposal: u64,
+    logger: slog::Logger,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Handle to queue commands and wake the loop.
+#[derive(Clone)]
+pub struct RaftHandle {
+    commands: Sender<RaftCommand>,
+    wake: SyncSender<Envelope>,
+}
+
+impl RaftHandle {
+    /// `wake` is a sender into the loop's inbox.
+    pub fn new(commands: Sender<RaftCommand>, wake: SyncSender<Envelope>) -> Self {
+        Self { commands, wake }
+    }
+
+    pub fn send(&self, command: RaftCommand) -> Result<(), String> {
+        self.commands
+            .send(command)
+            .map_err(|_| "the Raft loop has stopped".to_string())?;
+        // Full inbox: the loop is busy and will see the command anyway.
+        let _ = self.wake.try_send(Envelope {
+            group: WAKE_GROUP,
+            message: Message::default(),
+        });
+        Ok(())
+    }
+
+    /// Proposes and waits (bounded) for the command to be applied locally.
+    pub fn propose_and_wait(&self, command: Command, timeout: Duration) -> Result<Applied, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(RaftCommand::Propose(command, Some(tx)))?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| format!("not committed within {timeout:?} (no metadata leader?)"))?
+    }
+}
+
+impl RaftLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: NodeId,
+        cluster: Vec<NodeId>,
+        settings: RaftSettings,
+        store: LogStore,
+        transport: Transport,
+        inbox: Receiver<Envelope>,
+        commands: Receiver<RaftCommand>,
+        hooks: Arc<HookRuntime>,
+        shared: Arc<Shared>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut this = Self {
+            node,
+            cluster,
+            settings,
+            store,
+            transport,
+            inbox,
+            commands,
+            hooks,
+            shared,
+            groups: BTreeMap::new(),
+            pending: HashMap::new(),
+            next_proposal: 1,
+            logger,
+            stop,
+        };
+        let voters = this.cluster.clone();
+        this.open_group(METADATA_GROUP, &voters)?;
+        Ok(this)
+    }
+
+    /// Opens (creating if new) the local replica of a group.
+    fn open_group(&mut self, id: u64, voters: &[NodeId]) -> anyhow::Result<()> {
+        if self.groups.contains_key(&id) {
+            return Ok(());
+        }
+        let storage = self.store.group(id);
+        storage.initialize(voters)?;
+        let config = raft::Config {
+            id: self.node,
+            election_tick: self.settings.election_ticks,
+            heartbeat_tick: self.settings.heartbeat_ticks,
+            // The metadata state lives in memory and is rebuilt by replaying
+            // the whole log on start, so it starts from index 0. Partition
+            // groups carry no state-machine data yet.
+            applied: 0,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        config.validate()?;
+        let raw = RawNode::new(&config, storage, &self.logger)?;
+        self.groups.insert(
+            id,
+            Group {
+                raw,
+                seen: (StateRole::Follower, 0, 0),
+                serving: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn close_group(&mut self, id: u64) {
+        self.groups.remove(&id);
+        if let Ok(mut replicas) = self.shared.replicas.write() {
+            replicas.remove(&id);
+        }
+        if let Err(e) = self.store.remove_group(id) {
+            tracing::warn!(group = id, "cannot remove the group's log: {e:#}");
+        }
+    }
+
+    /// Runs until the stop flag is set.
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.settings.tick;
+        let mut next_resync = Instant::now() + self.settings.resync;
+        while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(envelope) => {
+                    self.step(envelope);
+                    while let Ok(envelope) = self.inbox.try_recv() {
+                        self.step(envelope);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(command) = self.commands.try_recv() {
+                self.command(command);
+            }
+            if Instant::now() >= next_tick {
+                next_tick += self.settings.tick;
+                for group in self.groups.values_mut() {
+                    group.raw.tick();
+                }
+            }
+            self.on_ready();
+            if Instant::now() >= next_resync {
+                next_resync = Instant::now() + self.settings.resync;
+                self.resync();
+            }
+        }
+    }
+
+    fn step(&mut self, envelope: Envelope) {
+        if envelope.group == WAKE_GROUP {
+            return;
+        }
+        match self.groups.get_mut(&envelope.group) {
+            Some(group) => {
+                if let Err(e) = group.raw.step(envelope.message) {
+                    tracing::debug!(group = envelope.group, "step: {e}");
+                }
+            }
+            // A group this node has not created yet (its topic's creation
+            // is not applied here yet): Raft will retransmit.
+            None => tracing::trace!(group = envelope.group, "message for an unknown group"),
+        }
+    }
+
+    fn command(&mut self, command: RaftCommand) {
+        match command {
+            RaftCommand::Propose(command, reply) => {
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                let group = self
+                    .groups
+                    .get_mut(&METADATA_GROUP)
+                    .expect("metadata group");
+                match group
+                    .raw
+                    .propose(id.to_le_bytes().to_vec(), command.encode())
+                {
+                    Ok(()) => {
+                        if let Some(reply) = reply {
+                            self.pending.insert(id, reply);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(format!("proposal dropped: {e}")));
+                        }
+                    }
+                }
+            }
+            RaftCommand::Transfer { group, to } => {
+                if let Some(group) = self.groups.get_mut(&group) {
+                    // A follower forwards the request to its leader.
+                    group.raw.transfer_leader(to);
+                }
+            }
+        }
+    }
+
+    /// Handles every group's Ready: messages out, one synced write for all
+    /// groups' entries and hard states, then what may only follow a persist.
+    fn on_ready(&mut self) {
+        let mut batch = WriteBatch::default();
+        let mut readies = Vec::new();
+        let mut outgoing = Vec::new();
+        for (&id, group) in &mut self.groups {
+            if !group.raw.has_ready() {
+                continue;
+            }
+            let mut ready = group.raw.ready();
+            // Messages a leader may send before persisting (raft-rs allows
+            // it: they are not votes or acks of unpersisted entries).
+            outgoing.extend(
+                ready
+                    .take_messages()
+                    .into_iter()
+                    .map(|message| Envelope { group: id, message }),
+            );
+            if !ready.entries().is_empty() {
+                batch.append(id, ready.entries());
+            }
+            if let Some(hs) = ready.hs() {
+                batch.hard_state(id, hs);
+            }
+            let term = ready.hs().map_or(group.raw.raft.term, |hs| hs.term);
+            readies.push((id, ready, term));
+        }
+        if readies.is_empty() {
+            return;
+        }
+        self.transport.send(std::mem::take(&mut outgoing));
+        if !batch.is_empty()
+            && let Err(e) = self.store.write(batch)
+        {
+            // Without a durable log this node must not ack anything.
+            tracing::error!("raft log write failed, stopping the Raft loop: {e:#}");
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        for (id, mut ready, term) in readies {
+            let committed = ready.take_committed_entries();
+            let persisted = ready.take_persisted_messages();
+            outgoing.extend(
+                persisted
+                    .into_iter()
+                    .map(|message| Envelope { group: id, message }),
+            );
+            self.apply(id, committed);
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue; // removed by what it applied
+            };
+            let mut light = group.raw.advance(ready);
+            outgoing.extend(
+                light
+                    .take_messages()
+                    .into_iter()
+                    .map(|message| Envelope { group: id, message }),
+            );
+            let committed = light.take_committed_entries();
+            self.apply(id, committed);
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.raw.advance_apply();
+            }
+            self.observe(id, term);
+        }
+        self.transport.send(outgoing);
+    }
+
+    fn apply(&mut self, group_id: u64, entries: Vec<Entry>) {
+        for entry in entries {
+            if let Some(group) = self.groups.get_mut(&group_id)
+                && !group.serving
+                && group.raw.raft.state == StateRole::Leader
+                && entry.term == group.raw.raft.term
+            {
+                // An entry of the leader's own term is committed: it knows
+                // every earlier commit and may serve leader-only requests.
+                group.serving = true;
+            }
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                continue;
+            }
+            if group_id == METADATA_GROUP {
+                self.apply_metadata(&entry);
+            }
+        }
+    }
+
+    fn apply_metadata(&mut self, entry: &Entry) {
+        let outcome = match Command::decode(&entry.data) {
+            Ok(command) => {
+                let mut metadata = self
+                    .shared
+                    .metadata
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                metadata.apply(command)
+            }
+            Err(e) => Applied::Refused(e),
+        };
+        match &outcome {
+            Applied::TopicCreated { groups } => {
+                let to_open: Vec<(u64, Vec<NodeId>)> = {
+                    let metadata = self
+                        .shared
+                        .metadata
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
+                    groups
+                        .iter()
+                        .filter_map(|g| metadata.partition_of_group(*g))
+                        .filter(|(_, p)| p.replicas.contains(&self.node))
+                        .map(|(_, p)| (p.group, p.replicas.clone()))
+                        .collect()
+                };
+                for (group, replicas) in to_open {
+                    if let Err(e) = self.open_group(group, &replicas) {
+                        tracing::error!(group, "cannot open partition group: {e:#}");
+                    }
+                }
+            }
+            Applied::TopicDeleted { groups } => {
+                for group in groups {
+                    self.close_group(*group);
+                }
+            }
+            Applied::LeaderSet | Applied::Refused(_) => {}
+        }
+        if entry.context.len() == 8 {
+            let id = u64::from_le_bytes(entry.context[..8].try_into().expect("8 bytes"));
+            if let Some(reply) = self.pending.remove(&id) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+    }
+
+    /// Publishes the replica's status and emits a leadership event if its
+    /// role, leader or term changed.
+    fn observe(&mut self, id: u64, term: u64) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        let role = group.raw.raft.state;
+        let leader = group.raw.raft.leader_id;
+        let (old_role, old_leader, _) = group.seen;
+        if role != StateRole::Leader {
+            group.serving = false;
+        }
+        let status_changed = group.seen != (role, leader, term);
+        group.seen = (role, leader, term);
+        if id == METADATA_GROUP && !status_changed {
+            return;
+        }
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let partition = metadata
+            .partition_of_group(id)
+            .map(|(p, meta)| (p, meta.replicas.clone()));
+        drop(metadata);
+        if let Ok(mut replicas) = self.shared.replicas.write() {
+            replicas.insert(
+                id,
+                ReplicaStatus {
+                    group: id,
+                    partition: partition.as_ref().map(|(p, _)| p.clone()),
+                    role: format!("{role:?}"),
+                    leader: (leader != 0).then_some(leader),
+                    term,
+                    serving: group.serving,
+                },
+            );
+        }
+        let Some((partition, replicas)) = partition else {
+            return; // the metadata group: no plugin events
+        };
+        let transition = if role == StateRole::Leader && old_role != StateRole::Leader {
+            Transition::BecameLeader
+        } else if old_role == StateRole::Leader && role != StateRole::Leader {
+            Transition::SteppedDown
+        } else if role != StateRole::Leader && leader != old_leader {
+            if leader == 0 {
+                Transition::LeaderLost
+            } else {
+                Transition::LeaderObserved
+            }
+        } else {
+            return;
+        };
+        self.hooks.submit(LeadershipEvent {
+            partition,
+            transition,
+            observer: self.node,
+            leader: (leader != 0).then_some(leader),
+            previous_leader: (old_leader != 0).then_some(old_leader),
+            term,
+            replicas,
+            at_ms: now_ms(),
+        });
+    }
+
+    /// Re-delivers the leadership of every group this node leads whose
+    /// stored assignment does not name it at its term: events can be lost
+    /// (a full queue, a dropped proposal, a restart); this heals them.
+    fn resync(&mut self) {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut events = Vec::new();
+        for (&id, group) in &self.groups {
+            if id == METADATA_GROUP || group.raw.raft.state != StateRole::Leader {
+                continue;
+            }
+            let Some((partition, meta)) = metadata.partition_of_group(id) else {
+                continue;
+            };
+            let term = group.raw.raft.term;
+            if meta.leader == Some(self.node) && meta.epoch == term {
+                continue;
+            }
+            events.push(LeadershipEvent {
+                partition,
+                transition: Transition::BecameLeader,
+                observer: self.node,
+                leader: Some(self.node),
+                previous_leader: meta.leader,
+                term,
+                replicas: meta.replicas.clone(),
+                at_ms: now_ms(),
+            });
+        }
+        drop(metadata);
+        for event in events {
+            tracing::debug!(partition = %event.partition, term = event.term, "resync: re-delivering leadership");
+            self.hooks.submit(event);
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

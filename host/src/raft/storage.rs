@@ -1,0 +1,956 @@
+//! Durable storage for every Raft group of a node, on one `raft-engine` instance.
+//!
+//! A node runs one Raft group per partition replica plus the metadata group. All
+//! of them share a single [`LogStore`] (one raft-engine directory, one append-only
+//! log, one `fsync` per Raft round): raft-engine keys everything by a `u64` region
+//! id, which here is the Raft group id.
+//!
+//! Per group, raft-engine holds:
+//!
+//! - the log entries (`raft::prelude::Entry`, protobuf-encoded);
+//! - key [`KEY_HARD_STATE`]: the `HardState` (protobuf);
+//! - key [`KEY_CONF_STATE`]: the `ConfState` (protobuf);
+//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian), so that a
+//!   restart never re-applies an entry;
+//! - key [`KEY_TRUNCATED`]: the truncated state `(index, term)` (16 bytes
+//!   little-endian): the last entry discarded by [`GroupStorage::compact`]. A fresh
+//!   group is truncated at `(0, 0)`, so its first index is 1.
+//!
+//! The Raft loop collects the writes of every group's `Ready` into one
+//! [`WriteBatch`] and persists it with [`LogStore::write`]: one raft-engine write,
+//! synced, atomic across groups (a torn batch is dropped whole on recovery).
+//!
+//! # Snapshots
+//!
+//! There are none yet: [`GroupStorage`]'s `snapshot` always answers
+//! `SnapshotTemporarilyUnavailable`, see its documentation. The broker compacts a
+//! group's log only up to an index every replica already has, so a leader never
+//! needs one. The limitation: a replica that lost its log (or a replica added
+//! after the group's log was compacted) cannot catch up; the leader keeps
+//! retrying and logs it, nothing is corrupted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ::raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use ::raft::util::limit_size;
+use ::raft::{GetEntriesContext, RaftState, StorageError};
+use anyhow::{Context, anyhow, bail};
+use raft_engine::{Command, Config, Engine, LogBatch, MessageExt, ReadableSize};
+
+/// Key of a group's `HardState` (protobuf).
+pub const KEY_HARD_STATE: &[u8] = b"hard_state";
+/// Key of a group's `ConfState` (protobuf).
+pub const KEY_CONF_STATE: &[u8] = b"conf_state";
+/// Key of a group's last applied index (`u64` little-endian).
+pub const KEY_APPLIED: &[u8] = b"applied";
+/// Key of a group's truncated state: index then term (`u64` little-endian each).
+pub const KEY_TRUNCATED: &[u8] = b"truncated";
+
+/// Tells raft-engine how to index a Raft entry.
+#[derive(Clone, Copy, Debug)]
+struct EntryExt;
+
+impl MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// One per node: a raft-engine instance under one directory holding every
+/// group's log. Cheap to clone (an `Arc` inside).
+///
+/// raft-engine locks its directory: to reopen it in the same process, every
+/// clone of the `LogStore` and of its [`GroupStorage`]s must be dropped first.
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.engine.path())
+            .finish()
+    }
+}
+
+impl LogStore {
+    /// Opens (creating it if needed) the store under `dir` and replays it.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating raft log directory {}", dir.display()))?;
+        let dir_str = dir
+            .to_str()
+            .ok_or_else(|| anyhow!("raft log directory {} is not UTF-8", dir.display()))?;
+        let config = Config {
+            dir: dir_str.to_owned(),
+            // Many small groups share the log: smaller files let purging reclaim
+            // space sooner than the 128 MiB default.
+            target_file_size: ReadableSize::mb(32),
+            // Once the log files exceed this, `purge` rewrites the few live entries
+            // of old files and asks for the groups holding them back to compact.
+            purge_threshold: ReadableSize::mb(256),
+            // Default, stated for the record: a torn last write (crash during a
+            // write) is dropped, not an error.
+            recovery_mode: raft_engine::RecoveryMode::TolerateTailCorruption,
+            ..Config::default()
+        };
+        let engine = Engine::open(config)
+            .with_context(|| format!("opening raft log in {}", dir.display()))?;
+        Ok(LogStore {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Groups that have any state on disk (for restart), ascending.
+    pub fn group_ids(&self) -> Vec<u64> {
+        let mut ids = self.engine.raft_groups();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The storage of one group (cheap; creates nothing on disk by itself).
+    pub fn group(&self, group_id: u64) -> GroupStorage {
+        GroupStorage {
+            group_id,
+            engine: Arc::clone(&self.engine),
+        }
+    }
+
+    /// Removes every trace of a group (topic deleted): entries and state keys.
+    /// Its [`GroupStorage`]s then read as a brand-new group.
+    pub fn remove_group(&self, group_id: u64) -> anyhow::Result<()> {
+        let mut batch = LogBatch::default();
+        batch.add_command(group_id, Command::Clean);
+        self.engine
+            .write(&mut batch, true)
+            .with_context(|| format!("removing raft group {group_id}"))?;
+        Ok(())
+    }
+
+    /// Persists a batch of writes for many groups in one raft-engine write,
+    /// synced. Nothing is written if any group's append would leave a hole or
+    /// overwrite compacted entries (those are errors, where raft's `MemStorage`
+    /// panics).
+    pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut log_batch = LogBatch::default();
+        for (&group_id, write) in &batch.groups {
+            if let Some(error) = &write.error {
+                bail!("raft group {group_id}: {error}");
+            }
+            if !write.entries.is_empty() {
+                let storage = self.group(group_id);
+                let first = write.entries[0].index;
+                let first_index = storage.first_index_inner();
+                let last_index = storage.last_index();
+                if first < first_index {
+                    bail!(
+                        "raft group {group_id}: append at {first} overwrites compacted entries \
+                         (first index {first_index})"
+                    );
+                }
+                if first > last_index + 1 {
+                    bail!(
+                        "raft group {group_id}: append at {first} leaves a hole \
+                         (last index {last_index})"
+                    );
+                }
+                log_batch
+                    .add_entries::<EntryExt>(group_id, &write.entries)
+                    .with_context(|| format!("raft group {group_id}: encoding entries"))?;
+            }
+            // Entries first, then the states: one batch, so both or neither.
+            if let Some(hs) = &write.hard_state {
+                log_batch.put_message(group_id, KEY_HARD_STATE.to_vec(), hs)?;
+            }
+            if let Some(cs) = &write.conf_state {
+                log_batch.put_message(group_id, KEY_CONF_STATE.to_vec(), cs)?;
+            }
+            if let Some(applied) = write.applied {
+                log_batch.put(
+                    group_id,
+                    KEY_APPLIED.to_vec(),
+                    applied.to_le_bytes().to_vec(),
+                )?;
+            }
+        }
+        self.engine
+            .write(&mut log_batch, true)
+            .context("writing raft log batch")?;
+        Ok(())
+    }
+
+    /// Lets raft-engine reclaim old log files; call it now and then from the
+    /// Raft loop. Returns the groups raft-engine asks to compact (their old
+    /// entries keep old files alive), ascending.
+    pub fn purge(&self) -> anyhow::Result<Vec<u64>> {
+        let mut ids = self
+            .engine
+            .purge_expired_files()
+            .context("purging raft log files")?;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+/// Writes of one Raft round for many groups, persisted by [`LogStore::write`].
+#[derive(Default, Debug)]
+pub struct WriteBatch {
+    groups: BTreeMap<u64, GroupWrite>,
+}
+
+#[derive(Default, Debug)]
+struct GroupWrite {
+    /// Consecutive entries to append (conflicting suffixes already merged).
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    conf_state: Option<ConfState>,
+    applied: Option<u64>,
+    /// A malformed append, reported by `LogStore::write`.
+    error: Option<String>,
+}
+
+impl WriteBatch {
+    /// Appends entries to a group's log, replacing any conflicting suffix (on disk
+    /// or earlier in this batch), like raft's `MemStorage::append`. The entries
+    /// must have consecutive indexes; a hole is reported by [`LogStore::write`].
+    pub fn append(&mut self, group: u64, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let write = self.groups.entry(group).or_default();
+        if write.error.is_some() {
+            return;
+        }
+        if let Some(pair) = entries.windows(2).find(|w| w[1].index != w[0].index + 1) {
+            write.error = Some(format!(
+                "appended entries are not consecutive ({} then {})",
+                pair[0].index, pair[1].index
+            ));
+            return;
+        }
+        let new_first = entries[0].index;
+        match (write.entries.first(), write.entries.last()) {
+            (Some(first), Some(last)) if new_first >= first.index => {
+                if new_first > last.index + 1 {
+                    write.error = Some(format!(
+                        "append at {new_first} leaves a hole after {}",
+                        last.index
+                    ));
+                    return;
+                }
+                let keep = (new_first - first.index) as usize;
+                write.entries.truncate(keep);
+            }
+            // Nothing pending, or the new entries replace all pending ones: the
+            // disk-side checks happen in `LogStore::write`.
+            _ => write.entries.clear(),
+        }
+        write.entries.extend_from_slice(entries);
+    }
+
+    /// Sets a group's `HardState` (the last one in the batch wins).
+    pub fn hard_state(&mut self, group: u64, hs: &HardState) {
+        self.groups.entry(group).or_default().hard_state = Some(hs.clone());
+    }
+
+    /// Sets a group's `ConfState` (the last one in the batch wins).
+    pub fn conf_state(&mut self, group: u64, cs: &ConfState) {
+        self.groups.entry(group).or_default().conf_state = Some(cs.clone());
+    }
+
+    /// Sets a group's last applied index, so restart never re-applies.
+    pub fn applied(&mut self, group: u64, index: u64) {
+        self.groups.entry(group).or_default().applied = Some(index);
+    }
+
+    /// True if there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// The storage of one Raft group; implements [`raft::Storage`](::raft::Storage).
+///
+/// Reads go straight to raft-engine (its index is in memory; entries are read
+/// from the log files). Writes go through [`WriteBatch`] and [`LogStore::write`].
+///
+/// State that cannot be decoded (corruption raft-engine's checksums missed)
+/// makes the accessors panic: no safe default exists for a vote or a commit.
+#[derive(Clone)]
+pub struct GroupStorage {
+    group_id: u64,
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for GroupStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupStorage")
+            .field("group_id", &self.group_id)
+            .finish()
+    }
+}
+
+impl GroupStorage {
+    /// The Raft group id.
+    pub fn id(&self) -> u64 {
+        self.group_id
+    }
+
+    /// For a brand-new group: persists the initial `ConfState` (voters) if the
+    /// group has no state yet. Returns true if it was new. Not atomic against
+    /// concurrent writers of the same group: call it from the Raft loop.
+    pub fn initialize(&self, voters: &[u64]) -> anyhow::Result<bool> {
+        let fresh = self.engine.get(self.group_id, KEY_CONF_STATE).is_none()
+            && self.engine.get(self.group_id, KEY_HARD_STATE).is_none()
+            && self.engine.last_index(self.group_id).is_none();
+        if !fresh {
+            return Ok(false);
+        }
+        if voters.is_empty() {
+            bail!("raft group {}: no voters to initialize with", self.group_id);
+        }
+        let cs = ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        };
+        let mut batch = LogBatch::default();
+        batch.put_message(self.group_id, KEY_CONF_STATE.to_vec(), &cs)?;
+        self.engine
+            .write(&mut batch, true)
+            .with_context(|| format!("initializing raft group {}", self.group_id))?;
+        Ok(true)
+    }
+
+    /// The last applied index persisted (0 if none).
+    pub fn applied(&self) -> u64 {
+        self.engine
+            .get(self.group_id, KEY_APPLIED)
+            .map_or(0, |v| decode_u64(&v, 0, self.group_id, "applied"))
+    }
+
+    /// The persisted `HardState` (default if none).
+    pub fn hard_state(&self) -> HardState {
+        self.message(KEY_HARD_STATE)
+    }
+
+    /// The persisted `ConfState` (default, i.e. uninitialized, if none).
+    pub fn conf_state(&self) -> ConfState {
+        self.message(KEY_CONF_STATE)
+    }
+
+    /// The truncated state `(index, term)`: the last compacted entry, `(0, 0)`
+    /// for a group never compacted.
+    pub fn truncated(&self) -> (u64, u64) {
+        match self.engine.get(self.group_id, KEY_TRUNCATED) {
+            None => (0, 0),
+            Some(v) => (
+                decode_u64(&v, 0, self.group_id, "truncated"),
+                decode_u64(&v, 8, self.group_id, "truncated"),
+            ),
+        }
+    }
+
+    /// Index of the last entry (the truncated index if there is none).
+    pub fn last_index(&self) -> u64 {
+        self.engine
+            .last_index(self.group_id)
+            .unwrap_or_else(|| self.truncated().0)
+    }
+
+    fn first_index_inner(&self) -> u64 {
+        self.truncated().0 + 1
+    }
+
+    /// Discards entries up to and including `index` (must be <= applied and
+    /// <= last index). Compacting at or below the truncated index does nothing.
+    ///
+    /// Not synced: the truncated state and the discard are one atomic batch, so
+    /// a crash that loses it only leaves the entries in place; the next synced
+    /// write persists it.
+    pub fn compact(&self, index: u64) -> anyhow::Result<()> {
+        let (truncated, _) = self.truncated();
+        if index <= truncated {
+            return Ok(());
+        }
+        let applied = self.applied();
+        if index > applied {
+            bail!(
+                "raft group {}: compact to {index} beyond applied {applied}",
+                self.group_id
+            );
+        }
+        let last = self.last_index();
+        if index > last {
+            bail!(
+                "raft group {}: compact to {index} beyond last index {last}",
+                self.group_id
+            );
+        }
+        let term = ::raft::Storage::term(self, index)
+            .map_err(|e| anyhow!("raft group {}: term of {index}: {e}", self.group_id))?;
+        let mut value = Vec::with_capacity(16);
+        value.extend_from_slice(&index.to_le_bytes());
+        value.extend_from_slice(&term.to_le_bytes());
+        let mut batch = LogBatch::default();
+        batch.put(self.group_id, KEY_TRUNCATED.to_vec(), value)?;
+        // raft-engine's Compact removes entries *below* its index.
+        batch.add_command(self.group_id, Command::Compact { index: index + 1 });
+        self.engine
+            .write(&mut batch, false)
+            .with_context(|| format!("compacting raft group {}", self.group_id))?;
+        Ok(())
+    }
+
+    fn message<M: protobuf::Message>(&self, key: &[u8]) -> M {
+        match self.engine.get_message::<M>(self.group_id, key) {
+            Ok(m) => m.unwrap_or_else(M::new),
+            Err(e) => panic!(
+                "raft group {}: undecodable {}: {e}",
+                self.group_id,
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+}
+
+fn decode_u64(v: &[u8], at: usize, group: u64, what: &str) -> u64 {
+    match v.get(at..at + 8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => panic!("raft group {group}: undecodable {what} ({} bytes)", v.len()),
+    }
+}
+
+fn engine_error(e: raft_engine::Error) -> ::raft::Error {
+    match e {
+        raft_engine::Error::EntryCompacted => ::raft::Error::Store(StorageError::Compacted),
+        raft_engine::Error::EntryNotFound => ::raft::Error::Store(StorageError::Unavailable),
+        other => ::raft::Error::Store(StorageError::Other(Box::new(other))),
+    }
+}
+
+impl ::raft::Storage for GroupStorage {
+    fn initial_state(&self) -> ::raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state(), self.conf_state()))
+    }
+
+    /// Entries `[low, high)`, at most `max_size` bytes but at least one entry.
+    ///
+    /// # Panics
+    ///
+    /// If `high > last_index + 1`, like `MemStorage`.
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> ::raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        if low < self.first_index_inner() {
+            return Err(::raft::Error::Store(StorageError::Compacted));
+        }
+        let last = self.last_index();
+        if high > last + 1 {
+            panic!(
+                "raft group {}: index out of bound (last: {}, high: {high})",
+                self.group_id,
+                last + 1
+            );
+        }
+        let mut entries = Vec::with_capacity(high.saturating_sub(low) as usize);
+        if low >= high {
+            return Ok(entries);
+        }
+        // raft-engine applies the same size rule (encoded sizes, at least one
+        // entry), which spares reading entries we would drop; `limit_size` keeps
+        // raft's exact semantics.
+        let engine_max = max_size.map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        self.engine
+            .fetch_entries_to::<EntryExt>(self.group_id, low, high, engine_max, &mut entries)
+            .map_err(engine_error)?;
+        limit_size(&mut entries, max_size);
+        Ok(entries)
+    }
+
+    /// Term of `idx` in `[first_index - 1, last_index]`; the entry just before
+    /// the first index answers from the truncated state.
+    fn term(&self, idx: u64) -> ::raft::Result<u64> {
+        let (truncated_index, truncated_term) = self.truncated();
+        if idx == truncated_index {
+            return Ok(truncated_term);
+        }
+        if idx < truncated_index {
+            return Err(::raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index() {
+            return Err(::raft::Error::Store(StorageError::Unavailable));
+        }
+        match self
+            .engine
+            .get_entry::<EntryExt>(self.group_id, idx)
+            .map_err(engine_error)?
+        {
+            Some(e) => Ok(e.term),
+            None => Err(::raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> ::raft::Result<u64> {
+        Ok(self.first_index_inner())
+    }
+
+    fn last_index(&self) -> ::raft::Result<u64> {
+        Ok(GroupStorage::last_index(self))
+    }
+
+    /// Always `SnapshotTemporarilyUnavailable`.
+    ///
+    /// The state machine (the partition's records, the metadata) lives outside
+    /// this log, so a snapshot made of metadata only (index, term, conf state,
+    /// empty data) would let a lagging follower jump its log past entries it
+    /// never applied: silent data loss. Refusing is safe: raft-rs logs it and
+    /// retries later, the follower stays behind but consistent. It should not
+    /// happen: the broker compacts a group only up to an index every replica
+    /// has persisted. Limitation: a replica that lost its disk, or one added
+    /// after compaction, cannot catch up until real snapshots exist.
+    fn snapshot(&self, _request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
+        Err(::raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::raft::Storage;
+    use ::raft::prelude::{Config as RaftConfig, RawNode};
+    use protobuf::Message as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Entry::default()
+        }
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    fn store_err(e: StorageError) -> ::raft::Error {
+        ::raft::Error::Store(e)
+    }
+
+    fn append(store: &LogStore, group: u64, entries: &[Entry]) {
+        let mut batch = WriteBatch::default();
+        batch.append(group, entries);
+        store.write(batch).unwrap();
+    }
+
+    #[test]
+    fn append_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(7);
+        assert_eq!(g.id(), 7);
+        assert_eq!(g.first_index().unwrap(), 1);
+        assert_eq!(Storage::last_index(&g).unwrap(), 0);
+        assert_eq!(g.term(0).unwrap(), 0);
+        assert_eq!(g.term(1), Err(store_err(StorageError::Unavailable)));
+        assert!(g.entries(1, 1, None, ctx()).unwrap().is_empty());
+
+        let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 1 + i / 3)).collect();
+        append(&store, 7, &ents);
+        assert_eq!(g.first_index().unwrap(), 1);
+        assert_eq!(g.last_index(), 5);
+        assert_eq!(g.term(0).unwrap(), 0);
+        assert_eq!(g.term(3).unwrap(), 2);
+        assert_eq!(g.term(6), Err(store_err(StorageError::Unavailable)));
+        assert_eq!(g.entries(1, 6, None, ctx()).unwrap(), ents);
+        assert_eq!(g.entries(2, 4, None, ctx()).unwrap(), ents[1..3].to_vec());
+
+        // max_size: like MemStorage, at least one entry, then as many as fit.
+        let size = u64::from(ents[0].compute_size());
+        assert_eq!(g.entries(1, 6, 0, ctx()).unwrap(), ents[..1].to_vec());
+        assert_eq!(g.entries(1, 6, size, ctx()).unwrap(), ents[..1].to_vec());
+        assert_eq!(
+            g.entries(1, 6, size * 2 + size / 2, ctx()).unwrap(),
+            ents[..2].to_vec()
+        );
+        assert_eq!(g.entries(1, 6, size * 5, ctx()).unwrap(), ents);
+        assert_eq!(g.entries(1, 6, u64::MAX, ctx()).unwrap(), ents);
+
+        // Appending right after the end extends; a hole is refused, atomically.
+        append(&store, 7, &[entry(6, 2)]);
+        assert_eq!(g.last_index(), 6);
+        let mut batch = WriteBatch::default();
+        batch.hard_state(7, &HardState::default());
+        batch.append(7, &[entry(8, 2)]);
+        assert!(store.write(batch).is_err());
+        let mut batch = WriteBatch::default();
+        batch.append(7, &[entry(7, 2), entry(9, 2)]);
+        assert!(store.write(batch).is_err());
+        assert_eq!(g.last_index(), 6);
+    }
+
+    #[test]
+    #[should_panic(expected = "index out of bound")]
+    fn entries_beyond_last_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        append(&store, 1, &[entry(1, 1)]);
+        let _ = store.group(1).entries(1, 3, None, ctx());
+    }
+
+    #[test]
+    fn overwrite_conflicting_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(1);
+        append(&store, 1, &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+
+        // A new leader's entries replace 3..=5 on disk.
+        append(&store, 1, &[entry(3, 2), entry(4, 2)]);
+        assert_eq!(g.last_index(), 4);
+        assert_eq!(
+            g.entries(1, 5, None, ctx()).unwrap(),
+            vec![entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]
+        );
+        assert_eq!(g.term(5), Err(store_err(StorageError::Unavailable)));
+
+        // Within one batch: the later append cuts the earlier one.
+        let mut batch = WriteBatch::default();
+        batch.append(1, &[entry(5, 2), entry(6, 2), entry(7, 2)]);
+        batch.append(1, &[entry(6, 3)]);
+        batch.append(1, &[entry(7, 3)]);
+        store.write(batch).unwrap();
+        assert_eq!(g.last_index(), 7);
+        assert_eq!(
+            g.entries(5, 8, None, ctx()).unwrap(),
+            vec![entry(5, 2), entry(6, 3), entry(7, 3)]
+        );
+
+        // A batch append starting before the pending ones replaces them all.
+        let mut batch = WriteBatch::default();
+        batch.append(1, &[entry(8, 3), entry(9, 3)]);
+        batch.append(1, &[entry(2, 4)]);
+        store.write(batch).unwrap();
+        assert_eq!(g.last_index(), 2);
+        assert_eq!(
+            g.entries(1, 3, None, ctx()).unwrap(),
+            vec![entry(1, 1), entry(2, 4)]
+        );
+
+        // Survives a reopen.
+        drop(g);
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(1);
+        assert_eq!(
+            g.entries(1, 3, None, ctx()).unwrap(),
+            vec![entry(1, 1), entry(2, 4)]
+        );
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let hs = HardState {
+            term: 3,
+            vote: 2,
+            commit: 4,
+            ..HardState::default()
+        };
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..ConfState::default()
+        };
+        let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 3)).collect();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let g = store.group(9);
+            assert!(g.initialize(&[1, 2, 3]).unwrap());
+            assert!(!g.initialize(&[1, 2, 3]).unwrap());
+            let mut batch = WriteBatch::default();
+            batch.append(9, &ents);
+            batch.hard_state(9, &hs);
+            batch.conf_state(9, &cs);
+            batch.applied(9, 4);
+            store.write(batch).unwrap();
+            store.write(WriteBatch::default()).unwrap();
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_ids(), vec![9]);
+        let g = store.group(9);
+        assert!(!g.initialize(&[1]).unwrap());
+        assert_eq!(g.hard_state(), hs);
+        assert_eq!(g.conf_state(), cs);
+        assert_eq!(g.applied(), 4);
+        let state = g.initial_state().unwrap();
+        assert_eq!(state.hard_state, hs);
+        assert_eq!(state.conf_state, cs);
+        assert_eq!(g.entries(1, 6, None, ctx()).unwrap(), ents);
+        assert_eq!(g.last_index(), 5);
+        assert_eq!(g.truncated(), (0, 0));
+
+        // A fresh group reads as uninitialized.
+        let fresh = store.group(10);
+        assert!(!fresh.initial_state().unwrap().initialized());
+        assert_eq!(fresh.applied(), 0);
+        assert_eq!(store.group_ids(), vec![9]);
+    }
+
+    #[test]
+    fn groups_are_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        assert!(store.group_ids().is_empty());
+
+        let mut batch = WriteBatch::default();
+        assert!(batch.is_empty());
+        let hs1 = HardState {
+            term: 1,
+            ..HardState::default()
+        };
+        let hs2 = HardState {
+            term: 2,
+            ..HardState::default()
+        };
+        batch.append(1, &(1..=3).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        batch.append(2, &(1..=6).map(|i| entry(i, 2)).collect::<Vec<_>>());
+        batch.hard_state(1, &hs1);
+        batch.hard_state(2, &hs2);
+        batch.applied(2, 5);
+        batch.conf_state(3, &ConfState::default());
+        assert!(!batch.is_empty());
+        store.write(batch).unwrap();
+
+        assert_eq!(store.group_ids(), vec![1, 2, 3]);
+        let (g1, g2, g3) = (store.group(1), store.group(2), store.group(3));
+        assert_eq!(
+            (g1.last_index(), g2.last_index(), g3.last_index()),
+            (3, 6, 0)
+        );
+        assert_eq!(g1.hard_state(), hs1);
+        assert_eq!(g2.hard_state(), hs2);
+        assert_eq!((g1.applied(), g2.applied()), (0, 5));
+        assert_eq!(g1.term(2).unwrap(), 1);
+        assert_eq!(g2.term(2).unwrap(), 2);
+
+        // A conflicting append in group 1 leaves group 2 alone.
+        append(&store, 1, &[entry(2, 5)]);
+        assert_eq!((g1.last_index(), g2.last_index()), (2, 6));
+
+        store.remove_group(2).unwrap();
+        assert_eq!(store.group_ids(), vec![1, 3]);
+        assert_eq!(g2.last_index(), 0);
+        assert_eq!(g2.hard_state(), HardState::default());
+        assert_eq!(g2.applied(), 0);
+        assert_eq!(g1.last_index(), 2);
+        // Removing an unknown group is fine.
+        store.remove_group(42).unwrap();
+
+        drop((g1, g2, g3));
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_ids(), vec![1, 3]);
+        assert_eq!(store.group(2).last_index(), 0);
+        assert_eq!(store.group(1).hard_state(), hs1);
+
+        // A removed group can be created again from scratch.
+        let g2 = store.group(2);
+        assert!(g2.initialize(&[1]).unwrap());
+        append(&store, 2, &[entry(1, 1)]);
+        assert_eq!(g2.last_index(), 1);
+    }
+
+    #[test]
+    fn compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(5);
+        let ents: Vec<Entry> = (1..=10).map(|i| entry(i, i / 4 + 1)).collect();
+        let mut batch = WriteBatch::default();
+        batch.append(5, &ents);
+        batch.applied(5, 6);
+        store.write(batch).unwrap();
+
+        assert!(g.compact(7).is_err(), "beyond applied");
+        g.compact(5).unwrap();
+        assert_eq!(g.truncated(), (5, 2));
+        assert_eq!(g.first_index().unwrap(), 6);
+        assert_eq!(g.last_index(), 10);
+        assert_eq!(g.term(5).unwrap(), 2);
+        assert_eq!(g.term(4), Err(store_err(StorageError::Compacted)));
+        assert_eq!(
+            g.entries(5, 8, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(g.entries(6, 11, None, ctx()).unwrap(), ents[5..].to_vec());
+        // At or below the truncated index: nothing to do.
+        g.compact(3).unwrap();
+        assert_eq!(g.first_index().unwrap(), 6);
+
+        // Appending over compacted entries is refused.
+        let mut batch = WriteBatch::default();
+        batch.append(5, &[entry(5, 9)]);
+        assert!(store.write(batch).is_err());
+
+        // Compact everything, then keep appending; it all survives a reopen.
+        let mut batch = WriteBatch::default();
+        batch.applied(5, 10);
+        store.write(batch).unwrap();
+        g.compact(10).unwrap();
+        assert_eq!(g.first_index().unwrap(), 11);
+        assert_eq!(g.last_index(), 10);
+        assert_eq!(g.term(10).unwrap(), 3);
+        assert!(g.entries(11, 11, None, ctx()).unwrap().is_empty());
+        append(&store, 5, &[entry(11, 4), entry(12, 4)]);
+        drop(g);
+        drop(store);
+
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(5);
+        assert_eq!(g.truncated(), (10, 3));
+        assert_eq!(g.first_index().unwrap(), 11);
+        assert_eq!(g.last_index(), 12);
+        assert_eq!(g.term(10).unwrap(), 3);
+        assert_eq!(
+            g.entries(11, 13, None, ctx()).unwrap(),
+            vec![entry(11, 4), entry(12, 4)]
+        );
+        assert_eq!(
+            g.entries(10, 13, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(
+            g.snapshot(0, 2),
+            Err(store_err(StorageError::SnapshotTemporarilyUnavailable))
+        );
+        store.purge().unwrap();
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<LogStore>();
+        check::<GroupStorage>();
+        check::<WriteBatch>();
+    }
+
+    fn raft_config(applied: u64) -> RaftConfig {
+        RaftConfig {
+            id: 1,
+            election_tick: 10,
+            heartbeat_tick: 3,
+            applied,
+            ..RaftConfig::default()
+        }
+    }
+
+    fn logger() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// Persists and advances every Ready; returns the data of applied entries.
+    fn drive(store: &LogStore, node: &mut RawNode<GroupStorage>) -> Vec<Vec<u8>> {
+        let group = node.store().id();
+        let mut applied = Vec::new();
+        let mut apply = |batch: &mut WriteBatch, entries: &[Entry]| {
+            for e in entries {
+                if !e.data.is_empty() {
+                    applied.push(e.data.to_vec());
+                }
+                batch.applied(group, e.index);
+            }
+        };
+        while node.has_ready() {
+            let mut ready = node.ready();
+            assert!(ready.snapshot().is_empty());
+            let mut batch = WriteBatch::default();
+            apply(&mut batch, &ready.take_committed_entries());
+            batch.append(group, ready.entries());
+            if let Some(hs) = ready.hs() {
+                batch.hard_state(group, hs);
+            }
+            store.write(batch).unwrap();
+            let mut light = node.advance(ready);
+            let mut batch = WriteBatch::default();
+            if let Some(commit) = light.commit_index() {
+                let mut hs = node.store().hard_state();
+                hs.commit = commit;
+                batch.hard_state(group, &hs);
+            }
+            apply(&mut batch, &light.take_committed_entries());
+            store.write(batch).unwrap();
+            node.advance_apply();
+        }
+        applied
+    }
+
+    #[test]
+    fn raw_node_campaigns_proposes_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = 100;
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let storage = store.group(group);
+            assert!(storage.initialize(&[1]).unwrap());
+            let mut node = RawNode::new(&raft_config(0), storage, &logger()).unwrap();
+            node.campaign().unwrap();
+            drive(&store, &mut node);
+            assert_eq!(node.raft.state, ::raft::StateRole::Leader);
+            node.propose(vec![], b"hello".to_vec()).unwrap();
+            node.propose(vec![], b"world".to_vec()).unwrap();
+            assert_eq!(
+                drive(&store, &mut node),
+                vec![b"hello".to_vec(), b"world".to_vec()]
+            );
+            // Empty leader entry at 1, then the two proposals.
+            assert_eq!(node.store().last_index(), 3);
+            assert_eq!(node.store().applied(), 3);
+            assert_eq!(node.store().hard_state().commit, 3);
+        }
+
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_ids(), vec![group]);
+        let storage = store.group(group);
+        let entries = storage.entries(1, 4, None, ctx()).unwrap();
+        let data: Vec<&[u8]> = entries.iter().map(|e| &e.data[..]).collect();
+        assert_eq!(data, vec![&b""[..], b"hello", b"world"]);
+        assert!(entries.iter().all(|e| e.term == 1));
+        let hs = storage.hard_state();
+        assert_eq!((hs.term, hs.vote, hs.commit), (1, 1, 3));
+
+        // Restarted with the persisted applied index: nothing re-applied, and
+        // the node can lead again and keep going.
+        let applied = storage.applied();
+        let mut node = RawNode::new(&raft_config(applied), storage, &logger()).unwrap();
+        assert!(drive(&store, &mut node).is_empty());
+        node.campaign().unwrap();
+        drive(&store, &mut node);
+        assert_eq!(node.raft.state, ::raft::StateRole::Leader);
+        assert_eq!(node.raft.term, 2);
+        node.propose(vec![], b"again".to_vec()).unwrap();
+        assert_eq!(drive(&store, &mut node), vec![b"again".to_vec()]);
+        assert_eq!(node.store().last_index(), 5);
+
+        // Compaction below applied keeps the node working.
+        node.store().compact(4).unwrap();
+        node.propose(vec![], b"more".to_vec()).unwrap();
+        assert_eq!(drive(&store, &mut node), vec![b"more".to_vec()]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Three real broker processes on loopback: assignments follow Raft's
+//! elections through the default plugin, across kill -9 and restart; the
+//! original bug without it; a trapping plugin stops nothing; a dropped event
+//! heals through the resync.
+
+use leaderhook::admin::{self, Request, Status};
+use leaderhook::cluster;
+use leaderhook::config::{NodeConfig, RaftConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Per node: (assigned leader, epoch).
+type Assigned = BTreeMap<u64, (Option<u64>, u64)>;
+/// Per partition: the Raft leader and its term, and every node's assignment.
+type View = BTreeMap<String, (Option<(u64, u64)>, Assigned)>;
+
+fn raft_config() -> RaftConfig {
+    RaftConfig {
+        tick_ms: 50,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        resync_ms: 1000,
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    configs: Vec<PathBuf>,
+    admins: Vec<SocketAddr>,
+    nodes: BTreeMap<u64, Child>,
+}
+
+impl Cluster {
+    /// A 3-node cluster; `plugins` replaces the `[[plugins]]` of each config.
+    fn start(plugins: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = cluster::init(dir.path(), 3, &raft_config()).unwrap();
+        if let Some(plugins) = plugins {
+            for file in &configs {
+                let text = std::fs::read_to_string(file).unwrap();
+                let head = text.split("[[plugins]]").next().unwrap().to_owned();
+                std::fs::write(file, head + plugins).unwrap();
+            }
+        }
+        let admins = configs
+            .iter()
+            .map(|f| NodeConfig::from_file(f).unwrap().admin_listen)
+            .collect();
+        let mut cluster = Self {
+            _dir: dir,
+            configs,
+            admins,
+            nodes: BTreeMap::new(),
+        };
+        for node in 1..=3 {
+            cluster.spawn(node);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, node: u64) {
+        let child = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+            .args(["broker", "--config"])
+            .arg(&self.configs[node as usize - 1])
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap();
+        self.nodes.insert(node, child);
+    }
+
+    fn kill9(&mut self, node: u64) {
+        let mut child = self.nodes.remove(&node).unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    fn request(&self, node: u64, request: &Request) -> anyhow::Result<serde_json::Value> {
+        admin::request(
+            self.admins[node as usize - 1],
+            request,
+            Duration::from_secs(15),
+        )
+    }
+
+    fn status(&self, node: u64) -> Option<Status> {
+        let value = self.request(node, &Request::Status).ok()?;
+        serde_json::from_value(value).ok()
+    }
+
+    /// Creates a topic, retrying while the metadata group has no leader.
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let request = Request::CreateTopic {
+                name: name.into(),
+                partitions,
+                replication: 3,
+            };
+            match self.request(1, &request) {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("create topic: {e:#}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("create topic {name}: {e:#}"),
+            }
+        }
+    }
+
+    /// Per partition: the Raft leader (the replica that says it leads at
+    /// the highest term) and each live node's stored assignment.
+    fn view(&self) -> View {
+        let mut view = View::new();
+        for &node in self.nodes.keys() {
+            let Some(status) = self.status(node) else {
+                continue;
+            };
+            for r in status.replicas {
+                let entry = view.entry(r.partition.clone()).or_default();
+                if r.role == "Leader" && entry.0.is_none_or(|(_, t)| r.term > t) {
+                    entry.0 = Some((node, r.term));
+                }
+                entry.1.insert(node, (r.assigned_leader, r.epoch));
+            }
+        }
+        view
+    }
+
+    /// Waits until every partition has a Raft leader and every live node's
+    /// assignment names it at its term. Returns partition -> (leader, term).
+    fn wait_converged(&self, partitions: usize) -> BTreeMap<String, (u64, u64)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let view = self.view();
+            let converged = view.len() == partitions
+                && view.values().all(|(leader, assigned)| {
+                    leader.is_some_and(|(l, t)| {
+                        assigned.len() == self.nodes.len()
+                            && assigned.values().all(|&(a, e)| a == Some(l) && e == t)
+                    })
+                });
+            if converged {
+                return view
+                    .into_iter()
+                    .map(|(p, (l, _))| (p, l.unwrap()))
+                    .collect();
+            }
+            assert!(Instant::now() < deadline, "did not converge: {view:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn assignments_follow_raft_through_kill_and_restart() {
+    let mut c = Cluster::start(None);
+    c.create_topic("orders", 3);
+    let before = c.wait_converged(3);
+
+    // kill -9 the leader of orders-0.
+    let (victim, old_term) = before["orders-0"];
+    c.kill9(victim);
+    let after = c.wait_converged(3);
+    let (new_leader, new_term) = after["orders-0"];
+    assert_ne!(new_leader, victim);
+    assert!(new_term > old_term, "new epoch {new_term} > {old_term}");
+
+    // Restart it: it rejoins from its data directory, replays the metadata
+    // (the topic is still there) and agrees with everyone.
+    c.spawn(victim);
+    let rejoined = c.wait_converged(3);
+    for (partition, (_, term)) in &rejoined {
+        assert!(
+            *term >= after[partition].1,
+            "{partition}: epochs never go back"
+        );
+    }
+    let status = c.status(victim).unwrap();
+    assert_eq!(
+        status.replicas.len(),
+        3,
+        "the restarted node hosts all 3 replicas again"
+    );
+}
+
+#[test]
+fn without_the_default_plugin_assignments_diverge() {
+    let c = Cluster::start(Some(""));
+    c.create_topic("orders", 3);
+    let deadline = Instant::now() + WAIT;
+    // Wait for Raft to elect every partition's leader...
+    loop {
+        let view = c.view();
+        if view.len() == 3 && view.values().all(|(l, _)| l.is_some()) {
+            // ...then the stored assignments still name nobody: Metadata
+            // would send clients nowhere (or, with creation-time placement,
+            // to the wrong node).
+            std::thread::sleep(Duration::from_secs(2));
+            let view = c.view();
+            for (partition, (leader, assigned)) in &view {
+                assert!(leader.is_some());
+                assert!(
+                    assigned.values().all(|(a, _)| a.is_none()),
+                    "{partition}: {assigned:?}"
+                );
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "no leaders: {view:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn adversary_wasm() -> String {
+    let root = leaderhook_hooks::guest_build::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let paths = leaderhook_hooks::guest_build::build_guests(&root, &["adversary"]).unwrap();
+    paths[0].to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_plugin_that_traps_on_every_event_stops_nothing() {
+    let plugins = format!(
+        "[[plugins]]\nname = \"panicker\"\npath = \"{}\"\n[plugins.config]\nmode = \"panic\"\n\n\
+         [[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\ngrants = [\"assignments\"]\n",
+        adversary_wasm()
+    );
+    let mut c = Cluster::start(Some(&plugins));
+    c.create_topic("orders", 3);
+    let before = c.wait_converged(3);
+    let (victim, _) = before["orders-1"];
+    c.kill9(victim);
+    let after = c.wait_converged(3);
+    assert_ne!(after["orders-1"].0, victim);
+    let status = c.status(after["orders-1"].0).unwrap();
+    let panics = status.plugins["plugins"][0]["panics"].as_u64().unwrap();
+    assert!(
+        panics > 0,
+        "the panicking plugin did run and trap: {}",
+        status.plugins
+    );
+}
+
+#[test]
+fn a_dropped_event_heals_through_the_resync() {
+    let mut c = Cluster::start(None);
+    c.create_topic("orders", 1);
+    let before = c.wait_converged(1);
+    let (victim, _) = before["orders-0"];
+    // Every survivor drops its next events: the new leader's became-leader
+    // never reaches its plugin; only the resync (every 1 s here) can heal it.
+    for node in [1, 2, 3] {
+        if node != victim {
+            c.request(node, &Request::DropEvents { count: 1000 })
+                .unwrap();
+        }
+    }
+    c.kill9(victim);
+    // The drop count outlasts the election's events; lift it so the resync's
+    // re-delivery gets through.
+    std::thread::sleep(Duration::from_secs(3));
+    for node in [1, 2, 3] {
+        if node != victim {
+            c.request(node, &Request::DropEvents { count: 0 }).unwrap();
+        }
+    }
+    let after = c.wait_converged(1);
+    let (leader, _) = after["orders-0"];
+    assert_ne!(leader, victim);
+    let status = c.status(leader).unwrap();
+    let dropped = status.plugins["queue"]["dropped"].as_u64().unwrap();
+    assert!(
+        dropped > 0,
+        "the election's events were dropped: {}",
+        status.plugins
+    );
+}
