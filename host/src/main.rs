@@ -127,17 +127,32 @@ impl Target {
             .collect()
     }
 
-    /// Sends to the first node that answers.
+    /// Sends to the first node that answers, retrying for a while when
+    /// the cluster is still electing its metadata leader.
     fn request(&self, request: &admin::Request) -> anyhow::Result<serde_json::Value> {
-        let mut last = None;
-        for addr in self.addresses()? {
-            match admin::request(addr, request, Duration::from_secs(15)) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.to_string().contains("cannot reach") => last = Some(e),
-                Err(e) => return Err(e),
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut last = None;
+            for addr in self.addresses()? {
+                match admin::request(addr, request, Duration::from_secs(15)) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        let text = e.to_string();
+                        let transient = text.contains("cannot reach")
+                            || text.contains("proposal dropped")
+                            || text.contains("not committed");
+                        if !transient {
+                            return Err(e);
+                        }
+                        last = Some(e);
+                    }
+                }
             }
+            if std::time::Instant::now() >= deadline {
+                return Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")));
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")))
     }
 }
 

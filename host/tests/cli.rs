@@ -145,3 +145,80 @@ fn plugin_test_fails_a_wrong_expectation_with_a_diff() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn cluster_up_topics_create_status_and_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+        .args(["cluster", "up", "--dir", dir_arg])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let result = std::panic::catch_unwind(|| {
+        // `cluster up` initialised a 3-node cluster in the empty directory.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !dir.path().join("node3.toml").exists() {
+            assert!(std::time::Instant::now() < deadline, "no configs written");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = leaderhook(&[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--replication",
+            "3",
+            "--dir",
+            dir_arg,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("created topic orders"),
+            "{}",
+            text(&out.stdout)
+        );
+        let again = leaderhook(&["topics", "create", "orders", "--dir", dir_arg]);
+        assert!(!again.status.success());
+        assert!(
+            text(&again.stderr).contains("topic orders already exists"),
+            "{}",
+            text(&again.stderr)
+        );
+        // Status eventually shows both partitions on every node with the
+        // assignment naming Raft's leader.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = leaderhook(&["status", "--dir", dir_arg]);
+            let stdout = text(&out.stdout);
+            let rows = stdout
+                .lines()
+                .filter(|l| l.trim_start().starts_with("orders-"))
+                .count();
+            if rows == 6
+                && !stdout.contains("assignment differs")
+                && stdout.matches("Leader").count() == 2
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "status never settled:\n{stdout}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    // SIGTERM: `cluster up` stops every node and exits cleanly.
+    let pid = up.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = up.wait().unwrap();
+    result.unwrap();
+    assert!(status.success(), "cluster up exited with {status}");
+    let out = leaderhook(&["status", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("cannot reach"),
+        "nodes still up: {}",
+        text(&out.stdout)
+    );
+}

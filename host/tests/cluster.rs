@@ -225,18 +225,12 @@ fn without_the_default_plugin_assignments_diverge() {
     }
 }
 
-fn adversary_wasm() -> String {
-    let root = leaderhook_hooks::guest_build::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
-    let paths = leaderhook_hooks::guest_build::build_guests(&root, &["adversary"]).unwrap();
-    paths[0].to_string_lossy().into_owned()
-}
-
 #[test]
 fn a_plugin_that_traps_on_every_event_stops_nothing() {
     let plugins = format!(
         "[[plugins]]\nname = \"panicker\"\npath = \"{}\"\n[plugins.config]\nmode = \"panic\"\n\n\
          [[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\ngrants = [\"assignments\"]\n",
-        adversary_wasm()
+        plugin_wasm("adversary")
     );
     let mut c = Cluster::start(Some(&plugins));
     c.create_topic("orders", 3);
@@ -286,5 +280,59 @@ fn a_dropped_event_heals_through_the_resync() {
         dropped > 0,
         "the election's events were dropped: {}",
         status.plugins
+    );
+}
+
+fn plugin_wasm(name: &str) -> String {
+    let root = leaderhook_hooks::guest_build::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let paths = leaderhook_hooks::guest_build::build_guests(&root, &[name]).unwrap();
+    paths[0].to_string_lossy().into_owned()
+}
+
+#[test]
+fn transfer_requests_reach_raft_preferred_leaders_win() {
+    let plugins = format!(
+        "[[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\ngrants = [\"assignments\"]\n\n\
+         [[plugins]]\nname = \"preferred-leader\"\npath = \"{}\"\ngrants = [\"leadership\"]\n",
+        plugin_wasm("preferred-leader")
+    );
+    let mut c = Cluster::start(Some(&plugins));
+    c.create_topic("orders", 3);
+    // Whoever won the first elections, leadership moves to each partition's
+    // preferred replica (orders-0 on [1,2,3], orders-1 on [2,3,1], ...).
+    let preferred = |c: &Cluster| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let view = c.wait_converged(3);
+            if (0..3).all(|p| view[&format!("orders-{p}")].0 == p as u64 + 1) {
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not on preferred leaders: {view:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = preferred(&c);
+    // Every leader has committed an entry of its own term: it serves.
+    for node in [1, 2, 3] {
+        let status = c.status(node).unwrap();
+        for r in status.replicas.iter().filter(|r| r.role == "Leader") {
+            assert!(
+                r.serving,
+                "node {node} leads {} but does not serve",
+                r.partition
+            );
+        }
+    }
+    c.kill9(1);
+    let away = c.wait_converged(3);
+    assert_ne!(away["orders-0"].0, 1);
+    c.spawn(1);
+    let back = preferred(&c);
+    assert!(
+        back["orders-0"].1 > first["orders-0"].1,
+        "back at a newer term"
     );
 }
