@@ -52,6 +52,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         nodes: config.node_ids(),
         shared: shared.clone(),
         raft: raft.clone(),
+        transport: transport.clone(),
         sinks: Sinks::start(&config.sinks),
     });
     let engine = crate::builtin::engine_with_cache(config.dispatch.cache_dir.clone())?;

@@ -4,6 +4,7 @@
 
 use crate::metadata::Command;
 use crate::raft::node::{RaftCommand, RaftHandle, Shared};
+use crate::raft::transport::Transport;
 use crate::sinks::Sinks;
 use leaderhook_hooks::{
     Capabilities, NodeId, NodeInfo, PartitionAssignment, PartitionId, PartitionView,
@@ -15,6 +16,7 @@ pub struct BrokerCaps {
     pub nodes: Vec<NodeId>,
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
+    pub transport: Transport,
     pub sinks: Sinks,
 }
 
@@ -24,14 +26,15 @@ impl Capabilities for BrokerCaps {
     }
 
     fn nodes(&self) -> Vec<NodeInfo> {
-        // Liveness as this node's Raft replicas see it: a node that leads
-        // some local group, or this node, is alive; others are assumed alive
-        // until the broker tracks peer health.
+        // Liveness as this node sees it: itself, and the peers its Raft
+        // transport holds a connection to (Raft heartbeats keep those busy,
+        // so a dead peer's connection breaks within a heartbeat or two).
+        let connected = self.transport.stats().connected_peers;
         self.nodes
             .iter()
             .map(|&id| NodeInfo {
                 id,
-                alive: true,
+                alive: id == self.node || connected.contains(&id),
                 rack: None,
             })
             .collect()
