@@ -26,7 +26,9 @@
 //! 4. The idle 1,000-partition cluster before that kill: VmRSS and CPU
 //!    (utime + stime) of each broker over a quiet window, nobody polling.
 //!
-//! `LEADERHOOK_BENCH_BIN` uses a given broker binary instead of building;
+//! `LEADERHOOK_BENCH_BIG_POLL_MS` changes the pause between two polls of a
+//! node in figure 3 (default 5 ms); `LEADERHOOK_BENCH_ONLY=small|big` runs
+//! figures 1-2 or 3-4 only. `LEADERHOOK_BENCH_BIN` uses a given broker binary instead of building;
 //! `LEADERHOOK_BENCH_RUST_LOG` sets the brokers' RUST_LOG (default `warn`,
 //! written to node<N>.log in the cluster's temporary directory).
 
@@ -62,21 +64,25 @@ fn main() {
     let exe = broker_binary();
     let mut summary: Vec<String> = Vec::new();
 
-    println!("== figures 1 and 2: {FIG1_PARTITIONS} partitions, kill -9 / restart rotation");
-    match fig1_and_2(&exe) {
-        Ok(s) => summary.extend(s),
-        Err(e) => {
-            println!("figure 1/2 FAILED: {e:#}");
-            summary.push("fig1=FAILED fig2=FAILED".into());
+    let only = std::env::var("LEADERHOOK_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "small" {
+        println!("== figures 1 and 2: {FIG1_PARTITIONS} partitions, kill -9 / restart rotation");
+        match fig1_and_2(&exe) {
+            Ok(s) => summary.extend(s),
+            Err(e) => {
+                println!("figure 1/2 FAILED: {e:#}");
+                summary.push("fig1=FAILED fig2=FAILED".into());
+            }
         }
     }
-
-    println!("== figures 3 and 4: {BIG_PARTITIONS} partitions");
-    match fig3_and_4(&exe) {
-        Ok(s) => summary.extend(s),
-        Err(e) => {
-            println!("figure 3/4 FAILED: {e:#}");
-            summary.push("fig3=FAILED fig4=FAILED".into());
+    if only.is_empty() || only == "big" {
+        println!("== figures 3 and 4: {BIG_PARTITIONS} partitions");
+        match fig3_and_4(&exe) {
+            Ok(s) => summary.extend(s),
+            Err(e) => {
+                println!("figure 3/4 FAILED: {e:#}");
+                summary.push("fig3=FAILED fig4=FAILED".into());
+            }
         }
     }
     println!("cluster {}", summary.join(" "));
@@ -583,6 +589,19 @@ struct Latencies {
     unconverged: usize,
 }
 
+/// Per election seen after `since` (a kill): when its leader was first seen.
+fn election_times(obs: &Observations, since: Instant) -> Vec<Duration> {
+    let mut out: Vec<Duration> = obs
+        .parts
+        .values()
+        .flat_map(|p| p.leaders.values())
+        .filter(|(_, t0)| *t0 >= since)
+        .map(|(_, t0)| *t0 - since)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 fn election_latencies(obs: &Observations, since: Instant) -> Latencies {
     let mut out = Latencies::default();
     for part in obs.parts.values() {
@@ -783,7 +802,11 @@ fn fig3_and_4(exe: &Path) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
     cluster.create_topic("big", BIG_PARTITIONS)?;
     let created = started.elapsed();
-    with_pollers(&mut cluster, BIG_POLL, |cluster, p| {
+    let poll = std::env::var("LEADERHOOK_BENCH_BIG_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(BIG_POLL, Duration::from_millis);
+    with_pollers(&mut cluster, poll, |cluster, p| {
         let mut out = Vec::new();
         let settled = p.wait_for(&all, started, CONVERGE_BIG, |s| converged(s, n));
         match settled {
@@ -839,6 +862,7 @@ fn fig3_and_4(exe: &Path) -> anyhow::Result<Vec<String>> {
             .map(|t| t - killed);
         let obs = p.obs();
         let lat = election_latencies(&obs, killed);
+        let times = election_times(&obs, killed);
         let poll = mean_poll_period(&obs, &survivors, killed.elapsed());
         drop(obs);
         let v = &lat.values;
@@ -863,6 +887,14 @@ fn fig3_and_4(exe: &Path) -> anyhow::Result<Vec<String>> {
             lat.superseded,
             lat.unconverged,
             ms(poll)
+        );
+        println!(
+            "figure 3: Raft alone, kill -> each re-elected partition's new leader first seen: min {} ms, p10 {} ms, p50 {} ms, p90 {} ms, max {} ms",
+            ms(times.first().copied().unwrap_or_default()),
+            ms(pct(&times, 10.0)),
+            ms(pct(&times, 50.0)),
+            ms(pct(&times, 90.0)),
+            ms(times.last().copied().unwrap_or_default()),
         );
         let opt = |d: Option<Duration>| d.map_or("TIMEOUT".into(), ms);
         out.push(format!(

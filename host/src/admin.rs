@@ -36,6 +36,12 @@ pub enum Request {
         plugin: String,
         path: Option<String>,
     },
+    /// Test hook: hands the plugins a became-leader event for this node as
+    /// if Raft had produced it (late, duplicated or invented).
+    InjectBecameLeader {
+        partition: String,
+        term: u64,
+    },
 }
 
 /// One local replica beside its stored assignment.
@@ -118,6 +124,7 @@ impl Admin {
                 self.hooks.drop_next_events(count);
                 Ok(serde_json::json!({ "dropping": count }))
             }
+            Request::InjectBecameLeader { partition, term } => self.inject(&partition, term),
             Request::Reload { plugin, path } => self
                 .hooks
                 .reload(&plugin, path.as_deref())
@@ -155,6 +162,33 @@ impl Admin {
         self.raft
             .propose_and_wait(command, COMMIT_TIMEOUT)
             .and_then(answer)
+    }
+
+    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, String> {
+        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let replicas = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            metadata
+                .partition(&id)
+                .ok_or("unknown partition")?
+                .replicas
+                .clone()
+        };
+        let push = self.hooks.submit(leaderhook_hooks::LeadershipEvent {
+            partition: id,
+            transition: leaderhook_hooks::Transition::BecameLeader,
+            observer: self.node,
+            leader: Some(self.node),
+            previous_leader: None,
+            term,
+            replicas,
+            at_ms: crate::raft::node::now_ms(),
+        });
+        Ok(serde_json::json!(format!("{push:?}")))
     }
 
     pub fn status(&self) -> Status {

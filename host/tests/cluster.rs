@@ -336,3 +336,62 @@ fn transfer_requests_reach_raft_preferred_leaders_win() {
         "back at a newer term"
     );
 }
+
+#[test]
+fn delayed_and_duplicated_events_never_move_an_assignment_back() {
+    let mut c = Cluster::start(None);
+    c.create_topic("orders", 1);
+    let first = c.wait_converged(1);
+    let (victim, _) = first["orders-0"];
+    c.kill9(victim);
+    let current = c.wait_converged(1);
+    let (leader, term) = current["orders-0"];
+    assert!(term >= 2);
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != victim && *n != leader)
+        .unwrap();
+    // A follower's plugin is handed a late became-leader for itself at an
+    // old term, and the leader's plugin a duplicate of its current one.
+    for (node, t) in [
+        (follower, term - 1),
+        (follower, 1),
+        (leader, term),
+        (leader, term),
+    ] {
+        let pushed = c
+            .request(
+                node,
+                &Request::InjectBecameLeader {
+                    partition: "orders-0".into(),
+                    term: t,
+                },
+            )
+            .unwrap();
+        eprintln!("node {node} term {t}: {pushed}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = c.wait_converged(1);
+    assert_eq!(
+        after["orders-0"],
+        (leader, term),
+        "the assignment did not move"
+    );
+    // The follower's dispatcher had delivered newer terms of the partition,
+    // so the late events were dropped as stale before any plugin; the
+    // leader's duplicates reached its plugin and wrote nothing new.
+    let status = c.status(follower).unwrap();
+    assert_eq!(
+        status.plugins["queue"]["stale"].as_u64(),
+        Some(2),
+        "{}",
+        status.plugins
+    );
+    let status = c.status(leader).unwrap();
+    assert_eq!(
+        status.plugins["plugins"][0]["errors"].as_u64(),
+        Some(0),
+        "{}",
+        status.plugins
+    );
+}
