@@ -31,6 +31,7 @@ pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<Pat
                 id,
                 raft: free_port()?,
                 admin: free_port()?,
+                kafka: Some(free_port()?),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -41,17 +42,22 @@ pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<Pat
              node_id = {id}\n\
              data_dir = \"node{id}\"\n\
              raft_listen = \"{raft}\"\n\
-             admin_listen = \"{admin}\"\n\n\
+             admin_listen = \"{admin}\"\n\
+             kafka_listen = \"{kafka}\"\n\n\
              [raft]\n{raft_table}\n",
             id = peer.id,
             raft = peer.raft,
             admin = peer.admin,
+            kafka = peer.kafka.expect("set above"),
             raft_table = toml::to_string(raft)?,
         );
         for p in &peers {
             text += &format!(
-                "[[peers]]\nid = {}\nraft = \"{}\"\nadmin = \"{}\"\n\n",
-                p.id, p.raft, p.admin
+                "[[peers]]\nid = {}\nraft = \"{}\"\nadmin = \"{}\"\nkafka = \"{}\"\n\n",
+                p.id,
+                p.raft,
+                p.admin,
+                p.kafka.expect("set above")
             );
         }
         text += "[[sinks]]\nname = \"audit\"\nkind = \"log\"\n\n\

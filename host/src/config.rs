@@ -5,6 +5,10 @@
 //! data_dir = "node1"                   # relative to this file
 //! raft_listen = "127.0.0.1:7001"
 //! admin_listen = "127.0.0.1:7101"
+//! kafka_listen = "127.0.0.1:9092"       # optional
+//! [kafka]
+//! max_frame_bytes = 104857600
+//! max_connections = 1024
 //! [raft]
 //! tick_ms = 100
 //! election_ticks = 10
@@ -14,6 +18,7 @@
 //! id = 1
 //! raft = "127.0.0.1:7001"
 //! admin = "127.0.0.1:7101"
+//! kafka = "127.0.0.1:9092"
 //! [[sinks]]
 //! name = "audit"
 //! kind = "log"                         # log | file (with path = "...")
@@ -39,6 +44,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub raft_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Where Kafka clients connect; no Kafka listener if absent.
+    pub kafka_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
     #[serde(default)]
     pub raft: RaftConfig,
     pub peers: Vec<Peer>,
@@ -87,6 +96,26 @@ pub struct Peer {
     pub id: NodeId,
     pub raft: SocketAddr,
     pub admin: SocketAddr,
+    /// The node's Kafka listener, advertised in Metadata responses.
+    pub kafka: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// Open client connections; more are refused until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -20,5 +20,6 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod metadata;
+pub mod partition_log;
 pub mod raft;
 pub mod sinks;

@@ -7,6 +7,7 @@
 //! become events for the hook runtime, which never blocks this thread.
 
 use crate::metadata::{Applied, Command, METADATA_GROUP, Metadata};
+use crate::partition_log::PartitionLog;
 use crate::raft::storage::{GroupStorage, LogStore, WriteBatch};
 use crate::raft::transport::{Envelope, Transport};
 use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionId, Transition};
@@ -59,19 +60,43 @@ pub struct ReplicaStatus {
 pub struct Shared {
     pub metadata: RwLock<Metadata>,
     pub replicas: RwLock<BTreeMap<u64, ReplicaStatus>>,
+    /// Applied records of every local partition replica, by group.
+    pub logs: RwLock<BTreeMap<u64, PartitionLog>>,
 }
 
 pub type Reply = Sender<Result<Applied, String>>;
+/// Answer to an append: the batch's base offset once committed and applied.
+pub type AppendReply = Sender<Result<i64, AppendError>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// This replica does not lead the group (or has not committed an entry
+    /// of its term yet); carries the leader it knows.
+    NotLeader(Option<NodeId>),
+    UnknownGroup,
+    /// Applied but refused (e.g. a malformed batch).
+    Invalid(String),
+    /// Raft dropped the proposal.
+    Dropped(String),
+}
 
 pub enum RaftCommand {
     /// Propose a metadata command; the reply comes once it is applied here.
     Propose(Command, Option<Reply>),
     /// Ask a partition's group to move leadership to `to`.
     Transfer { group: u64, to: NodeId },
+    /// Append a Kafka record batch to a partition group this node leads.
+    Append {
+        group: u64,
+        batch: Vec<u8>,
+        reply: AppendReply,
+    },
 }
 
 struct Group {
     raw: RawNode<GroupStorage>,
+    /// Appends proposed here, by proposal id, waiting for their apply.
+    appends: HashMap<u64, AppendReply>,
     /// (role, leader, term) last reported, to emit events on change.
     seen: (StateRole, u64, u64),
     serving: bool,
@@ -191,6 +216,7 @@ impl RaftLoop {
             id,
             Group {
                 raw,
+                appends: HashMap::new(),
                 seen: (StateRole::Follower, 0, 0),
                 serving: false,
             },
@@ -202,6 +228,9 @@ impl RaftLoop {
         self.groups.remove(&id);
         if let Ok(mut replicas) = self.shared.replicas.write() {
             replicas.remove(&id);
+        }
+        if let Ok(mut logs) = self.shared.logs.write() {
+            logs.remove(&id);
         }
         if let Err(e) = self.store.remove_group(id) {
             tracing::warn!(group = id, "cannot remove the group's log: {e:#}");
@@ -279,6 +308,35 @@ impl RaftLoop {
                         if let Some(reply) = reply {
                             let _ = reply.send(Err(format!("proposal dropped: {e}")));
                         }
+                    }
+                }
+            }
+            RaftCommand::Append {
+                group: group_id,
+                batch,
+                reply,
+            } => {
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                let Some(group) = self.groups.get_mut(&group_id) else {
+                    let _ = reply.send(Err(AppendError::UnknownGroup));
+                    return;
+                };
+                // Only a leader that has committed an entry of its own term
+                // accepts writes: it knows every earlier commit.
+                if group.raw.raft.state != StateRole::Leader || !group.serving {
+                    let leader = group.raw.raft.leader_id;
+                    let _ = reply.send(Err(AppendError::NotLeader(
+                        (leader != 0 && leader != self.node).then_some(leader),
+                    )));
+                    return;
+                }
+                match group.raw.propose(proposal_context(self.node, id), batch) {
+                    Ok(()) => {
+                        group.appends.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
                     }
                 }
             }
@@ -376,6 +434,8 @@ impl RaftLoop {
             }
             if group_id == METADATA_GROUP {
                 self.apply_metadata(&entry);
+            } else {
+                self.apply_records(group_id, &entry);
             }
         }
     }
@@ -420,11 +480,23 @@ impl RaftLoop {
             }
             Applied::LeaderSet | Applied::Refused(_) => {}
         }
-        if entry.context.len() == 8 {
-            let id = u64::from_le_bytes(entry.context[..8].try_into().expect("8 bytes"));
-            if let Some(reply) = self.pending.remove(&id) {
-                let _ = reply.send(Ok(outcome));
-            }
+        if let Some(id) = own_proposal(self.node, &entry.context)
+            && let Some(reply) = self.pending.remove(&id)
+        {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    fn apply_records(&mut self, group_id: u64, entry: &Entry) {
+        let outcome = {
+            let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
+            logs.entry(group_id).or_default().append(&entry.data)
+        };
+        if let Some(id) = own_proposal(self.node, &entry.context)
+            && let Some(group) = self.groups.get_mut(&group_id)
+            && let Some(reply) = group.appends.remove(&id)
+        {
+            let _ = reply.send(outcome.map_err(AppendError::Invalid));
         }
     }
 
@@ -439,6 +511,11 @@ impl RaftLoop {
         let (old_role, old_leader, _) = group.seen;
         if role != StateRole::Leader {
             group.serving = false;
+            // Appends still waiting will not be answered by this replica:
+            // tell their clients now (they retry against the new leader).
+            for (_, reply) in group.appends.drain() {
+                let _ = reply.send(Err(AppendError::NotLeader((leader != 0).then_some(leader))));
+            }
         }
         let status_changed = group.seen != (role, leader, term);
         group.seen = (role, leader, term);
@@ -533,6 +610,24 @@ impl RaftLoop {
             self.hooks.submit(event);
         }
     }
+}
+
+/// An entry's context: who proposed it and the proposer's id for it, so
+/// only the proposing node answers (forwarded proposals and entries of an
+/// old leader carry another node's ids).
+fn proposal_context(node: NodeId, id: u64) -> Vec<u8> {
+    let mut context = node.to_le_bytes().to_vec();
+    context.extend_from_slice(&id.to_le_bytes());
+    context
+}
+
+fn own_proposal(node: NodeId, context: &[u8]) -> Option<u64> {
+    if context.len() != 16 || context[..8] != node.to_le_bytes() {
+        return None;
+    }
+    Some(u64::from_le_bytes(
+        context[8..].try_into().expect("16 bytes"),
+    ))
 }
 
 pub fn now_ms() -> u64 {
