@@ -648,8 +648,18 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-fn mean_poll_period(obs: &Observations, nodes: &[u64], window: Duration) -> Duration {
-    let polls: u64 = nodes.iter().map(|&n| obs.polls[n as usize - 1]).sum();
+/// Mean time between two answered polls of one node since `before` was
+/// taken (the poll counts then) `window` ago.
+fn mean_poll_period(
+    obs: &Observations,
+    before: &[u64; NODES as usize],
+    nodes: &[u64],
+    window: Duration,
+) -> Duration {
+    let polls: u64 = nodes
+        .iter()
+        .map(|&n| obs.polls[n as usize - 1] - before[n as usize - 1])
+        .sum();
     if polls == 0 {
         return Duration::ZERO;
     }
@@ -678,6 +688,7 @@ fn fig1_and_2(exe: &Path) -> anyhow::Result<Vec<String>> {
             ms(started.elapsed())
         );
         let since = Instant::now();
+        let polls_before = p.obs().polls;
         let mut kills: Vec<(u64, usize, Option<Duration>, Option<Duration>)> = Vec::new();
         let mut cycles = 0;
         while cycles < FIG1_MAX_CYCLES {
@@ -733,7 +744,7 @@ fn fig1_and_2(exe: &Path) -> anyhow::Result<Vec<String>> {
         let window = since.elapsed();
         let obs = p.obs();
         let lat = election_latencies(&obs, since);
-        let poll = mean_poll_period(&obs, &all, window);
+        let poll = mean_poll_period(&obs, &polls_before, &all, window);
         drop(obs);
         let v = &lat.values;
         let mut out = Vec::new();
@@ -851,6 +862,7 @@ fn fig3_and_4(exe: &Path) -> anyhow::Result<Vec<String>> {
         }
         let (&victim, &count) = led.iter().max_by_key(|(_, c)| **c).expect("nodes");
         let survivors: Vec<u64> = all.iter().copied().filter(|&n| n != victim).collect();
+        let polls_before = p.obs().polls;
         p.down(victim);
         let killed = Instant::now();
         cluster.kill9(victim);
@@ -863,7 +875,7 @@ fn fig3_and_4(exe: &Path) -> anyhow::Result<Vec<String>> {
         let obs = p.obs();
         let lat = election_latencies(&obs, killed);
         let times = election_times(&obs, killed);
-        let poll = mean_poll_period(&obs, &survivors, killed.elapsed());
+        let poll = mean_poll_period(&obs, &polls_before, &survivors, killed.elapsed());
         drop(obs);
         let v = &lat.values;
         match (elected, settled) {

@@ -297,7 +297,7 @@ impl RaftLoop {
                     .expect("metadata group");
                 match group
                     .raw
-                    .propose(id.to_le_bytes().to_vec(), command.encode())
+                    .propose(proposal_context(self.node, id), command.encode())
                 {
                     Ok(()) => {
                         if let Some(reply) = reply {
