@@ -208,6 +208,18 @@ fn cluster_up_topics_create_status_and_clean_stop() {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        // Deleting the topic removes its replicas from every node.
+        let out = leaderhook(&["topics", "delete", "orders", "--dir", dir_arg]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let stdout = text(&leaderhook(&["status", "--dir", dir_arg]).stdout);
+            if stdout.matches("node ").count() == 3 && !stdout.contains("orders-") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not deleted:\n{stdout}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     });
     // SIGTERM: `cluster up` stops every node and exits cleanly.
     let pid = up.id().to_string();
