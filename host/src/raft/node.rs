@@ -241,6 +241,10 @@ impl RaftLoop {
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + self.settings.tick;
         let mut next_resync = Instant::now() + self.settings.resync;
+        // The metadata leader this node knows (0: none). Plugin writes made
+        // while the metadata group had no live leader were dropped or
+        // forwarded to a dead one; a new leader re-delivers them at once.
+        let mut metadata_leader = 0;
         while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
@@ -263,7 +267,13 @@ impl RaftLoop {
                 }
             }
             self.on_ready();
-            if Instant::now() >= next_resync {
+            let leader = self
+                .groups
+                .get(&METADATA_GROUP)
+                .map_or(0, |g| g.raw.raft.leader_id);
+            let new_metadata_leader = leader != 0 && leader != metadata_leader;
+            metadata_leader = leader;
+            if new_metadata_leader || Instant::now() >= next_resync {
                 next_resync = Instant::now() + self.settings.resync;
                 self.resync();
             }
