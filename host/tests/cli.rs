@@ -217,7 +217,10 @@ fn cluster_up_topics_create_status_and_clean_stop() {
             if stdout.matches("node ").count() == 3 && !stdout.contains("orders-") {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "not deleted:\n{stdout}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not deleted:\n{stdout}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     });
