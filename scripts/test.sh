@@ -7,3 +7,13 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,
+# kafka-python and kcat against loopback clusters of the debug binary that
+# `cargo test` built.
+python3 -m pip install --quiet kafka-python confluent-kafka pytest
+if ! command -v kcat >/dev/null 2>&1; then
+    apt-get update && apt-get install -y kcat
+fi
+cargo build -p leaderhook
+python3 -m pytest -q -p no:warnings tests/kafka

@@ -78,6 +78,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .name("leaderhook-raft".into())
         .spawn(move || raft_loop.run())?;
 
+    let kafka = Arc::new(crate::kafka::Broker {
+        node: config.node_id,
+        peers: config.peers.clone(),
+        config: config.kafka.clone(),
+        shared: shared.clone(),
+        raft: raft.clone(),
+    });
     let admin = Arc::new(Admin {
         node: config.node_id,
         nodes: config.node_ids(),
@@ -91,6 +98,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("admin endpoint {}", config.admin_listen))?;
         tracing::info!(node = config.node_id, admin = %config.admin_listen, raft = %config.raft_listen, "node started");
         tokio::spawn(admin.serve(listener));
+        if let Some(addr) = config.kafka_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("Kafka listener {addr}"))?;
+            tracing::info!(node = config.node_id, kafka = %addr, "Kafka listener started");
+            tokio::spawn(crate::kafka::serve(kafka, listener));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -10,6 +10,7 @@
 //! - [`raft`]: multi-Raft (storage, transport, the Raft loop).
 //! - [`metadata`]: the replicated topics and assignments.
 //! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
+//! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`).
 //! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod caps;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod kafka;
 pub mod metadata;
 pub mod partition_log;
 pub mod raft;

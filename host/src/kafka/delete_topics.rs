@@ -1,0 +1,78 @@
+//! DeleteTopics: by name (every version) or by topic id (v6+), proposed
+//! to the metadata group.
+
+use super::{Broker, resolve_topic};
+use crate::metadata::{Applied, Command};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let timeout = Duration::from_millis(request.timeout_ms.clamp(1_000, 30_000) as u64);
+    let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::new();
+    for (name, id) in wanted {
+        let given = name.as_ref().map_or("", |n| n.0.as_str()).to_string();
+        let found = resolve_topic(&broker.metadata(), &given, id);
+        let mut result = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
+        let error = match found {
+            None if given.is_empty() => Some((
+                ResponseError::UnknownTopicId,
+                "unknown topic id".to_string(),
+            )),
+            None => Some((
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {given}"),
+            )),
+            Some(topic) => {
+                if let Some(t) = broker.metadata().topics.get(&topic) {
+                    result.topic_id = super::uuid(t.id);
+                }
+                result.name = Some(TopicName(StrBytes::from_string(topic.clone())));
+                let raft = broker.raft.clone();
+                let command = Command::DeleteTopic { name: topic };
+                match tokio::task::spawn_blocking(move || super::propose(&raft, command, timeout))
+                    .await
+                {
+                    Ok(Ok(Applied::TopicDeleted { .. })) => None,
+                    Ok(Ok(Applied::Refused(why))) => {
+                        Some((ResponseError::UnknownTopicOrPartition, why))
+                    }
+                    Ok(Ok(other)) => {
+                        Some((ResponseError::UnknownServerError, format!("{other:?}")))
+                    }
+                    Ok(Err(why)) => Some((ResponseError::RequestTimedOut, why)),
+                    Err(e) => Some((ResponseError::UnknownServerError, e.to_string())),
+                }
+            }
+        };
+        if let Some((error, message)) = error {
+            result = result
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message)));
+        }
+        responses.push(result);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,72 @@
+//! ListOffsets: earliest (-2) = log start offset, latest (-1) = high
+//! watermark, from the partition's leading, serving replica. Lookups by
+//! timestamp (and max-timestamp, -3) are not supported yet: INVALID_REQUEST.
+
+use super::{Broker, epoch};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub fn handle(broker: &Broker, request: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let metadata = broker.metadata().clone();
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let answer = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let fail = |e: ResponseError| answer.clone().with_error_code(e.code());
+                    let Some(meta) = metadata.topics.get(topic.name.0.as_str()).and_then(|t| {
+                        usize::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                    }) else {
+                        return fail(ResponseError::UnknownTopicOrPartition);
+                    };
+                    let assigned = epoch(meta.epoch);
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < assigned {
+                        return fail(ResponseError::FencedLeaderEpoch);
+                    }
+                    if p.current_leader_epoch > assigned {
+                        return fail(ResponseError::UnknownLeaderEpoch);
+                    }
+                    if !broker.serves(meta.group) {
+                        return fail(ResponseError::NotLeaderOrFollower);
+                    }
+                    let logs = broker.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+                    let Some(log) = logs.get(&meta.group) else {
+                        return fail(ResponseError::NotLeaderOrFollower);
+                    };
+                    let offset = match p.timestamp {
+                        LATEST => log.high_watermark(),
+                        EARLIEST => log.log_start_offset(),
+                        _ => return fail(ResponseError::InvalidRequest),
+                    };
+                    let answer = answer.with_offset(offset);
+                    // The leader epoch is part of the answer from v4 on.
+                    if version >= 4 {
+                        answer.with_leader_epoch(assigned)
+                    } else {
+                        answer
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

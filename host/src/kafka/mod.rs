@@ -1,0 +1,150 @@
+//! The Kafka front end: every node serves the Kafka wire protocol (the
+//! `kafka-protocol` crate's types) on its `kafka_listen` address.
+//!
+//! Partition leaders in Metadata come from the replicated assignments
+//! (`metadata::PartitionMeta::leader`/`epoch`), never from this node's own
+//! Raft state: a partition whose assignment names no leader is answered
+//! with leader -1 and `LEADER_NOT_AVAILABLE`. Produce and Fetch are served
+//! only by the replica that leads the partition's Raft group and serves
+//! (`NOT_LEADER_OR_FOLLOWER` otherwise, with the assigned leader as a hint).
+//!
+//! Supported: ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce
+//! (acks 0, 1 and all — 1 and all both answer after the Raft commit),
+//! Fetch (no fetch sessions: every fetch is a full fetch), ListOffsets
+//! (earliest and latest). Not yet: consumer groups, transactions,
+//! idempotent producers, ISR from Raft progress (ISR = replicas for now).
+//!
+//! # Layout
+//!
+//! - [`server`]: the listener (connection limit), one task per connection,
+//!   requests answered in order with pipelining, dispatch by API key.
+//! - [`codec`]: size-prefixed frames bounded by `max_frame_bytes`, request
+//!   header and body decoding, response encoding.
+//! - [`api_versions`], [`metadata`], [`create_topics`], [`delete_topics`],
+//!   [`produce`], [`fetch`], [`list_offsets`]: one file per API.
+//! - [`batch`]: record batch checks (magic, length, CRC-32C).
+
+pub mod api_versions;
+pub mod batch;
+pub mod codec;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod server;
+
+use crate::config::{KafkaConfig, Peer};
+use crate::metadata::{Metadata, PartitionMeta};
+use crate::raft::node::{RaftHandle, Shared};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::protocol::StrBytes;
+use leaderhook_hooks::NodeId;
+use std::sync::Arc;
+
+pub use server::serve;
+
+/// What every request handler can reach.
+pub struct Broker {
+    pub node: NodeId,
+    pub peers: Vec<Peer>,
+    pub config: KafkaConfig,
+    pub shared: Arc<Shared>,
+    pub raft: RaftHandle,
+}
+
+/// Kafka error code of `e`.
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// Kafka's cluster id for this cluster (fixed: one cluster per config set).
+pub const CLUSTER_ID: &str = "leaderhook";
+
+impl Broker {
+    pub fn metadata(&self) -> std::sync::RwLockReadGuard<'_, Metadata> {
+        self.shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this node's replica of `group` leads it and may serve.
+    pub fn serves(&self, group: u64) -> bool {
+        let replicas = self
+            .shared
+            .replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        replicas
+            .get(&group)
+            .is_some_and(|r| r.serving && r.role == "Leader" && r.leader == Some(self.node))
+    }
+
+    /// The leader a client should try instead of this node: the assigned
+    /// leader, unless that is this node (which does not serve) — then none.
+    pub fn leader_hint(&self, partition: &PartitionMeta) -> (BrokerId, i32) {
+        match partition.leader {
+            Some(l) if l != self.node => (BrokerId(l as i32), epoch(partition.epoch)),
+            _ => (BrokerId(-1), -1),
+        }
+    }
+
+    /// The Kafka endpoint of a node, if it has one.
+    pub fn endpoint(&self, node: NodeId) -> Option<(StrBytes, i32)> {
+        let peer = self.peers.iter().find(|p| p.id == node)?;
+        let addr = peer.kafka?;
+        Some((
+            StrBytes::from_string(addr.ip().to_string()),
+            i32::from(addr.port()),
+        ))
+    }
+}
+
+/// A Raft term as a Kafka leader epoch.
+pub fn epoch(term: u64) -> i32 {
+    i32::try_from(term).unwrap_or(i32::MAX)
+}
+
+/// A stored topic id as a Kafka UUID.
+pub fn uuid(id: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(id)
+}
+
+/// The topic named by `name` or, when `name` is empty, by `id`.
+pub fn resolve_topic(metadata: &Metadata, name: &str, id: uuid::Uuid) -> Option<String> {
+    if !name.is_empty() {
+        return metadata.topics.contains_key(name).then(|| name.to_string());
+    }
+    if id.is_nil() {
+        return None;
+    }
+    metadata
+        .topics
+        .iter()
+        .find(|(_, t)| t.id == *id.as_bytes())
+        .map(|(n, _)| n.clone())
+}
+
+/// Proposes a metadata command and waits (blocking: call it from
+/// `spawn_blocking`) until it is applied here. A proposal Raft dropped
+/// (no metadata leader yet, e.g. right after start) was never appended,
+/// so it is retried until `timeout`.
+pub fn propose(
+    raft: &RaftHandle,
+    command: crate::metadata::Command,
+    timeout: std::time::Duration,
+) -> Result<crate::metadata::Applied, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match raft.propose_and_wait(command.clone(), left) {
+            Err(e) if e.contains("dropped") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}

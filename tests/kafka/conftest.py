@@ -1,0 +1,115 @@
+"""A loopback leaderhook cluster for the Kafka client tests.
+
+The binary is $LEADERHOOK_BIN or target/debug/leaderhook (built by
+`cargo test`). Every broker process started here is stopped at teardown.
+"""
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import tomllib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderhook"))
+
+
+class Cluster:
+    def __init__(self, nodes=3, plugins=True):
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
+        subprocess.run(
+            [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.configs = {}
+        for n in range(1, nodes + 1):
+            path = self.dir / f"node{n}.toml"
+            if not plugins:
+                text = path.read_text()
+                path.write_text(text[: text.index("[[plugins]]")])
+            self.configs[n] = tomllib.loads(path.read_text())
+        self.procs = {}
+        for n in self.configs:
+            self.start(n)
+        for n in self.configs:
+            self.wait_port(self.kafka_addr(n))
+
+    def kafka_addr(self, node):
+        return self.configs[node]["kafka_listen"]
+
+    @property
+    def bootstrap(self):
+        return ",".join(self.kafka_addr(n) for n in self.configs)
+
+    def start(self, node):
+        log = open(self.dir / f"node{node}.log", "ab")
+        self.procs[node] = subprocess.Popen(
+            [BIN, "broker", "--config", str(self.dir / f"node{node}.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def kill(self, node):
+        proc = self.procs.pop(node)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    @staticmethod
+    def wait_port(addr, timeout=30):
+        host, port = addr.rsplit(":", 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+    def logs(self):
+        return "\n".join(
+            f"--- node{n}\n" + (self.dir / f"node{n}.log").read_text(errors="replace")[-4000:]
+            for n in self.configs
+        )
+
+
+@pytest.fixture
+def cluster():
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.stop()
+        # Keep the logs of a failed run for inspection; else clean up.
+        if os.environ.get("LEADERHOOK_KEEP") is None:
+            shutil.rmtree(c.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_without_plugins():
+    c = Cluster(plugins=False)
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
