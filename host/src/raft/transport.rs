@@ -1026,6 +1026,13 @@ mod tests {
             assert_in_order(&at_b, 1, GROUPS, PER_GROUP);
             assert_in_order(&at_a, 2, GROUPS, PER_GROUP);
 
+            // A writer counts a batch as sent once its write returns, which can be
+            // after the peer has already read it: wait for the counters to settle.
+            let settled = |s: &TransportStats| (s.sent, s.received) == (total as u64, total as u64);
+            eventually(Duration::from_secs(5), "sent counters", || {
+                settled(&a.stats()) && settled(&b.stats())
+            })
+            .await;
             let (sa, sb) = (a.stats(), b.stats());
             assert_eq!((sa.sent, sa.received), (total as u64, total as u64));
             assert_eq!((sb.sent, sb.received), (total as u64, total as u64));
