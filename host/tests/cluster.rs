@@ -38,8 +38,12 @@ struct Cluster {
 impl Cluster {
     /// A 3-node cluster; `plugins` replaces the `[[plugins]]` of each config.
     fn start(plugins: Option<&str>) -> Self {
+        Self::start_with(plugins, &raft_config())
+    }
+
+    fn start_with(plugins: Option<&str>, raft: &RaftConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let configs = cluster::init(dir.path(), 3, &raft_config()).unwrap();
+        let configs = cluster::init(dir.path(), 3, raft).unwrap();
         if let Some(plugins) = plugins {
             for file in &configs {
                 let text = std::fs::read_to_string(file).unwrap();
@@ -134,7 +138,15 @@ impl Cluster {
     /// Waits until every partition has a Raft leader and every live node's
     /// assignment names it at its term. Returns partition -> (leader, term).
     fn wait_converged(&self, partitions: usize) -> BTreeMap<String, (u64, u64)> {
-        let deadline = Instant::now() + WAIT;
+        self.wait_converged_within(partitions, WAIT)
+    }
+
+    fn wait_converged_within(
+        &self,
+        partitions: usize,
+        within: Duration,
+    ) -> BTreeMap<String, (u64, u64)> {
+        let deadline = Instant::now() + within;
         loop {
             let view = self.view();
             let converged = view.len() == partitions
@@ -195,6 +207,28 @@ fn assignments_follow_raft_through_kill_and_restart() {
         3,
         "the restarted node hosts all 3 replicas again"
     );
+}
+
+/// A killed node's connections close at once; the survivors take that as
+/// the sign to elect, without waiting out the election timeout (3 s to 6 s
+/// here, so converging well within 3 s can only come from that path).
+#[test]
+fn a_killed_leader_is_replaced_before_any_election_timeout() {
+    let slow = RaftConfig {
+        tick_ms: 50,
+        election_ticks: 60,
+        heartbeat_ticks: 2,
+        resync_ms: 1000,
+    };
+    let mut c = Cluster::start_with(None, &slow);
+    c.create_topic("orders", 3);
+    let before = c.wait_converged(3);
+    let (victim, old_term) = before["orders-0"];
+    c.kill9(victim);
+    let after = c.wait_converged_within(3, Duration::from_millis(2500));
+    let (leader, term) = after["orders-0"];
+    assert_ne!(leader, victim);
+    assert!(term > old_term);
 }
 
 #[test]

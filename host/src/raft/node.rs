@@ -9,7 +9,7 @@
 use crate::metadata::{Applied, Command, METADATA_GROUP, Metadata};
 use crate::partition_log::PartitionLog;
 use crate::raft::storage::{GroupStorage, LogStore, WriteBatch};
-use crate::raft::transport::{Envelope, Transport};
+use crate::raft::transport::{self, Envelope, Transport};
 use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionId, Transition};
 use raft::prelude::{Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
@@ -18,9 +18,17 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// Group id that carries no Raft message: it only wakes the loop so a
-/// queued command runs without waiting for the next tick.
-pub const WAKE_GROUP: u64 = 0;
+/// Group id that carries no Raft message: it wakes the loop so a queued
+/// command runs without waiting for the next tick, or carries the
+/// transport's notice that a peer's connection ended.
+pub const WAKE_GROUP: u64 = transport::LOCAL_GROUP;
+
+/// After a peer's connection drops, how long the first surviving voter of
+/// each group it led waits before campaigning (so the other survivors have
+/// seen the drop too and will grant the pre-vote), and how much later each
+/// next voter in id order tries if there is still no leader.
+const FAST_CAMPAIGN_DELAY: Duration = Duration::from_millis(10);
+const FAST_CAMPAIGN_STAGGER: Duration = Duration::from_millis(60);
 
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
@@ -114,6 +122,8 @@ pub struct RaftLoop {
     shared: Arc<Shared>,
     groups: BTreeMap<u64, Group>,
     pending: HashMap<u64, Reply>,
+    /// (when, group, lost leader): campaigns scheduled by `peer_lost`.
+    campaigns: Vec<(Instant, u64, NodeId)>,
     next_proposal: u64,
     logger: slog::Logger,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -180,6 +190,7 @@ impl RaftLoop {
             shared,
             groups: BTreeMap::new(),
             pending: HashMap::new(),
+            campaigns: Vec::new(),
             next_proposal: 1,
             logger,
             stop,
@@ -246,7 +257,9 @@ impl RaftLoop {
         // forwarded to a dead one; a new leader re-delivers them at once.
         let mut metadata_leader = 0;
         while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let next_campaign = self.campaigns.iter().map(|(at, _, _)| *at).min();
+            let wake_at = next_campaign.map_or(next_tick, |at| at.min(next_tick));
+            let wait = wake_at.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
                 Ok(envelope) => {
                     self.step(envelope);
@@ -266,6 +279,7 @@ impl RaftLoop {
                     group.raw.tick();
                 }
             }
+            self.run_due_campaigns();
             self.on_ready();
             let leader = self
                 .groups
@@ -282,6 +296,9 @@ impl RaftLoop {
 
     fn step(&mut self, envelope: Envelope) {
         if envelope.group == WAKE_GROUP {
+            if let Some(peer) = transport::lost_peer(&envelope) {
+                self.peer_lost(peer);
+            }
             return;
         }
         match self.groups.get_mut(&envelope.group) {
@@ -293,6 +310,67 @@ impl RaftLoop {
             // A group this node has not created yet (its topic's creation
             // is not applied here yet): Raft will retransmit.
             None => tracing::trace!(group = envelope.group, "message for an unknown group"),
+        }
+    }
+
+    /// A peer's connection to this node ended: most likely it died (a
+    /// killed process's sockets close at once). In every group it led,
+    /// this follower stops honouring its lease, and the surviving voters
+    /// campaign one after another in id order rather than all waiting out
+    /// an election timeout. If the peer is in fact alive, pre-vote keeps
+    /// this harmless: the voters still hearing from it refuse.
+    fn peer_lost(&mut self, peer: NodeId) {
+        let now = Instant::now();
+        let mut led = 0;
+        for (&id, group) in &mut self.groups {
+            let raft = &mut group.raw.raft;
+            if raft.leader_id != peer || raft.state == StateRole::Leader {
+                continue;
+            }
+            led += 1;
+            raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
+            let mut survivors: Vec<NodeId> = raft
+                .prs()
+                .conf()
+                .voters()
+                .ids()
+                .iter()
+                .filter(|v| *v != peer)
+                .collect();
+            survivors.sort_unstable();
+            if let Some(rank) = survivors.iter().position(|v| *v == self.node) {
+                let at = now + FAST_CAMPAIGN_DELAY + FAST_CAMPAIGN_STAGGER * rank as u32;
+                self.campaigns.push((at, id, peer));
+            }
+        }
+        if led > 0 {
+            tracing::info!(
+                peer,
+                groups = led,
+                "connection from a leader lost: electing"
+            );
+        }
+    }
+
+    fn run_due_campaigns(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(u64, NodeId)> = self
+            .campaigns
+            .iter()
+            .filter(|(at, _, _)| *at <= now)
+            .map(|(_, group, peer)| (*group, *peer))
+            .collect();
+        self.campaigns.retain(|(at, _, _)| *at > now);
+        for (id, peer) in due {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let raft = &group.raw.raft;
+            // Only while nobody else has taken over.
+            let leaderless = raft.leader_id == peer || raft.leader_id == 0;
+            if leaderless && raft.state == StateRole::Follower {
+                let _ = group.raw.campaign();
+            }
         }
     }
 

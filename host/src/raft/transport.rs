@@ -73,6 +73,10 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 /// Per-envelope overhead in a payload: group and length.
 const ENVELOPE_HEADER_LEN: usize = 8 + 4;
 
+/// Group id reserved for notices local to a node (never carried on the wire: a peer's envelope
+/// with this group is dropped when read).
+pub const LOCAL_GROUP: u64 = 0;
+
 /// A Raft message for one group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -487,6 +491,26 @@ fn decode_batch(payload: &[u8]) -> Result<Vec<Envelope>, WireError> {
 // ---------------------------------------------------------------------------------------------
 // Incoming
 
+/// The notice pushed into the inbox when a peer's connection to this node ends: a killed
+/// process's sockets close at once, so this is the earliest sign that the peer is gone (it may
+/// also just be reconnecting).
+pub fn peer_lost_notice(peer: u64) -> Envelope {
+    let mut message = Message::default();
+    message.set_msg_type(raft::prelude::MessageType::MsgUnreachable);
+    message.from = peer;
+    Envelope {
+        group: LOCAL_GROUP,
+        message,
+    }
+}
+
+/// The peer a [`peer_lost_notice`] names.
+pub fn lost_peer(envelope: &Envelope) -> Option<u64> {
+    (envelope.group == LOCAL_GROUP
+        && envelope.message.get_msg_type() == raft::prelude::MessageType::MsgUnreachable)
+        .then_some(envelope.message.from)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     inbox: SyncSender<Envelope>,
@@ -527,11 +551,17 @@ async fn serve_inbound(
 ) {
     let _ = stream.set_nodelay(true);
     bump(&counters.inbound_connections, 1);
-    let result = tokio::select! {
-        _ = shutdown_requested(&mut shutdown) => Ok(()),
-        result = read_inbound(stream, remote, &inbox, &counters) => result,
+    let mut peer = None;
+    let (result, stopping) = tokio::select! {
+        _ = shutdown_requested(&mut shutdown) => (Ok(()), true),
+        result = read_inbound(stream, remote, &inbox, &counters, &mut peer) => (result, false),
     };
     counters.inbound_connections.fetch_sub(1, Ordering::Relaxed);
+    if let Some(peer) = peer.filter(|_| !stopping) {
+        // Best effort: with a full inbox the Raft loop is busy and falls
+        // back on its election timeout.
+        let _ = inbox.try_send(peer_lost_notice(peer));
+    }
     match result {
         Ok(()) => debug!(%remote, "inbound peer connection closed"),
         Err(e) if e.is_protocol() => {
@@ -547,6 +577,7 @@ async fn read_inbound(
     remote: SocketAddr,
     inbox: &SyncSender<Envelope>,
     counters: &Counters,
+    peer_id: &mut Option<u64>,
 ) -> Result<(), WireError> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut handshake = [0u8; HANDSHAKE_LEN];
@@ -555,6 +586,7 @@ async fn read_inbound(
         .map_err(|_| WireError::HandshakeTimeout)??;
     let peer = decode_handshake(&handshake)?;
     debug!(peer, %remote, "inbound peer connection");
+    *peer_id = Some(peer);
 
     let mut payload = Vec::new();
     while let Some(len) = read_frame_len(&mut reader).await? {
@@ -564,6 +596,9 @@ async fn read_inbound(
         payload.resize(len, 0);
         reader.read_exact(&mut payload).await?;
         for envelope in decode_batch(&payload)? {
+            if envelope.group == LOCAL_GROUP {
+                continue; // local notices are not a peer's to send
+            }
             match inbox.try_send(envelope) {
                 Ok(()) => bump(&counters.received, 1),
                 Err(InboxError::Full(_)) => bump(&counters.dropped_inbox_full, 1),
@@ -1102,6 +1137,37 @@ mod tests {
             .await;
             assert_eq!(got.group, 2);
             assert!(a.stats().reconnects >= 1, "{:?}", a.stats());
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    /// A peer's connection ending becomes a local notice at once (a killed node's sockets
+    /// close), and a peer cannot forge such notices over the wire.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_peer_connection_is_noticed() {
+        tokio::time::timeout(TEST_BUDGET, async {
+            let (addr_a, addr_b) = (reserve_addr(), reserve_addr());
+            let (a, rx_a) = start(1, addr_a, &[(2, addr_b)], 65536).unwrap();
+            let (b, _rx_b) = start(2, addr_b, &[(1, addr_a)], 65536).unwrap();
+            let mut forged = peer_lost_notice(3);
+            forged.message.to = 1;
+            b.send(vec![forged]);
+            let first =
+                send_until_received(&b, &rx_a, |i| envelope(1, 2, 1, i), Duration::from_secs(5))
+                    .await;
+            assert_eq!(lost_peer(&first), None, "the forged notice got through");
+
+            b.shutdown();
+            let mut notices = Vec::new();
+            eventually(Duration::from_secs(5), "the peer-lost notice", || {
+                notices.extend(rx_a.try_iter().filter_map(|e| lost_peer(&e)));
+                !notices.is_empty()
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            notices.extend(rx_a.try_iter().filter_map(|e| lost_peer(&e)));
+            assert_eq!(notices, vec![2]);
         })
         .await
         .expect("test timed out");
