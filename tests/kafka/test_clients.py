@@ -2,11 +2,13 @@
 
 The original scenario end to end: topic `raft-test` (3 partitions,
 replication 3) created with confluent-kafka's AdminClient, keyed messages
-produced with acks=all from confluent-kafka and from kafka-python with zero
-delivery errors, then consumed back by assigned partitions (no consumer
-group) with confluent-kafka and with kcat; content and per-partition order
-compared. The negative control runs the same cluster without plugins:
-the assignments never name a leader, so producing fails.
+produced with acks=all from confluent-kafka (plain and with
+enable.idempotence) and from kafka-python with its defaults (idempotent)
+with zero delivery errors, then consumed back by assigned partitions (no
+consumer group) with confluent-kafka and with kcat; content and
+per-partition order compared, no message twice. The negative control runs
+the same cluster without plugins: the assignments never name a leader, so
+producing fails.
 """
 
 import collections
@@ -50,7 +52,7 @@ def wait_for_leaders(admin, timeout=30):
         time.sleep(0.2)
 
 
-def produce_confluent(bootstrap, prefix):
+def produce_confluent(bootstrap, prefix, idempotent=False):
     """Returns [(partition, offset, key, value)] in send order, and errors."""
     producer = Producer(
         {
@@ -58,6 +60,8 @@ def produce_confluent(bootstrap, prefix):
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": 60000,
+            # Fails the producer fatally if the broker cannot do it.
+            "enable.idempotence": idempotent,
         }
     )
     acked, errors = {}, []
@@ -89,16 +93,18 @@ def produce_kafka_python(bootstrap, prefix):
         acks="all",
         linger_ms=5,
         request_timeout_ms=30000,
-        # kafka-python 3 turns idempotence on by default; the broker has no
-        # InitProducerId (idempotent producers are not supported yet).
-        enable_idempotence=False,
     )
+    # kafka-python 3 is idempotent by default, but silently falls back to a
+    # plain producer if it judges the broker unable: make sure it did not.
+    assert producer.config["enable_idempotence"], "kafka-python turned idempotence off"
     sent, errors = [], []
     futures = []
     for i in range(MESSAGES):
         key, value = f"{prefix}-key-{i % 97}-{i}", f"{prefix}-value-{i}"
         futures.append((key, value, producer.send(TOPIC, key=key.encode(), value=value.encode())))
     producer.flush(timeout=90)
+    pid = producer._transaction_manager.producer_id_and_epoch.producer_id
+    assert pid >= 0, "kafka-python produced without a producer id"
     for key, value, future in futures:
         try:
             meta = future.get(timeout=30)
@@ -164,6 +170,9 @@ def test_produce_and_consume_with_real_clients(cluster):
     confluent, errors = produce_confluent(cluster.bootstrap, "cf")
     assert errors == [], f"confluent-kafka delivery errors: {errors[:5]}"
     assert len(confluent) == MESSAGES
+    idempotent, errors = produce_confluent(cluster.bootstrap, "ci", idempotent=True)
+    assert errors == [], f"idempotent confluent-kafka delivery errors: {errors[:5]}"
+    assert len(idempotent) == MESSAGES
     python, errors = produce_kafka_python(cluster.bootstrap, "kp")
     assert errors == [], f"kafka-python delivery errors: {errors[:5]}"
     assert len(python) == MESSAGES
@@ -171,20 +180,20 @@ def test_produce_and_consume_with_real_clients(cluster):
     # What the partitions must hold: every acknowledged message at its
     # acknowledged offset, offsets dense from 0.
     expected = collections.defaultdict(dict)
-    for partition, offset, key, value in confluent + python:
+    for partition, offset, key, value in confluent + idempotent + python:
         assert offset not in expected[partition], f"offset {partition}/{offset} acked twice"
         expected[partition][offset] = (key, value)
     for partition, rows in expected.items():
         assert sorted(rows) == list(range(len(rows))), f"partition {partition}: offsets not dense"
     # Each producer's messages keep their send order within a partition.
-    for sent in (confluent, python):
+    for sent in (confluent, idempotent, python):
         for p in range(PARTITIONS):
             offsets = [o for part, o, _, _ in sent if part == p]
             assert offsets == sorted(offsets), f"partition {p}: acked out of send order"
 
     want = {p: [(o, *rows[o]) for o in sorted(rows)] for p, rows in expected.items()}
     counts = {p: len(rows) for p, rows in want.items()}
-    assert sum(counts.values()) == 2 * MESSAGES
+    assert sum(counts.values()) == 3 * MESSAGES
 
     got = consume_confluent(cluster.bootstrap, counts)
     for p in range(PARTITIONS):

@@ -9,10 +9,12 @@
 //! (`NOT_LEADER_OR_FOLLOWER` otherwise, with the assigned leader as a hint).
 //!
 //! Supported: ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce
-//! (acks 0, 1 and all — 1 and all both answer after the Raft commit),
-//! Fetch (no fetch sessions: every fetch is a full fetch), ListOffsets
-//! (earliest and latest). Not yet: consumer groups, transactions,
-//! idempotent producers, ISR from Raft progress (ISR = replicas for now).
+//! (acks 0, 1 and all — 1 and all both answer after the Raft commit;
+//! idempotent producers deduplicated per producer id and sequence when a
+//! batch is applied), InitProducerId (idempotent producers only; ids from
+//! the replicated metadata), Fetch (no fetch sessions: every fetch is a
+//! full fetch), ListOffsets (earliest and latest). Not yet: consumer
+//! groups, transactions, ISR from Raft progress (ISR = replicas for now).
 //!
 //! # Layout
 //!
@@ -21,7 +23,8 @@
 //! - [`codec`]: size-prefixed frames bounded by `max_frame_bytes`, request
 //!   header and body decoding, response encoding.
 //! - [`api_versions`], [`metadata`], [`create_topics`], [`delete_topics`],
-//!   [`produce`], [`fetch`], [`list_offsets`]: one file per API.
+//!   [`produce`], [`fetch`], [`list_offsets`], [`init_producer_id`]: one
+//!   file per API.
 //! - [`batch`]: record batch checks (magic, length, CRC-32C).
 
 pub mod api_versions;
@@ -30,6 +33,7 @@ pub mod codec;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

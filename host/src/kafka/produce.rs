@@ -5,8 +5,15 @@
 //! alone has the batch); acks=0 appends and sends no response. A
 //! non-leader answers NOT_LEADER_OR_FOLLOWER with the assigned leader and
 //! its endpoint (KIP-951) for versions that carry them.
+//!
+//! Idempotent batches (with a producer id from InitProducerId) are
+//! deduplicated when applied (`partition_log`): a retry of a batch already
+//! appended answers success with its original base offset; a sequence gap
+//! answers OUT_OF_ORDER_SEQUENCE_NUMBER and an old producer epoch
+//! INVALID_PRODUCER_EPOCH.
 
 use super::{Broker, batch, resolve_topic};
+use crate::partition_log::Refused;
 use crate::raft::node::{AppendError, RaftCommand};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -231,7 +238,16 @@ fn answer_partition(
             ResponseError::UnknownTopicOrPartition,
             "the partition is not hosted here",
         ),
-        Ok(Err(AppendError::Invalid(why))) => error(index, ResponseError::CorruptMessage, why),
+        Ok(Err(AppendError::Refused(Refused::Malformed(why)))) => {
+            error(index, ResponseError::CorruptMessage, why)
+        }
+        Ok(Err(AppendError::Refused(Refused::OutOfOrderSequence(why)))) => {
+            error(index, ResponseError::OutOfOrderSequenceNumber, why)
+        }
+        // Not PRODUCER_FENCED: that one is for transactional producers.
+        Ok(Err(AppendError::Refused(Refused::InvalidProducerEpoch(why)))) => {
+            error(index, ResponseError::InvalidProducerEpoch, why)
+        }
         Ok(Err(AppendError::Dropped(why))) => error(index, ResponseError::NotLeaderOrFollower, why),
         Err(_) => error(
             index,

@@ -171,6 +171,9 @@ async fn dispatch(broker: &Arc<Broker>, body: RequestKind, version: i16) -> Opti
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(super::list_offsets::handle(broker, &r, version))
         }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(super::init_producer_id::handle(broker, r, version).await)
+        }
         // `api_versions::supported` lets no other key through.
         other => {
             tracing::warn!("kafka: no handler for {other:?}");

@@ -29,6 +29,9 @@ pub enum Command {
         leader: NodeId,
         epoch: u64,
     },
+    /// InitProducerId: takes the next idempotent producer id. Replicated
+    /// so ids are unique across the cluster and across restarts.
+    AllocateProducerId,
 }
 
 impl Command {
@@ -66,6 +69,7 @@ pub enum Applied {
         groups: Vec<u64>,
     },
     LeaderSet,
+    ProducerId(i64),
     /// The command was valid Raft-wise but refused by the state machine.
     Refused(String),
 }
@@ -74,6 +78,7 @@ pub enum Applied {
 pub struct Metadata {
     pub topics: BTreeMap<String, TopicMeta>,
     next_group: u64,
+    next_producer_id: i64,
 }
 
 impl Metadata {
@@ -146,6 +151,11 @@ impl Metadata {
                     Ok(leaderhook_hooks::WriteOutcome::Unchanged) => Applied::LeaderSet,
                     Err(e) => Applied::Refused(format!("{partition}: {}", e.describe())),
                 }
+            }
+            Command::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                Applied::ProducerId(id)
             }
         }
     }
@@ -265,6 +275,31 @@ mod tests {
         let p = a.partition(&PartitionId::new("orders", 0)).unwrap();
         assert_eq!((p.leader, p.epoch), (Some(2), 3));
         assert!(matches!(set(&mut a, 0, 9, 4), Applied::Refused(m) if m.contains("not a replica")));
+    }
+
+    #[test]
+    fn producer_ids_are_distinct_and_follow_the_log() {
+        let mut a = Metadata::default();
+        let ids: Vec<_> = (0..3)
+            .map(|_| a.apply(Command::AllocateProducerId))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                Applied::ProducerId(0),
+                Applied::ProducerId(1),
+                Applied::ProducerId(2)
+            ]
+        );
+        // A replay of the same log (a restart) continues where it stopped.
+        let mut b = Metadata::default();
+        for _ in 0..3 {
+            b.apply(Command::AllocateProducerId);
+        }
+        assert_eq!(a, b);
+        assert_eq!(b.apply(Command::AllocateProducerId), Applied::ProducerId(3));
+        let c = Command::AllocateProducerId;
+        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]

@@ -82,8 +82,9 @@ pub enum AppendError {
     /// of its term yet); carries the leader it knows.
     NotLeader(Option<NodeId>),
     UnknownGroup,
-    /// Applied but refused (e.g. a malformed batch).
-    Invalid(String),
+    /// Applied but refused (a malformed batch, an idempotent producer's
+    /// sequence or epoch).
+    Refused(crate::partition_log::Refused),
     /// Raft dropped the proposal.
     Dropped(String),
 }
@@ -566,7 +567,7 @@ impl RaftLoop {
                     self.close_group(*group);
                 }
             }
-            Applied::LeaderSet | Applied::Refused(_) => {}
+            Applied::LeaderSet | Applied::ProducerId(_) | Applied::Refused(_) => {}
         }
         if let Some(id) = own_proposal(self.node, &entry.context)
             && let Some(reply) = self.pending.remove(&id)
@@ -584,7 +585,7 @@ impl RaftLoop {
             && let Some(group) = self.groups.get_mut(&group_id)
             && let Some(reply) = group.appends.remove(&id)
         {
-            let _ = reply.send(outcome.map_err(AppendError::Invalid));
+            let _ = reply.send(outcome.map_err(AppendError::Refused));
         }
     }
 
