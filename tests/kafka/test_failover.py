@@ -3,14 +3,17 @@ confluent-kafka producer (acks=all) is sending. The producer carries on
 after its metadata refresh, and afterwards every acknowledged message is
 consumed back from the survivors — none lost.
 
-Duplicates are allowed and only come from client retries: the producer is
-not idempotent (the broker has no InitProducerId yet), so a batch that was
-committed but whose answer was lost with the killed node is sent again.
+A plain producer may leave duplicates: a batch that was committed but
+whose answer was lost with the killed node is sent again, and appended
+again. An idempotent producer (enable.idempotence) resends it with the
+same producer id and sequence, which the partition recognises: every
+acknowledged message is stored exactly once, in send order.
 """
 
 import threading
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from test_clients import PARTITIONS, TOPIC, create_topic, leaders, wait_for_leaders
@@ -18,7 +21,8 @@ from test_clients import PARTITIONS, TOPIC, create_topic, leaders, wait_for_lead
 MESSAGES = 3000
 
 
-def test_kill_the_leader_mid_produce(cluster):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_kill_the_leader_mid_produce(cluster, idempotent):
     admin = create_topic(cluster.bootstrap)
     victim = wait_for_leaders(admin)[0]
     producer = Producer(
@@ -28,6 +32,7 @@ def test_kill_the_leader_mid_produce(cluster):
             "linger.ms": 5,
             "message.timeout.ms": 60000,
             "retry.backoff.ms": 200,
+            "enable.idempotence": idempotent,
         }
     )
     acked, errors = [], []
@@ -86,3 +91,8 @@ def test_kill_the_leader_mid_produce(cluster):
     assert missing == [], f"{len(missing)} acknowledged messages lost, e.g. {missing[:5]}"
     duplicates = sum(len(rows) for rows in got.values()) - len(stored)
     print(f"failover: {len(acked)} acked, {duplicates} duplicates from client retries")
+    if idempotent:
+        assert duplicates == 0, f"{duplicates} messages stored twice by an idempotent producer"
+        for p in range(PARTITIONS):
+            sent = [k for part, k, _ in acked if part == p]
+            assert [k for _, k, _ in got[p]] == sent, f"partition {p}: not in send order"
