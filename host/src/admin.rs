@@ -3,7 +3,7 @@
 //! `leaderhook status` and the tests.
 
 use crate::metadata::{self, Applied, Command};
-use crate::raft::node::{RaftHandle, Shared};
+use crate::raft::node::{RaftCommand, RaftHandle, Shared};
 use leaderhook_hooks::{HookRuntime, NodeId};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +41,18 @@ pub enum Request {
     InjectBecameLeader {
         partition: String,
         term: u64,
+    },
+    /// Turns a plugin off or back on in this node's hook runtime.
+    SetPluginEnabled {
+        plugin: String,
+        enabled: bool,
+    },
+    /// Asks a partition's Raft group (through this node's replica) to move
+    /// its leadership to `to`; the election that follows is reported as
+    /// usual.
+    TransferLeader {
+        partition: String,
+        to: NodeId,
     },
 }
 
@@ -125,6 +137,12 @@ impl Admin {
                 Ok(serde_json::json!({ "dropping": count }))
             }
             Request::InjectBecameLeader { partition, term } => self.inject(&partition, term),
+            Request::SetPluginEnabled { plugin, enabled } => self
+                .hooks
+                .set_enabled(&plugin, enabled)
+                .map(|()| serde_json::json!({ "plugin": plugin, "enabled": enabled }))
+                .map_err(|e| e.to_string()),
+            Request::TransferLeader { partition, to } => self.transfer(&partition, to),
             Request::Reload { plugin, path } => self
                 .hooks
                 .reload(&plugin, path.as_deref())
@@ -162,6 +180,32 @@ impl Admin {
         self.raft
             .propose_and_wait(command, COMMIT_TIMEOUT)
             .and_then(answer)
+    }
+
+    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, String> {
+        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let (group, replicas) = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            (meta.group, meta.replicas.clone())
+        };
+        if !replicas.contains(&to) {
+            return Err(format!(
+                "node {to} holds no replica of {partition} (replicas {replicas:?})"
+            ));
+        }
+        if !replicas.contains(&self.node) {
+            return Err(format!(
+                "node {} holds no replica of {partition}: ask one of {replicas:?}",
+                self.node
+            ));
+        }
+        self.raft.send(RaftCommand::Transfer { group, to })?;
+        Ok(serde_json::json!({ "transfer_requested": partition, "to": to }))
     }
 
     fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, String> {
@@ -234,7 +278,6 @@ fn answer(applied: Applied) -> Result<serde_json::Value, String> {
         Applied::TopicCreated { groups } => Ok(serde_json::json!({ "groups": groups })),
         Applied::TopicDeleted { groups } => Ok(serde_json::json!({ "deleted_groups": groups })),
         Applied::LeaderSet => Ok(serde_json::json!("leader set")),
-        Applied::ProducerId(id) => Ok(serde_json::json!({ "producer_id": id })),
     }
 }
 

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Move partition leadership by hand.
+    Partitions {
+        #[command(subcommand)]
+        command: PartitionsCommand,
+    },
     /// Each local replica's Raft role, leader and term beside its stored
     /// assignment, per node.
     Status {
@@ -174,6 +179,34 @@ enum PluginCommand {
         #[arg(long = "scenario", required = true)]
         scenarios: Vec<PathBuf>,
     },
+    /// Stop delivering events to a loaded plugin, on every node of the
+    /// target (it stays loaded; `enable` resumes it).
+    Disable {
+        /// The plugin's name in the node configs.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Resume a disabled plugin on every node of the target.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionsCommand {
+    /// Ask a partition's Raft group to move its leadership to a replica.
+    Transfer {
+        /// TOPIC-INDEX, e.g. orders-0.
+        partition: String,
+        /// The node to lead it.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -236,6 +269,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("deleted topic {name}");
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Disable { name, target },
+        } => set_plugin_enabled(&target, name, false),
+        Command::Plugin {
+            command: PluginCommand::Enable { name, target },
+        } => set_plugin_enabled(&target, name, true),
+        Command::Partitions {
+            command:
+                PartitionsCommand::Transfer {
+                    partition,
+                    to,
+                    target,
+                },
+        } => {
+            target.request(&admin::Request::TransferLeader {
+                partition: partition.clone(),
+                to,
+            })?;
+            println!("asked {partition} to move its leadership to node {to}");
+            Ok(())
+        }
         Command::Status { target, json } => {
             for addr in target.addresses()? {
                 match admin::request(addr, &admin::Request::Status, Duration::from_secs(5)) {
@@ -291,6 +345,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     .context("leaderhook")
+}
+
+/// A plugin is switched per node: every node of the target must answer.
+fn set_plugin_enabled(target: &Target, name: String, enabled: bool) -> anyhow::Result<()> {
+    let request = admin::Request::SetPluginEnabled {
+        plugin: name.clone(),
+        enabled,
+    };
+    let mut failed = 0;
+    for addr in target.addresses()? {
+        match admin::request(addr, &request, Duration::from_secs(15)) {
+            Ok(_) => println!(
+                "{addr}: {name} {}",
+                if enabled { "enabled" } else { "disabled" }
+            ),
+            Err(e) => {
+                println!("{addr}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} node(s) did not switch {name}");
+    Ok(())
 }
 
 fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {

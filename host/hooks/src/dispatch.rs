@@ -234,6 +234,21 @@ impl HookRuntime {
         Ok(())
     }
 
+    /// Turns plugin `name` off or back on, at once (it takes effect from
+    /// the next batch). A disabled plugin receives no events and keeps its
+    /// instance; enabling also lifts a disable by its `on_error` policy.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), ReloadError> {
+        let state = self.shared.lock();
+        let entry = state
+            .plugins
+            .iter()
+            .find(|p| p.info.name == name)
+            .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
+        entry.counters.disabled.store(!enabled, Ordering::Relaxed);
+        tracing::warn!(plugin = name, enabled, "plugin switched by the operator");
+        Ok(())
+    }
+
     pub fn stats(&self) -> RuntimeStats {
         let state = self.shared.lock();
         let mut queue = state.stats.clone();

@@ -64,3 +64,32 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
         assert_eq!(cluster.assignment(&p(partition)), Some((Some(leader), 51)));
     }
 }
+
+#[test]
+fn an_operator_can_switch_a_plugin_off_and_on() {
+    init_tracing();
+    let cluster = cluster();
+    let config = HooksConfig {
+        plugins: vec![assign_leader()],
+        ..HooksConfig::default()
+    };
+    let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
+    runtime.set_enabled("assign-leader", false).unwrap();
+    runtime.submit(became_leader(&cluster, 0, 2, 5));
+    assert!(runtime.wait_idle(Duration::from_secs(30)));
+    assert_eq!(
+        cluster.assignment(&p(0)),
+        Some((None, 0)),
+        "disabled: no write"
+    );
+    assert!(runtime.stats().plugins[0].disabled);
+
+    runtime.set_enabled("assign-leader", true).unwrap();
+    runtime.submit(became_leader(&cluster, 0, 2, 6));
+    assert!(runtime.wait_idle(Duration::from_secs(30)));
+    assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 6)));
+    assert!(!runtime.stats().plugins[0].disabled);
+
+    let unknown = runtime.set_enabled("nope", false).unwrap_err();
+    assert_eq!(unknown.to_string(), "no plugin named `nope` is loaded");
+}
