@@ -10,7 +10,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from test_bad_input import batch, connect, parse_produce_v3, produce_v3, request
 from test_clients import create_topic, wait_for_leaders
 
-NONE, COORDINATOR_LOAD_IN_PROGRESS, NOT_LEADER = 0, 14, 6
+NONE, UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER, COORDINATOR_LOAD_IN_PROGRESS = 0, 3, 6, 14
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH = 45, 47
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 
@@ -52,7 +52,9 @@ def idempotent_batch(pid, epoch, seq, count):
 
 
 def produce(cluster, records, timeout=30):
-    """Produces to partition 0 through whichever node leads it: (error, base)."""
+    """Produces to partition 0 through whichever node leads it: (error, base).
+    Right after a restart a node may not have replayed the topic's creation
+    yet (UNKNOWN_TOPIC_OR_PARTITION, retriable for clients too)."""
     deadline = time.monotonic() + timeout
     while True:
         for node in cluster.procs:
@@ -61,7 +63,7 @@ def produce(cluster, records, timeout=30):
                     _, error, base = parse_produce_v3(request(s, 0, 3, produce_v3(0, records)))
             except OSError:
                 continue
-            if error != NOT_LEADER:
+            if error not in (NOT_LEADER, UNKNOWN_TOPIC_OR_PARTITION):
                 return error, base
         assert time.monotonic() < deadline, "no node leads partition 0"
         time.sleep(0.2)
