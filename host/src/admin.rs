@@ -278,6 +278,7 @@ fn answer(applied: Applied) -> Result<serde_json::Value, String> {
         Applied::TopicCreated { groups } => Ok(serde_json::json!({ "groups": groups })),
         Applied::TopicDeleted { groups } => Ok(serde_json::json!({ "deleted_groups": groups })),
         Applied::LeaderSet => Ok(serde_json::json!("leader set")),
+        Applied::IsrSet => Ok(serde_json::json!("isr set")),
         Applied::ProducerId(id) => Ok(serde_json::json!({ "producer_id": id })),
     }
 }

@@ -1,8 +1,9 @@
 //! Metadata: brokers (every peer with a Kafka listener) and, per topic and
 //! partition, the leader and leader epoch of the replicated ASSIGNMENT —
 //! never this node's Raft state. A partition whose assignment names no
-//! leader has leader -1 and LEADER_NOT_AVAILABLE. ISR = the replicas for
-//! now (the leader's Raft progress is not exposed yet). Topics are never
+//! leader has leader -1 and LEADER_NOT_AVAILABLE. The ISR is the one its
+//! leader last derived from its Raft progress and wrote to the metadata
+//! group (all replicas until then). Topics are never
 //! auto-created. Every node names itself as controller: any node accepts
 //! CreateTopics and DeleteTopics (they are proposals to the metadata group).
 
@@ -79,7 +80,7 @@ fn topic(name: &str, meta: &TopicMeta) -> MetadataResponseTopic {
                 .with_error_code(error)
                 .with_leader_id(leader)
                 .with_leader_epoch(epoch(p.epoch))
-                .with_isr_nodes(replicas.clone())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r as i32)).collect())
                 .with_replica_nodes(replicas)
         })
         .collect();
@@ -164,6 +165,8 @@ mod tests {
             p1.replica_nodes,
             vec![BrokerId(2), BrokerId(3), BrokerId(1)]
         );
+        // No leader has reported its Raft progress yet: every replica.
+        assert_eq!(p1.isr_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
     }
 
     #[test]

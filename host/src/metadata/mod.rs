@@ -29,6 +29,13 @@ pub enum Command {
         leader: NodeId,
         epoch: u64,
     },
+    /// The in-sync replicas as the partition's leader sees them in its Raft
+    /// progress; only the leader assigned at `epoch` may write them.
+    SetIsr {
+        partition: PartitionId,
+        isr: Vec<NodeId>,
+        epoch: u64,
+    },
     /// InitProducerId: takes the next idempotent producer id. Replicated
     /// so ids are unique across the cluster and across restarts.
     AllocateProducerId,
@@ -51,6 +58,9 @@ pub struct PartitionMeta {
     pub replicas: Vec<NodeId>,
     pub leader: Option<NodeId>,
     pub epoch: u64,
+    /// In-sync replicas (Kafka's ISR), sorted: all replicas until a leader
+    /// reports otherwise.
+    pub isr: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +79,7 @@ pub enum Applied {
         groups: Vec<u64>,
     },
     LeaderSet,
+    IsrSet,
     ProducerId(i64),
     /// The command was valid Raft-wise but refused by the state machine.
     Refused(String),
@@ -103,6 +114,7 @@ impl Metadata {
                     .enumerate()
                     .map(|(i, replicas)| PartitionMeta {
                         group: first + i as u64,
+                        isr: sorted(&replicas),
                         replicas,
                         leader: None,
                         epoch: 0,
@@ -152,6 +164,29 @@ impl Metadata {
                     Err(e) => Applied::Refused(format!("{partition}: {}", e.describe())),
                 }
             }
+            Command::SetIsr {
+                partition,
+                isr,
+                epoch,
+            } => {
+                let Some(p) = self.partition_mut(&partition) else {
+                    return Applied::Refused(format!("unknown partition {partition}"));
+                };
+                let Some(leader) = p.leader.filter(|_| p.epoch == epoch) else {
+                    return Applied::Refused(format!(
+                        "{partition}: ISR of epoch {epoch}, the assignment is at {}",
+                        p.epoch
+                    ));
+                };
+                if !isr.contains(&leader) || isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return Applied::Refused(format!(
+                        "{partition}: ISR {isr:?} must hold the leader {leader} and only replicas {:?}",
+                        p.replicas
+                    ));
+                }
+                p.isr = sorted(&isr);
+                Applied::IsrSet
+            }
             Command::AllocateProducerId => {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
@@ -186,6 +221,13 @@ impl Metadata {
     pub fn partition_of_group(&self, group: u64) -> Option<(PartitionId, &PartitionMeta)> {
         self.partitions().find(|(_, p)| p.group == group)
     }
+}
+
+fn sorted(nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut nodes = nodes.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
 /// Round-robin placement of `partitions` × `replication` over `nodes`
@@ -275,6 +317,33 @@ mod tests {
         let p = a.partition(&PartitionId::new("orders", 0)).unwrap();
         assert_eq!((p.leader, p.epoch), (Some(2), 3));
         assert!(matches!(set(&mut a, 0, 9, 4), Applied::Refused(m) if m.contains("not a replica")));
+    }
+
+    #[test]
+    fn only_the_current_leader_sets_the_isr() {
+        let mut m = Metadata::default();
+        create(&mut m, "orders", 1);
+        let orders0 = PartitionId::new("orders", 0);
+        let isr = |isr: &[NodeId], epoch| Command::SetIsr {
+            partition: orders0.clone(),
+            isr: isr.to_vec(),
+            epoch,
+        };
+        assert_eq!(m.partition(&orders0).unwrap().isr, vec![1, 2, 3]);
+        assert!(
+            matches!(m.apply(isr(&[1], 0)), Applied::Refused(_)),
+            "no leader yet"
+        );
+        set(&mut m, 0, 2, 5);
+        assert_eq!(m.apply(isr(&[3, 2], 5)), Applied::IsrSet);
+        assert_eq!(m.partition(&orders0).unwrap().isr, vec![2, 3]);
+        // A deposed leader's late report, one without the leader, one with
+        // a stranger: all refused, the ISR unchanged.
+        set(&mut m, 0, 3, 6);
+        for refused in [isr(&[2], 5), isr(&[1, 2], 6), isr(&[3, 9], 6)] {
+            assert!(matches!(m.apply(refused), Applied::Refused(_)));
+        }
+        assert_eq!(m.partition(&orders0).unwrap().isr, vec![2, 3]);
     }
 
     #[test]

@@ -109,6 +109,11 @@ struct Group {
     /// (role, leader, term) last reported, to emit events on change.
     seen: (StateRole, u64, u64),
     serving: bool,
+    /// The commit index at the previous ISR check: a follower that has not
+    /// reached it since is out of sync.
+    isr_mark: u64,
+    /// When each peer was last heard from in this group.
+    heard: HashMap<NodeId, Instant>,
 }
 
 pub struct RaftLoop {
@@ -231,6 +236,8 @@ impl RaftLoop {
                 appends: HashMap::new(),
                 seen: (StateRole::Follower, 0, 0),
                 serving: false,
+                isr_mark: 0,
+                heard: HashMap::new(),
             },
         );
         Ok(())
@@ -304,6 +311,7 @@ impl RaftLoop {
         }
         match self.groups.get_mut(&envelope.group) {
             Some(group) => {
+                group.heard.insert(envelope.message.from, Instant::now());
                 if let Err(e) = group.raw.step(envelope.message) {
                     tracing::debug!(group = envelope.group, "step: {e}");
                 }
@@ -567,7 +575,8 @@ impl RaftLoop {
                     self.close_group(*group);
                 }
             }
-            Applied::LeaderSet | Applied::ProducerId(_) | Applied::Refused(_) => {}
+            Applied::LeaderSet | Applied::IsrSet | Applied::ProducerId(_) | Applied::Refused(_) => {
+            }
         }
         if let Some(id) = own_proposal(self.node, &entry.context)
             && let Some(reply) = self.pending.remove(&id)
@@ -671,6 +680,13 @@ impl RaftLoop {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let mut events = Vec::new();
+        let mut isr_updates = Vec::new();
+        let lag = self.settings.tick * self.settings.election_ticks as u32;
+        for (&id, group) in &mut self.groups {
+            if let Some(update) = isr_update(self.node, id, group, &metadata, lag) {
+                isr_updates.push(update);
+            }
+        }
         for (&id, group) in &self.groups {
             if id == METADATA_GROUP || group.raw.raft.state != StateRole::Leader {
                 continue;
@@ -698,7 +714,49 @@ impl RaftLoop {
             tracing::debug!(partition = %event.partition, term = event.term, "resync: re-delivering leadership");
             self.hooks.submit(event);
         }
+        for update in isr_updates {
+            self.command(RaftCommand::Propose(update, None));
+        }
     }
+}
+
+/// The ISR write a serving leader owes the metadata, if its Raft progress
+/// disagrees with the stored ISR. A follower is in sync if it was heard
+/// from within `lag` and has reached the commit index of the previous check
+/// (so one check period of replication lag is tolerated).
+fn isr_update(
+    node: NodeId,
+    id: u64,
+    group: &mut Group,
+    metadata: &Metadata,
+    lag: Duration,
+) -> Option<Command> {
+    if id == METADATA_GROUP || group.raw.raft.state != StateRole::Leader || !group.serving {
+        return None;
+    }
+    let raft = &group.raw.raft;
+    let mark = std::mem::replace(&mut group.isr_mark, raft.raft_log.committed);
+    let (partition, meta) = metadata.partition_of_group(id)?;
+    // Only the leader the assignment names may write; until the plugins
+    // have assigned this node, the ISR waits.
+    if meta.leader != Some(node) || meta.epoch != raft.term {
+        return None;
+    }
+    let mut isr: Vec<NodeId> = raft
+        .prs()
+        .iter()
+        .filter(|(peer, pr)| {
+            let recent = group.heard.get(peer).is_some_and(|t| t.elapsed() < lag);
+            **peer == node || (recent && pr.matched >= mark)
+        })
+        .map(|(peer, _)| *peer)
+        .collect();
+    isr.sort_unstable();
+    (isr != meta.isr).then_some(Command::SetIsr {
+        partition,
+        isr,
+        epoch: raft.term,
+    })
 }
 
 /// An entry's context: who proposed it and the proposer's id for it, so

@@ -1148,7 +1148,7 @@ mod tests {
     async fn a_closed_peer_connection_is_noticed() {
         tokio::time::timeout(TEST_BUDGET, async {
             let (addr_a, addr_b) = (reserve_addr(), reserve_addr());
-            let (a, rx_a) = start(1, addr_a, &[(2, addr_b)], 65536).unwrap();
+            let (_a, rx_a) = start(1, addr_a, &[(2, addr_b)], 65536).unwrap();
             let (b, _rx_b) = start(2, addr_b, &[(1, addr_a)], 65536).unwrap();
             let mut forged = peer_lost_notice(3);
             forged.message.to = 1;

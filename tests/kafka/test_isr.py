@@ -1,0 +1,44 @@
+"""ISR from Raft progress: Metadata's in-sync replicas are what each
+partition's leader sees in its Raft group. A killed node drops out of
+every ISR; restarted, it catches up and is back in."""
+
+import time
+
+from confluent_kafka.admin import AdminClient
+
+from test_clients import PARTITIONS, TOPIC, create_topic
+
+
+def isr_view(bootstrap):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = admin.list_topics(TOPIC, timeout=10).topics[TOPIC]
+    return {p: (m.leader, sorted(m.isrs)) for p, m in topic.partitions.items()}
+
+
+def wait_for(what, bootstrap, condition, timeout=40):
+    deadline = time.monotonic() + timeout
+    while True:
+        view = isr_view(bootstrap)
+        if len(view) == PARTITIONS and all(condition(l, isr) for l, isr in view.values()):
+            return view
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {view}"
+        time.sleep(0.3)
+
+
+def test_isr_follows_raft_progress(cluster):
+    create_topic(cluster.bootstrap)
+    everyone = sorted(cluster.configs)
+    wait_for("leaders, everyone in sync", cluster.bootstrap,
+             lambda l, isr: l > 0 and isr == everyone)
+
+    victim = 3
+    cluster.kill(victim)
+    survivors = [n for n in everyone if n != victim]
+    survivors_bootstrap = ",".join(cluster.kafka_addr(n) for n in survivors)
+    wait_for("the killed node to leave every ISR", survivors_bootstrap,
+             lambda l, isr: l in survivors and isr == survivors)
+
+    cluster.start(victim)
+    cluster.wait_port(cluster.kafka_addr(victim))
+    wait_for("the restarted node to rejoin every ISR", cluster.bootstrap,
+             lambda l, isr: l > 0 and isr == everyone)
