@@ -1,14 +1,15 @@
 """Real Kafka clients against a 3-node leaderhook cluster.
 
 The original scenario end to end: topic `raft-test` (3 partitions,
-replication 3) created with confluent-kafka's AdminClient, keyed messages
-produced with acks=all from confluent-kafka (plain and with
+replication 3) created with confluent-kafka's AdminClient, 10,000 keyed
+messages per producer sent with acks=all from confluent-kafka (plain and with
 enable.idempotence) and from kafka-python with its defaults (idempotent)
 with zero delivery errors, then consumed back by assigned partitions (no
 consumer group) with confluent-kafka and with kcat; content and
-per-partition order compared, no message twice. The negative control runs
-the same cluster without plugins: the assignments never name a leader, so
-producing fails.
+per-partition order compared, no message twice. A first negative control
+runs the same cluster without plugins: the assignments never name a leader,
+so producing fails (test_negative_control.py reproduces the original
+NOT_LEADER_OR_FOLLOWER).
 """
 
 import collections
@@ -23,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 TOPIC = "raft-test"
 PARTITIONS = 3
-MESSAGES = 1000  # per producer
+MESSAGES = 10_000  # per producer
 
 
 def create_topic(bootstrap):
