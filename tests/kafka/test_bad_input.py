@@ -126,3 +126,32 @@ def test_bad_crc_is_corrupt_message_and_non_leaders_refuse(cluster):
             with connect(cluster.kafka_addr(node)) as s:
                 _, error, _ = parse_produce_v3(request(s, 0, 3, produce_v3(0, good)))
                 assert error == 6  # NOT_LEADER_OR_FOLLOWER
+
+
+def test_hostile_lengths_do_not_take_the_broker_down(cluster):
+    """Counts read off the wire must not size allocations: a 30-byte
+    Metadata request claiming 2^31 - 1 topics once made the broker reserve
+    154 GB and abort (see vendor/README.md)."""
+    addr = cluster.kafka_addr(1)
+
+    def frame(key, version, body, flexible=False):
+        header = struct.pack(">hhih", key, version, 7, 4) + b"test"
+        if flexible:
+            header += b"\x00"  # no tagged fields
+        return struct.pack(">i", len(header + body)) + header + body
+
+    max_varint = b"\xff\xff\xff\xff\x0f"  # unsigned varint 2^32 - 1
+    cases = {
+        "Metadata v4, 2^31-1 topics": frame(3, 4, struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 16),
+        "Metadata v12, compact 2^32-2 topics": frame(3, 12, max_varint + b"\x00" * 16, flexible=True),
+        "Produce v3, 2^31-1 topics": frame(
+            0, 3, struct.pack(">hhii", -1, -1, 1000, 0x7FFFFFFF) + b"\x00" * 16
+        ),
+        "CreateTopics v2, 2^31-1 topics": frame(19, 2, struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 16),
+    }
+    for name, data in cases.items():
+        with connect(addr) as s:
+            s.sendall(data)
+            assert closed(s), name
+        assert cluster.procs[1].poll() is None, f"broker died on {name}"
+        assert api_versions_ok(addr), f"broker stopped serving after {name}"
