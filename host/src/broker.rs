@@ -49,7 +49,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let caps: Arc<dyn Capabilities> = Arc::new(BrokerCaps {
         node: config.node_id,
-        nodes: config.node_ids(),
+        nodes: config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.rack.clone()))
+            .collect(),
         shared: shared.clone(),
         raft: raft.clone(),
         transport: transport.clone(),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 pub struct BrokerCaps {
     pub node: NodeId,
-    pub nodes: Vec<NodeId>,
+    /// Every node with its rack.
+    pub nodes: Vec<(NodeId, Option<String>)>,
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
     pub transport: Transport,
@@ -32,10 +33,10 @@ impl Capabilities for BrokerCaps {
         let connected = self.transport.stats().connected_peers;
         self.nodes
             .iter()
-            .map(|&id| NodeInfo {
-                id,
-                alive: id == self.node || connected.contains(&id),
-                rack: None,
+            .map(|(id, rack)| NodeInfo {
+                id: *id,
+                alive: *id == self.node || connected.contains(id),
+                rack: rack.clone(),
             })
             .collect()
     }

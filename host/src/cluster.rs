@@ -32,6 +32,7 @@ pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<Pat
                 raft: free_port()?,
                 admin: free_port()?,
                 kafka: Some(free_port()?),
+                rack: None,
             })
         })
         .collect::<anyhow::Result<_>>()?;

@@ -98,6 +98,10 @@ pub struct Peer {
     pub admin: SocketAddr,
     /// The node's Kafka listener, advertised in Metadata responses.
     pub kafka: Option<SocketAddr>,
+    /// Failure domain, shown to plugins (`cluster.nodes()`) and to Kafka
+    /// clients (Metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

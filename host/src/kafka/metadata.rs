@@ -26,7 +26,8 @@ pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> Metad
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(p.id as i32))
                     .with_host(host)
-                    .with_port(port),
+                    .with_port(port)
+                    .with_rack(p.rack.clone().map(StrBytes::from_string)),
             )
         })
         .collect();
@@ -109,6 +110,7 @@ mod tests {
                 raft: format!("127.0.0.1:{}", 7000 + id).parse().unwrap(),
                 admin: format!("127.0.0.1:{}", 7100 + id).parse().unwrap(),
                 kafka: Some(format!("127.0.0.1:{}", 9090 + id).parse().unwrap()),
+                rack: (id == 2).then(|| "rack-b".to_string()),
             })
             .collect();
         let shared = Arc::new(Shared::default());
@@ -152,6 +154,8 @@ mod tests {
         let response = handle(&b, &MetadataRequest::default().with_topics(None), 12);
         assert_eq!(response.brokers.len(), 3);
         assert_eq!(response.brokers[2].port, 9093);
+        let racks: Vec<_> = response.brokers.iter().map(|b| b.rack.as_deref()).collect();
+        assert_eq!(racks, vec![None, Some("rack-b"), None]);
         let topic = &response.topics[0];
         assert_eq!(topic.topic_id, uuid::Uuid::from_bytes([9; 16]));
         let (p0, p1) = (&topic.partitions[0], &topic.partitions[1]);
