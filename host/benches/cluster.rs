@@ -30,7 +30,8 @@
 //! node in figure 3 (default 5 ms); `LEADERHOOK_BENCH_ONLY=small|big` runs
 //! figures 1-2 or 3-4 only. `LEADERHOOK_BENCH_BIN` uses a given broker binary instead of building;
 //! `LEADERHOOK_BENCH_RUST_LOG` sets the brokers' RUST_LOG (default `warn`,
-//! written to node<N>.log in the cluster's temporary directory).
+//! written to node<N>.log in the cluster's temporary directory, which
+//! `LEADERHOOK_BENCH_KEEP=1` keeps).
 
 use leaderhook::admin::{Request, Status};
 use leaderhook::cluster;
@@ -176,7 +177,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(exe: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let mut dir = tempfile::tempdir()?;
+        if std::env::var_os("LEADERHOOK_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            println!("cluster directory (kept): {}", dir.path().display());
+        }
         let configs = cluster::init(dir.path(), NODES, &RaftConfig::default())?;
         let admins = configs
             .iter()

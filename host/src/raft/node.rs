@@ -324,10 +324,14 @@ impl RaftLoop {
 
     /// A peer's connection to this node ended: most likely it died (a
     /// killed process's sockets close at once). In every group it led,
-    /// this follower stops honouring its lease, and the surviving voters
+    /// this follower forgets it as leader, so it no longer honours its
+    /// lease and grants a survivor's vote, and the surviving voters
     /// campaign one after another in id order rather than all waiting out
-    /// an election timeout. If the peer is in fact alive, pre-vote keeps
-    /// this harmless: the voters still hearing from it refuse.
+    /// an election timeout. Only the scheduled voter campaigns (the
+    /// election timer is left alone), so survivors do not split the vote.
+    /// If the peer is in fact alive, pre-vote keeps this harmless: the
+    /// voters still hearing from it refuse, and its next heartbeat makes it
+    /// leader here again.
     fn peer_lost(&mut self, peer: NodeId) {
         let now = Instant::now();
         let mut led = 0;
@@ -337,7 +341,7 @@ impl RaftLoop {
                 continue;
             }
             led += 1;
-            raft.election_elapsed = raft.election_elapsed.max(raft.election_timeout());
+            raft.leader_id = raft::INVALID_ID;
             let mut survivors: Vec<NodeId> = raft
                 .prs()
                 .conf()
