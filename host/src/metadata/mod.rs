@@ -90,6 +90,9 @@ pub struct Metadata {
     pub topics: BTreeMap<String, TopicMeta>,
     next_group: u64,
     next_producer_id: i64,
+    /// Which partition each Raft group replicates (derived from `topics`).
+    #[serde(skip)]
+    by_group: BTreeMap<u64, PartitionId>,
 }
 
 impl Metadata {
@@ -122,6 +125,10 @@ impl Metadata {
                     .collect();
                 self.next_group = first + partitions.len() as u64;
                 let groups = partitions.iter().map(|p| p.group).collect();
+                for (i, p) in partitions.iter().enumerate() {
+                    self.by_group
+                        .insert(p.group, PartitionId::new(name.clone(), i as u32));
+                }
                 self.topics.insert(
                     name,
                     TopicMeta {
@@ -132,9 +139,14 @@ impl Metadata {
                 Applied::TopicCreated { groups }
             }
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
-                Some(topic) => Applied::TopicDeleted {
-                    groups: topic.partitions.iter().map(|p| p.group).collect(),
-                },
+                Some(topic) => {
+                    for p in &topic.partitions {
+                        self.by_group.remove(&p.group);
+                    }
+                    Applied::TopicDeleted {
+                        groups: topic.partitions.iter().map(|p| p.group).collect(),
+                    }
+                }
                 None => Applied::Refused(format!("unknown topic {name}")),
             },
             Command::SetLeader {
@@ -219,7 +231,8 @@ impl Metadata {
 
     /// The partition a Raft group replicates.
     pub fn partition_of_group(&self, group: u64) -> Option<(PartitionId, &PartitionMeta)> {
-        self.partitions().find(|(_, p)| p.group == group)
+        let id = self.by_group.get(&group)?;
+        Some((id.clone(), self.partition(id)?))
     }
 }
 
@@ -287,6 +300,8 @@ mod tests {
             }
         );
         assert!(matches!(create(&mut m, "orders", 1), Applied::Refused(_)));
+        let of_group = |m: &Metadata, g| m.partition_of_group(g).map(|(id, _)| id);
+        assert_eq!(of_group(&m, 3), Some(PartitionId::new("orders", 1)));
         assert_eq!(
             m.apply(Command::DeleteTopic {
                 name: "orders".into()
@@ -295,6 +310,7 @@ mod tests {
                 groups: vec![2, 3, 4]
             }
         );
+        assert_eq!(of_group(&m, 3), None);
         assert_eq!(
             create(&mut m, "orders", 1),
             Applied::TopicCreated { groups: vec![5] }
