@@ -353,10 +353,8 @@ pub trait Hook: Sized + 'static {
 /// Exports a [`Hook`] implementation as the plugin's component.
 ///
 /// Use it once, in the plugin's `cdylib` crate:
-///
-/// ```ignore
-/// leaderhook_sdk::register_hook!(MyHook);
-/// ```
+/// `leaderhook_sdk::register_hook!(MyHook);` (the crate documentation has a
+/// complete plugin, compiled as a doc test).
 ///
 /// The instance lives in a thread-local slot: `init` replaces it (an `Err`
 /// from [`Hook::init`] or an invalid config leaves it empty), and

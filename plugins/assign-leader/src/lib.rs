@@ -24,15 +24,11 @@ impl AssignLeader {
         if event.transition != Transition::BecameLeader {
             return Ok(());
         }
+        // No log line per write: this is the hot path of every election,
+        // and formatting plus a host call cost more than the write itself.
+        // Operators see the writes in the assignments and the host's counters.
         match assignments::set_leader(&event.partition, event.observer, event.term) {
-            Ok(WriteOutcome::Queued) => {
-                log::debug(format!(
-                    "{}: leader {} at epoch {} queued",
-                    event.partition, event.observer, event.term
-                ));
-                Ok(())
-            }
-            Ok(WriteOutcome::Unchanged) => Ok(()),
+            Ok(WriteOutcome::Queued | WriteOutcome::Unchanged) => Ok(()),
             Err(CapError::StaleEpoch(stored)) => {
                 log::debug(format!(
                     "{}: term {} is stale (stored epoch {stored}), ignored",
