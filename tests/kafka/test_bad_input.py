@@ -1,9 +1,11 @@
 """Bad input from raw sockets: oversize, negative and malformed frames,
-unknown API keys and versions, and a record batch with a bad CRC. Each
-gets a Kafka error or a closed connection; the broker keeps serving
-everyone else."""
+unknown API keys and versions, hostile counts, and a record batch with a
+bad CRC. Each gets a Kafka error or a closed connection; the broker keeps
+serving everyone else. Also the edges clients meet: leader epochs behind or
+ahead of the broker's, and a partition nobody has written to yet."""
 
 import socket
+import subprocess
 import struct
 import time
 
@@ -155,3 +157,57 @@ def test_hostile_lengths_do_not_take_the_broker_down(cluster):
             assert closed(s), name
         assert cluster.procs[1].poll() is None, f"broker died on {name}"
         assert api_versions_ok(addr), f"broker stopped serving after {name}"
+
+
+def list_offsets_v4(s, partition, leader_epoch, timestamp=-1):
+    """ListOffsets v4 for one partition of TOPIC; returns (error, offset, epoch)."""
+    topic = TOPIC.encode()
+    body = (
+        struct.pack(">ib", -1, 0)  # replica id, isolation level
+        + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+        + struct.pack(">i", 1) + struct.pack(">iiq", partition, leader_epoch, timestamp)
+    )
+    data = request(s, 2, 4, body)
+    pos = 4 + 4  # throttle time, topic count
+    (name_len,) = struct.unpack(">h", data[pos : pos + 2])
+    pos += 2 + name_len + 4  # name, partition count
+    index, error, _, offset, epoch = struct.unpack(">ihqqi", data[pos : pos + 26])
+    assert index == partition
+    return error, offset, epoch
+
+
+def test_client_leader_epochs_are_checked(cluster):
+    """A client that sends the leader epoch it knows gets FENCED_LEADER_EPOCH
+    when it is behind and UNKNOWN_LEADER_EPOCH when it is ahead."""
+    admin = create_topic(cluster.bootstrap)
+    leader = wait_for_leaders(admin)[0]
+    with connect(cluster.kafka_addr(leader)) as s:
+        # The assignment can name a new leader a moment before its first
+        # entry commits and it serves: NOT_LEADER_OR_FOLLOWER (retriable).
+        deadline = time.monotonic() + 10
+        while (answer := list_offsets_v4(s, 0, -1))[0] == 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        error, offset, epoch = answer
+        assert (error, offset) == (0, 0) and epoch >= 1
+        assert list_offsets_v4(s, 0, epoch)[0] == 0
+        assert list_offsets_v4(s, 0, epoch - 1)[0] == 74  # FENCED_LEADER_EPOCH
+        assert list_offsets_v4(s, 0, epoch + 1)[0] == 75  # UNKNOWN_LEADER_EPOCH
+
+
+def test_an_empty_partition_is_served(cluster):
+    """Before any produce, the leader answers ListOffsets with 0 and kcat
+    reads an empty partition to its end without errors."""
+    admin = create_topic(cluster.bootstrap)
+    leader = wait_for_leaders(admin)[0]
+    with connect(cluster.kafka_addr(leader)) as s:
+        deadline = time.monotonic() + 10
+        while (answer := list_offsets_v4(s, 0, -1))[0] == 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer[:2] == (0, 0)
+        assert list_offsets_v4(s, 0, -1, timestamp=-2)[:2] == (0, 0)  # earliest
+    out = subprocess.run(
+        ["kcat", "-C", "-b", cluster.bootstrap, "-t", TOPIC, "-p", "0", "-o", "beginning", "-e"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""

@@ -229,6 +229,16 @@ impl RaftLoop {
         };
         config.validate()?;
         let raw = RawNode::new(&config, storage, &self.logger)?;
+        if id != METADATA_GROUP {
+            // An empty partition has a log too (offsets 0..0), so ListOffsets
+            // and Fetch answer it rather than "not leader".
+            self.shared
+                .logs
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_default();
+        }
         self.groups.insert(
             id,
             Group {
