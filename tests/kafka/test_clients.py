@@ -53,12 +53,13 @@ def wait_for_leaders(admin, timeout=30):
         time.sleep(0.2)
 
 
-def produce_confluent(bootstrap, prefix, idempotent=False):
-    """Returns [(partition, offset, key, value)] in send order, and errors."""
+def produce_confluent(bootstrap, prefix, idempotent=False, acks="all", messages=MESSAGES):
+    """Returns [(partition, offset, key, value)] in send order, and errors.
+    With acks=0 the broker answers nothing, so offsets are unknown (-1)."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "acks": "all",
+            "acks": acks,
             "linger.ms": 5,
             "message.timeout.ms": 60000,
             # Fails the producer fatally if the broker cannot do it.
@@ -74,7 +75,7 @@ def produce_confluent(bootstrap, prefix, idempotent=False):
             acked[msg.key().decode()] = (msg.partition(), msg.offset())
 
     keys = []
-    for i in range(MESSAGES):
+    for i in range(messages):
         key, value = f"{prefix}-key-{i % 97}-{i}", f"{prefix}-value-{i}"
         keys.append((key, value))
         while True:
@@ -228,3 +229,33 @@ def test_without_the_plugin_producing_fails(cluster_without_plugins):
     assert acked == []
     assert len(errors) == 20
     assert all(e.code() == KafkaError._MSG_TIMED_OUT for e in errors), errors[:3]
+
+
+def test_acks_0_and_1_deliver_too(cluster):
+    """acks=1 answers after the Raft commit like acks=all (there is no
+    earlier point at which the leader alone has the batch); acks=0 gets no
+    answer at all. Either way every message ends up stored, once."""
+    admin = create_topic(cluster.bootstrap)
+    wait_for_leaders(admin)
+    one, errors = produce_confluent(cluster.bootstrap, "a1", acks="1", messages=2000)
+    assert errors == [] and len(one) == 2000
+    assert all(offset >= 0 for _, offset, _, _ in one)
+    zero, errors = produce_confluent(cluster.bootstrap, "a0", acks="0", messages=2000)
+    assert errors == [] and len(zero) == 2000
+
+    sent = {(k, v) for _, _, k, v in one + zero}
+    deadline = time.monotonic() + 30
+    while True:  # acks=0 sends may still be applying
+        ends = {p: 0 for p in range(PARTITIONS)}
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "unused"})
+        try:
+            for p in ends:
+                ends[p] = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
+        finally:
+            consumer.close()
+        if sum(ends.values()) >= len(sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    got = consume_confluent(cluster.bootstrap, ends)
+    stored = [(k, v) for rows in got.values() for _, k, v in rows]
+    assert len(stored) == len(sent) and set(stored) == sent
