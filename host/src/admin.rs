@@ -67,6 +67,9 @@ pub struct ReplicaView {
     pub serving: bool,
     pub assigned_leader: Option<NodeId>,
     pub epoch: u64,
+    /// In-sync replicas as stored in the metadata.
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,6 +264,7 @@ impl Admin {
                     serving: r.serving,
                     assigned_leader: meta.leader,
                     epoch: meta.epoch,
+                    isr: meta.isr.clone(),
                 })
             })
             .collect();

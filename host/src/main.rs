@@ -374,7 +374,7 @@ fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
     let status: admin::Status = serde_json::from_value(status.clone())?;
     println!("node {}", status.node);
     println!(
-        "  partition            group  role        raft-leader  term  serving  assigned  epoch"
+        "  partition            group  role        raft-leader  term  serving  assigned  epoch  isr"
     );
     let show = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
     for r in &status.replicas {
@@ -384,7 +384,7 @@ fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "  {:<20} {:>5}  {:<10}  {:>11}  {:>4}  {:>7}  {:>8}  {:>5}{mark}",
+            "  {:<20} {:>5}  {:<10}  {:>11}  {:>4}  {:>7}  {:>8}  {:>5}  {}{mark}",
             r.partition,
             r.group,
             r.role,
@@ -392,7 +392,12 @@ fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
             r.term,
             r.serving,
             show(r.assigned_leader),
-            r.epoch
+            r.epoch,
+            r.isr
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     Ok(())
