@@ -210,13 +210,14 @@ fn assignments_follow_raft_through_kill_and_restart() {
 }
 
 /// A killed node's connections close at once; the survivors take that as
-/// the sign to elect, without waiting out the election timeout (3 s to 6 s
-/// here, so converging well within 3 s can only come from that path).
+/// the sign to elect, without waiting out the election timeout (5 s to 10 s
+/// here, so converging within 4 s can only come from that path; it takes
+/// tens of milliseconds, the rest is headroom for a loaded machine).
 #[test]
 fn a_killed_leader_is_replaced_before_any_election_timeout() {
     let slow = RaftConfig {
         tick_ms: 50,
-        election_ticks: 60,
+        election_ticks: 100,
         heartbeat_ticks: 2,
         resync_ms: 1000,
     };
@@ -225,7 +226,7 @@ fn a_killed_leader_is_replaced_before_any_election_timeout() {
     let before = c.wait_converged(3);
     let (victim, old_term) = before["orders-0"];
     c.kill9(victim);
-    let after = c.wait_converged_within(3, Duration::from_millis(2500));
+    let after = c.wait_converged_within(3, Duration::from_secs(4));
     let (leader, term) = after["orders-0"];
     assert_ne!(leader, victim);
     assert!(term > old_term);
