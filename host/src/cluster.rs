@@ -7,11 +7,47 @@ use anyhow::{Context, bail};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A free port on 127.0.0.1, as the OS hands it out.
+/// A free port on 127.0.0.1 for a node to bind later. Taken outside the
+/// kernel's ephemeral range when there is room, so no outgoing connection
+/// can be given it in between, and never twice from one process, so
+/// clusters initialised side by side (tests) do not collide.
 fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Some((low, high)) = ports_outside_ephemeral_range() else {
+        return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+    };
+    let span = high - low;
+    // A random start, so that separate processes rarely walk the same ports.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
+    bail!("no free loopback port in {low}..{high}")
+}
+
+/// Ports below the kernel's ephemeral range (or above it), if it leaves at
+/// least a thousand.
+fn ports_outside_ephemeral_range() -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+    let (first, last) = (bounds.next()??, bounds.next()??);
+    if first >= 11_024 {
+        Some((10_000, first))
+    } else if last <= 64_535 {
+        Some((last + 1, 65_536))
+    } else {
+        None
+    }
 }
 
 pub fn config_path(dir: &Path, node: u64) -> PathBuf {
@@ -157,5 +193,36 @@ fn terminate(pid: u32) {
     // our own children, not yet reaped, so it cannot name another process.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clusters initialised side by side never share a port, and no port
+    /// is one an outgoing connection could be given meanwhile.
+    #[test]
+    fn ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..50)
+                            .map(|_| free_port().unwrap().port())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        if let Some((low, high)) = ports_outside_ephemeral_range() {
+            assert!(ports.iter().all(|p| (low..high).contains(&u32::from(*p))));
+        }
     }
 }
