@@ -176,18 +176,23 @@ def list_offsets_v4(s, partition, leader_epoch, timestamp=-1):
     return error, offset, epoch
 
 
+def served_list_offsets(s):
+    """ListOffsets (latest, no epoch) from a just-assigned leader: it can be
+    named a moment before its first entry commits and it serves, answering
+    NOT_LEADER_OR_FOLLOWER (retriable) until then."""
+    deadline = time.monotonic() + 10
+    while (answer := list_offsets_v4(s, 0, -1))[0] == 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return answer
+
+
 def test_client_leader_epochs_are_checked(cluster):
     """A client that sends the leader epoch it knows gets FENCED_LEADER_EPOCH
     when it is behind and UNKNOWN_LEADER_EPOCH when it is ahead."""
     admin = create_topic(cluster.bootstrap)
     leader = wait_for_leaders(admin)[0]
     with connect(cluster.kafka_addr(leader)) as s:
-        # The assignment can name a new leader a moment before its first
-        # entry commits and it serves: NOT_LEADER_OR_FOLLOWER (retriable).
-        deadline = time.monotonic() + 10
-        while (answer := list_offsets_v4(s, 0, -1))[0] == 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        error, offset, epoch = answer
+        error, offset, epoch = served_list_offsets(s)
         assert (error, offset) == (0, 0) and epoch >= 1
         assert list_offsets_v4(s, 0, epoch)[0] == 0
         assert list_offsets_v4(s, 0, epoch - 1)[0] == 74  # FENCED_LEADER_EPOCH
@@ -200,10 +205,7 @@ def test_an_empty_partition_is_served(cluster):
     admin = create_topic(cluster.bootstrap)
     leader = wait_for_leaders(admin)[0]
     with connect(cluster.kafka_addr(leader)) as s:
-        deadline = time.monotonic() + 10
-        while (answer := list_offsets_v4(s, 0, -1))[0] == 6 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert answer[:2] == (0, 0)
+        assert served_list_offsets(s)[:2] == (0, 0)
         assert list_offsets_v4(s, 0, -1, timestamp=-2)[:2] == (0, 0)  # earliest
     out = subprocess.run(
         ["kcat", "-C", "-b", cluster.bootstrap, "-t", TOPIC, "-p", "0", "-o", "beginning", "-e"],

@@ -112,7 +112,7 @@ struct Group {
     /// The commit index at the previous ISR check: a follower that has not
     /// reached it since is out of sync.
     isr_mark: u64,
-    /// When each peer was last heard from in this group.
+    /// While leading: when each peer was last heard from in this group.
     heard: HashMap<NodeId, Instant>,
 }
 
@@ -321,7 +321,10 @@ impl RaftLoop {
         }
         match self.groups.get_mut(&envelope.group) {
             Some(group) => {
-                group.heard.insert(envelope.message.from, Instant::now());
+                // Only a leader's ISR check reads this.
+                if group.raw.raft.state == StateRole::Leader {
+                    group.heard.insert(envelope.message.from, Instant::now());
+                }
                 if let Err(e) = group.raw.step(envelope.message) {
                     tracing::debug!(group = envelope.group, "step: {e}");
                 }
@@ -376,6 +379,9 @@ impl RaftLoop {
     }
 
     fn run_due_campaigns(&mut self) {
+        if self.campaigns.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<(u64, NodeId)> = self
             .campaigns
