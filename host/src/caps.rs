@@ -48,18 +48,22 @@ impl Capabilities for BrokerCaps {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let meta = metadata.partition(partition)?;
-        let local_term = self
+        // The local replica's term and the leader it knows for that term
+        // (Raft's leader id always belongs to the replica's current term).
+        let (local_term, local_leader) = self
             .shared
             .replicas
             .read()
             .ok()
-            .and_then(|r| r.get(&meta.group).map(|s| s.term))
-            .unwrap_or(0);
+            .and_then(|r| r.get(&meta.group).map(|s| (s.term, s.leader)))
+            .unwrap_or((0, None));
+        let highest_term = local_term.max(meta.epoch);
         Some(PartitionView {
             replicas: meta.replicas.clone(),
             leader: meta.leader,
             epoch: meta.epoch,
-            highest_term: local_term.max(meta.epoch),
+            highest_term,
+            elected: local_leader.filter(|_| local_term == highest_term),
         })
     }
 
@@ -86,11 +90,17 @@ impl Capabilities for BrokerCaps {
         leader: NodeId,
         epoch: u64,
     ) -> Result<(), String> {
+        // Vouch for the write when this node knows Raft elected `leader` in
+        // term `epoch`: such a write corrects a wrong name at that epoch.
+        let attested = self
+            .partition(partition)
+            .is_some_and(|view| view.elected_at(epoch) == Some(leader));
         self.raft.send(RaftCommand::Propose(
             Command::SetLeader {
                 partition: partition.clone(),
                 leader,
                 epoch,
+                attested,
             },
             None,
         ))

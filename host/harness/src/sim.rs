@@ -299,6 +299,7 @@ impl Capabilities for NodeView {
                 leader: p.leader,
                 epoch: p.epoch,
                 highest_term: p.term,
+                elected: p.raft_leader,
             })
     }
 
@@ -333,6 +334,7 @@ impl Capabilities for NodeView {
             leader: p.leader,
             epoch: p.epoch,
             highest_term: p.term,
+            elected: p.raft_leader,
         };
         if fence::check_set_leader(&view, leader, epoch).is_ok() {
             p.leader = Some(leader);

@@ -68,6 +68,7 @@ impl MemoryCluster {
                 leader: None,
                 epoch: 0,
                 highest_term: 0,
+                elected: None,
             },
         );
     }
@@ -90,7 +91,10 @@ impl MemoryCluster {
             .partitions
             .get_mut(partition)
             .unwrap_or_else(|| panic!("elect: unknown partition {partition}"));
-        view.highest_term = view.highest_term.max(term);
+        if term >= view.highest_term {
+            view.highest_term = term;
+            view.elected = Some(leader);
+        }
         LeadershipEvent {
             partition: partition.clone(),
             transition: if observer == leader {
@@ -116,7 +120,10 @@ impl MemoryCluster {
             .expect("known partition");
         view.leader = Some(leader);
         view.epoch = epoch;
-        view.highest_term = view.highest_term.max(epoch);
+        if epoch > view.highest_term {
+            view.highest_term = epoch;
+            view.elected = None;
+        }
     }
 
     pub fn assignment(&self, partition: &PartitionId) -> Option<(Option<NodeId>, u64)> {

@@ -186,7 +186,25 @@ impl assignments::Host for PluginState {
         match fence::check_set_leader(&view, leader, epoch) {
             Ok(WriteOutcome::Queued) => {}
             Ok(WriteOutcome::Unchanged) => return Ok(WriteOutcome::Unchanged),
-            Err(e) => return self.refused("set-leader", &partition, e),
+            Err(e) => {
+                if view.disagrees_with_raft() {
+                    // Metadata names a leader Raft did not elect and this
+                    // write does not fix it: never silent.
+                    PluginCounters::bump(&self.ctx.counters.refused_while_stale);
+                    tracing::warn!(
+                        plugin = %self.ctx.name,
+                        %partition,
+                        stored_leader = ?view.leader,
+                        stored_epoch = view.epoch,
+                        raft_leader = ?view.elected,
+                        raft_term = view.highest_term,
+                        "set-leader({leader}, {epoch}) refused while the stored assignment \
+                         differs from Raft: {}",
+                        e.describe()
+                    );
+                }
+                return self.refused("set-leader", &partition, e);
+            }
         }
         match self.ctx.caps.set_leader(&partition, leader, epoch) {
             Ok(()) => Ok(WriteOutcome::Queued),

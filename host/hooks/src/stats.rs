@@ -21,6 +21,7 @@ pub struct PluginCounters {
     pub instances: AtomicU64,
     pub reloads: AtomicU64,
     pub refused_calls: AtomicU64,
+    pub refused_while_stale: AtomicU64,
     pub ungranted_calls: AtomicU64,
     pub log_lines: AtomicU64,
     pub disabled: AtomicBool,
@@ -49,6 +50,7 @@ impl PluginCounters {
             instances: get(&self.instances),
             reloads: get(&self.reloads),
             refused_calls: get(&self.refused_calls),
+            refused_while_stale: get(&self.refused_while_stale),
             ungranted_calls: get(&self.ungranted_calls),
             log_lines: get(&self.log_lines),
             disabled: self.disabled.load(Ordering::Relaxed),
@@ -80,6 +82,9 @@ pub struct PluginStats {
     pub reloads: u64,
     /// Capability calls refused (fencing, bad partition, bad sink...).
     pub refused_calls: u64,
+    /// `set-leader` calls refused while the stored assignment differed from
+    /// the leader this host knows Raft elected (logged as warnings).
+    pub refused_while_stale: u64,
     /// Capability calls refused because the capability was not granted.
     pub ungranted_calls: u64,
     pub log_lines: u64,

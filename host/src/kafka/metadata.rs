@@ -125,6 +125,7 @@ mod tests {
                 partition: PartitionId::new("orders", 1),
                 leader: 3,
                 epoch: 4,
+                attested: true,
             });
         }
         Broker {

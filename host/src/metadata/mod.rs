@@ -28,6 +28,11 @@ pub enum Command {
         partition: PartitionId,
         leader: NodeId,
         epoch: u64,
+        /// The proposing node knew from its own Raft replica that `leader`
+        /// won term `epoch`: such a write replaces another name at the same
+        /// epoch (at most one leader exists per term).
+        #[serde(default)]
+        attested: bool,
     },
     /// The in-sync replicas as the partition's leader sees them in its Raft
     /// progress; only the leader assigned at `epoch` may write them.
@@ -153,6 +158,7 @@ impl Metadata {
                 partition,
                 leader,
                 epoch,
+                attested,
             } => {
                 let Some(p) = self.partition_mut(&partition) else {
                     return Applied::Refused(format!("unknown partition {partition}"));
@@ -165,6 +171,7 @@ impl Metadata {
                     leader: p.leader,
                     epoch: p.epoch,
                     highest_term: epoch,
+                    elected: attested.then_some(leader),
                 };
                 match fence::check_set_leader(&view, leader, epoch) {
                     Ok(leaderhook_hooks::WriteOutcome::Queued) => {
@@ -287,6 +294,7 @@ mod tests {
             partition: PartitionId::new("orders", partition),
             leader,
             epoch,
+            attested: false,
         })
     }
 
@@ -333,6 +341,39 @@ mod tests {
         let p = a.partition(&PartitionId::new("orders", 0)).unwrap();
         assert_eq!((p.leader, p.epoch), (Some(2), 3));
         assert!(matches!(set(&mut a, 0, 9, 4), Applied::Refused(m) if m.contains("not a replica")));
+    }
+
+    #[test]
+    fn an_attested_write_replaces_a_wrong_name_at_the_same_epoch() {
+        let mut m = Metadata::default();
+        create(&mut m, "orders", 1);
+        let orders0 = PartitionId::new("orders", 0);
+        let write = |leader, attested| Command::SetLeader {
+            partition: orders0.clone(),
+            leader,
+            epoch: 4,
+            attested,
+        };
+        // A plugin on a node that did not know term 4's leader named 3.
+        assert_eq!(m.apply(write(3, false)), Applied::LeaderSet);
+        // Another unvouched name at the same epoch cannot replace it...
+        assert!(matches!(m.apply(write(1, false)), Applied::Refused(_)));
+        // ...but the elected leader's own write does.
+        assert_eq!(m.apply(write(2, true)), Applied::LeaderSet);
+        let p = m.partition(&orders0).unwrap();
+        assert_eq!((p.leader, p.epoch), (Some(2), 4));
+        // And once the truth is stored, unvouched names stay out.
+        assert!(matches!(m.apply(write(3, false)), Applied::Refused(_)));
+        // Old stored commands (no `attested` field) still decode.
+        let old =
+            br#"{"SetLeader":{"partition":{"topic":"orders","partition":0},"leader":2,"epoch":4}}"#;
+        assert!(matches!(
+            Command::decode(old),
+            Ok(Command::SetLeader {
+                attested: false,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -393,6 +434,7 @@ mod tests {
             partition: PartitionId::new("a-b", 2),
             leader: 3,
             epoch: 9,
+            attested: true,
         };
         assert_eq!(Command::decode(&c.encode()).unwrap(), c);
         assert!(Command::decode(b"{").is_err());
