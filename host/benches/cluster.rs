@@ -357,7 +357,7 @@ impl Observations {
                 Some(p) => p,
                 None => self.parts.entry(r.partition.clone()).or_default(),
             };
-            if r.role == "Leader" {
+            if r.role == leaderhook::raft::shared::Role::Leader {
                 part.leaders.entry(r.term).or_insert((node, at));
             }
             if let Some(a) = r.assigned_leader {
@@ -526,7 +526,11 @@ fn with_pollers<T>(
 fn leaders<'a>(statuses: &[&'a Status]) -> HashMap<&'a str, (u64, u64)> {
     let mut out: HashMap<&'a str, (u64, u64)> = HashMap::new();
     for s in statuses {
-        for r in s.replicas.iter().filter(|r| r.role == "Leader") {
+        for r in s
+            .replicas
+            .iter()
+            .filter(|r| r.role == leaderhook::raft::shared::Role::Leader)
+        {
             let e = out.entry(&r.partition).or_insert((s.node, r.term));
             if r.term > e.1 {
                 *e = (s.node, r.term);

@@ -2,8 +2,9 @@
 //! request per line, one response line each. Used by `leaderhook topics`,
 //! `leaderhook status` and the tests.
 
-use crate::metadata::{self, Applied, Command};
-use crate::raft::node::{RaftCommand, RaftHandle, Shared};
+use crate::metadata::{Applied, Command, TopicConfigs, TopicId, TopicLimits, topic};
+use crate::raft::handle::{RaftCommand, RaftHandle};
+use crate::raft::shared::{Role, Shared};
 use leaderhook_hooks::{HookRuntime, NodeId};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -61,7 +62,7 @@ pub enum Request {
 pub struct ReplicaView {
     pub partition: String,
     pub group: u64,
-    pub role: String,
+    pub role: Role,
     pub raft_leader: Option<NodeId>,
     pub term: u64,
     pub serving: bool,
@@ -81,7 +82,7 @@ pub struct Status {
 
 pub struct Admin {
     pub node: NodeId,
-    pub nodes: Vec<NodeId>,
+    pub topic_limits: TopicLimits,
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
     pub hooks: Arc<HookRuntime>,
@@ -131,10 +132,7 @@ impl Admin {
                 partitions,
                 replication,
             } => self.create_topic(name, partitions, replication),
-            Request::DeleteTopic { name } => self
-                .raft
-                .propose_and_wait(Command::DeleteTopic { name }, COMMIT_TIMEOUT)
-                .and_then(answer),
+            Request::DeleteTopic { name } => self.delete_topic(&name),
             Request::DropEvents { count } => {
                 self.hooks.drop_next_events(count);
                 Ok(serde_json::json!({ "dropping": count }))
@@ -164,24 +162,34 @@ impl Admin {
         partitions: u32,
         replication: usize,
     ) -> Result<serde_json::Value, String> {
-        if name.is_empty()
-            || name.len() > 249
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            return Err(format!(
-                "invalid topic name {name:?} (use [a-zA-Z0-9._-], at most 249)"
-            ));
-        }
-        let replicas = metadata::place(&self.nodes, partitions, replication)?;
+        topic::validate_name(&name)?;
+        let live: Vec<_> = self.shared.live_nodes().into_iter().collect();
+        let replicas = topic::place(&live, partitions, replication, &self.topic_limits)
+            .map_err(|e| e.to_string())?;
         let command = Command::CreateTopic {
             name,
-            topic_id: random_id(),
+            topic_id: TopicId::random(),
             replicas,
+            configs: TopicConfigs::new(),
         };
         self.raft
             .propose_and_wait(command, COMMIT_TIMEOUT)
+            .map_err(|e| e.to_string())
+            .and_then(answer)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<serde_json::Value, String> {
+        let topic_id = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .topic_by_name(name)
+            .map(|t| t.id)
+            .ok_or_else(|| format!("unknown topic {name}"))?;
+        self.raft
+            .propose_and_wait(Command::DeleteTopic { topic_id }, COMMIT_TIMEOUT)
+            .map_err(|e| e.to_string())
             .and_then(answer)
     }
 
@@ -207,7 +215,9 @@ impl Admin {
                 self.node
             ));
         }
-        self.raft.send(RaftCommand::Transfer { group, to })?;
+        self.raft
+            .send(RaftCommand::Transfer { group, to })
+            .map_err(|e| e.to_string())?;
         Ok(serde_json::json!({ "transfer_requested": partition, "to": to }))
     }
 
@@ -258,7 +268,7 @@ impl Admin {
                 Some(ReplicaView {
                     partition: partition.to_string(),
                     group: r.group,
-                    role: r.role.clone(),
+                    role: r.role,
                     raft_leader: r.leader,
                     term: r.term,
                     serving: r.serving,
@@ -278,29 +288,15 @@ impl Admin {
 
 fn answer(applied: Applied) -> Result<serde_json::Value, String> {
     match applied {
-        Applied::Refused(why) => Err(why),
-        Applied::TopicCreated { groups } => Ok(serde_json::json!({ "groups": groups })),
+        Applied::Refused(why) => Err(why.to_string()),
+        Applied::TopicCreated { topic_id, groups } => {
+            Ok(serde_json::json!({ "topic_id": topic_id, "groups": groups }))
+        }
         Applied::TopicDeleted { groups } => Ok(serde_json::json!({ "deleted_groups": groups })),
         Applied::LeaderSet => Ok(serde_json::json!("leader set")),
         Applied::IsrSet => Ok(serde_json::json!("isr set")),
         Applied::ProducerId(id) => Ok(serde_json::json!({ "producer_id": id })),
     }
-}
-
-/// 128 random bits from the standard library's per-process random keys.
-fn random_id() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = [0u8; 16];
-    for half in id.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    id
 }
 
 /// A blocking client for the CLI and tests.

@@ -14,6 +14,11 @@
 //! election_ticks = 10
 //! heartbeat_ticks = 3
 //! resync_ms = 2000
+//! session_timeout_ms = 9000             # a silent node leaves Metadata after this
+//! transfer_cooldown_ms = 2000           # between plugin transfers of one partition
+//! [topics]
+//! max_partitions_per_topic = 10000
+//! max_partitions_per_request = 10000
 //! [[peers]]                            # every node of the cluster, this one included
 //! id = 1
 //! raft = "127.0.0.1:7001"
@@ -50,6 +55,8 @@ pub struct NodeConfig {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub raft: RaftConfig,
+    #[serde(default)]
+    pub topics: crate::metadata::TopicLimits,
     pub peers: Vec<Peer>,
     #[serde(default)]
     pub sinks: Vec<Sink>,
@@ -66,6 +73,13 @@ pub struct RaftConfig {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     pub resync_ms: u64,
+    /// A node not heard from for this long is left out of Metadata (and
+    /// partitions it leads answer leader -1) until it returns. Kafka's
+    /// `broker.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// A plugin's leadership transfer of a partition is refused within this
+    /// long of the node's previous transfer request for it.
+    pub transfer_cooldown_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -75,6 +89,8 @@ impl Default for RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 3,
             resync_ms: 2000,
+            session_timeout_ms: 9000,
+            transfer_cooldown_ms: 2000,
         }
     }
 }
@@ -86,7 +102,12 @@ impl RaftConfig {
             election_ticks: self.election_ticks,
             heartbeat_ticks: self.heartbeat_ticks,
             resync: Duration::from_millis(self.resync_ms),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
         }
+    }
+
+    pub fn transfer_cooldown(&self) -> Duration {
+        Duration::from_millis(self.transfer_cooldown_ms)
     }
 }
 
@@ -193,6 +214,19 @@ impl NodeConfig {
         }
         if self.raft.election_ticks <= self.raft.heartbeat_ticks {
             return Err("raft.election_ticks must be greater than raft.heartbeat_ticks".into());
+        }
+        let heartbeat = self.raft.tick_ms * self.raft.heartbeat_ticks as u64;
+        if self.raft.session_timeout_ms <= 2 * heartbeat {
+            return Err(format!(
+                "raft.session_timeout_ms ({}) must exceed two heartbeats ({} ms): nodes \
+                 tell each other they are alive once per heartbeat",
+                self.raft.session_timeout_ms,
+                2 * heartbeat
+            ));
+        }
+        if self.topics.max_partitions_per_topic == 0 || self.topics.max_partitions_per_request == 0
+        {
+            return Err("topics.max_partitions_* must be at least 1".into());
         }
         Ok(())
     }

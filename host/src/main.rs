@@ -378,7 +378,9 @@ fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
     );
     let show = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
     for r in &status.replicas {
-        let mark = if r.role == "Leader" && r.assigned_leader != Some(status.node) {
+        let mark = if r.role == leaderhook::raft::shared::Role::Leader
+            && r.assigned_leader != Some(status.node)
+        {
             "  <- assignment differs"
         } else {
             ""

@@ -6,6 +6,7 @@
 use leaderhook::admin::{self, Request, Status};
 use leaderhook::cluster;
 use leaderhook::config::{NodeConfig, RaftConfig};
+use leaderhook::raft::shared::Role;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ fn raft_config() -> RaftConfig {
         election_ticks: 10,
         heartbeat_ticks: 2,
         resync_ms: 1000,
+        ..RaftConfig::default()
     }
 }
 
@@ -126,7 +128,7 @@ impl Cluster {
             };
             for r in status.replicas {
                 let entry = view.entry(r.partition.clone()).or_default();
-                if r.role == "Leader" && entry.0.is_none_or(|(_, t)| r.term > t) {
+                if r.role == Role::Leader && entry.0.is_none_or(|(_, t)| r.term > t) {
                     entry.0 = Some((node, r.term));
                 }
                 entry.1.insert(node, (r.assigned_leader, r.epoch));
@@ -220,6 +222,7 @@ fn a_killed_leader_is_replaced_before_any_election_timeout() {
         election_ticks: 100,
         heartbeat_ticks: 2,
         resync_ms: 1000,
+        ..RaftConfig::default()
     };
     let mut c = Cluster::start_with(None, &slow);
     c.create_topic("orders", 3);
@@ -353,7 +356,7 @@ fn transfer_requests_reach_raft_preferred_leaders_win() {
     // Every leader has committed an entry of its own term: it serves.
     for node in [1, 2, 3] {
         let status = c.status(node).unwrap();
-        for r in status.replicas.iter().filter(|r| r.role == "Leader") {
+        for r in status.replicas.iter().filter(|r| r.role == Role::Leader) {
             assert!(
                 r.serving,
                 "node {node} leads {} but does not serve",

@@ -98,7 +98,7 @@ fn collect(
                     };
                     let Some(meta) = usize::try_from(index)
                         .ok()
-                        .and_then(|i| metadata.topics[name].partitions.get(i))
+                        .and_then(|i| metadata.topic(name)?.partitions.get(i))
                     else {
                         errors = true;
                         return failed(index, ResponseError::UnknownTopicOrPartition);

@@ -28,7 +28,7 @@ pub fn handle(broker: &Broker, request: &ListOffsetsRequest, version: i16) -> Li
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let fail = |e: ResponseError| answer.clone().with_error_code(e.code());
-                    let Some(meta) = metadata.topics.get(topic.name.0.as_str()).and_then(|t| {
+                    let Some(meta) = metadata.topic_by_name(topic.name.0.as_str()).and_then(|t| {
                         usize::try_from(p.partition_index)
                             .ok()
                             .and_then(|i| t.partitions.get(i))

@@ -14,7 +14,7 @@
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
 //! full fetch), ListOffsets (earliest and latest). Not yet: consumer
-//! groups, transactions, ISR from Raft progress (ISR = replicas for now).
+//! groups, transactions.
 //!
 //! # Layout
 //!
@@ -40,8 +40,9 @@ pub mod produce;
 pub mod server;
 
 use crate::config::{KafkaConfig, Peer};
-use crate::metadata::{Metadata, PartitionMeta};
-use crate::raft::node::{RaftHandle, Shared};
+use crate::metadata::{Metadata, PartitionMeta, TopicId};
+use crate::raft::handle::RaftHandle;
+use crate::raft::shared::{Role, Shared};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
@@ -55,6 +56,7 @@ pub struct Broker {
     pub node: NodeId,
     pub peers: Vec<Peer>,
     pub config: KafkaConfig,
+    pub topic_limits: crate::metadata::TopicLimits,
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
 }
@@ -84,7 +86,7 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner());
         replicas
             .get(&group)
-            .is_some_and(|r| r.serving && r.role == "Leader" && r.leader == Some(self.node))
+            .is_some_and(|r| r.serving && r.role == Role::Leader && r.leader == Some(self.node))
     }
 
     /// The leader a client should try instead of this node: the assigned
@@ -112,43 +114,11 @@ pub fn epoch(term: u64) -> i32 {
     i32::try_from(term).unwrap_or(i32::MAX)
 }
 
-/// A stored topic id as a Kafka UUID.
-pub fn uuid(id: [u8; 16]) -> uuid::Uuid {
-    uuid::Uuid::from_bytes(id)
-}
-
 /// The topic named by `name` or, when `name` is empty, by `id`.
-pub fn resolve_topic(metadata: &Metadata, name: &str, id: uuid::Uuid) -> Option<String> {
+pub fn resolve_topic(metadata: &Metadata, name: &str, id: uuid::Uuid) -> Option<TopicId> {
     if !name.is_empty() {
-        return metadata.topics.contains_key(name).then(|| name.to_string());
+        return metadata.topic_by_name(name).map(|t| t.id);
     }
-    if id.is_nil() {
-        return None;
-    }
-    metadata
-        .topics
-        .iter()
-        .find(|(_, t)| t.id == *id.as_bytes())
-        .map(|(n, _)| n.clone())
-}
-
-/// Proposes a metadata command and waits (blocking: call it from
-/// `spawn_blocking`) until it is applied here. A proposal Raft dropped
-/// (no metadata leader yet, e.g. right after start) was never appended,
-/// so it is retried until `timeout`.
-pub fn propose(
-    raft: &RaftHandle,
-    command: crate::metadata::Command,
-    timeout: std::time::Duration,
-) -> Result<crate::metadata::Applied, String> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match raft.propose_and_wait(command.clone(), left) {
-            Err(e) if e.contains("dropped") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
+    let id = TopicId(id);
+    (!id.0.is_nil() && metadata.topic(&id).is_some()).then_some(id)
 }

@@ -14,7 +14,7 @@
 
 use super::{Broker, batch, resolve_topic};
 use crate::partition_log::Refused;
-use crate::raft::node::{AppendError, RaftCommand};
+use crate::raft::handle::{AppendError, RaftCommand};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
@@ -87,7 +87,7 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
                 )));
                 continue;
             }
-            let partition = broker.metadata().topics.get(name).and_then(|t| {
+            let partition = broker.metadata().topic(name).and_then(|t| {
                 usize::try_from(index)
                     .ok()
                     .and_then(|i| t.partitions.get(i).cloned())
@@ -137,10 +137,16 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
                     partition.group,
                     pending,
                 )),
+                // A full queue is retriable: clients back off and retry.
+                Err(e) if e.is_retriable() => slots.push(Slot::Done(error(
+                    index,
+                    ResponseError::RequestTimedOut,
+                    e.to_string(),
+                ))),
                 Err(e) => slots.push(Slot::Done(error(
                     index,
                     ResponseError::UnknownServerError,
-                    e,
+                    e.to_string(),
                 ))),
             }
         }

@@ -4,8 +4,13 @@
 //! - [`storage`]: every group's log, hard state and conf state in one
 //!   raft-engine instance per node.
 //! - [`transport`]: messages of all groups batched per peer connection.
+//! - [`handle`]: how other threads queue commands for the Raft loop.
+//! - [`shared`]: what the loop publishes (metadata, replica status, logs,
+//!   liveness).
 //! - [`node`]: the Raft loop: ticks, Ready handling, apply, leadership events.
 
+pub mod handle;
 pub mod node;
+pub mod shared;
 pub mod storage;
 pub mod transport;

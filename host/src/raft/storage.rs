@@ -10,8 +10,9 @@
 //! - the log entries (`raft::prelude::Entry`, protobuf-encoded);
 //! - key [`KEY_HARD_STATE`]: the `HardState` (protobuf);
 //! - key [`KEY_CONF_STATE`]: the `ConfState` (protobuf);
-//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian), so that a
-//!   restart never re-applies an entry;
+//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian). The
+//!   broker does not write it today: its state machines live in memory and are
+//!   rebuilt by replaying each group's whole log at start;
 //! - key [`KEY_TRUNCATED`]: the truncated state `(index, term)` (16 bytes
 //!   little-endian): the last entry discarded by [`GroupStorage::compact`]. A fresh
 //!   group is truncated at `(0, 0)`, so its first index is 1.
@@ -23,11 +24,10 @@
 //! # Snapshots
 //!
 //! There are none yet: [`GroupStorage`]'s `snapshot` always answers
-//! `SnapshotTemporarilyUnavailable`, see its documentation. The broker compacts a
-//! group's log only up to an index every replica already has, so a leader never
-//! needs one. The limitation: a replica that lost its log (or a replica added
-//! after the group's log was compacted) cannot catch up; the leader keeps
-//! retrying and logs it, nothing is corrupted.
+//! `SnapshotTemporarilyUnavailable`, see its documentation. The broker never
+//! compacts a group's log yet (logs grow with the data), so a leader never
+//! needs one. The limitation: a replica that lost its log cannot catch up; the
+//! leader keeps retrying and logs it, nothing is corrupted.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +68,8 @@ impl MessageExt for EntryExt {
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
+    /// Fault injection for tests: every synced write fails once set.
+    fail_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -103,6 +105,7 @@ impl LogStore {
             .with_context(|| format!("opening raft log in {}", dir.display()))?;
         Ok(LogStore {
             engine: Arc::new(engine),
+            fail_writes: Arc::default(),
         })
     }
 
@@ -123,13 +126,24 @@ impl LogStore {
 
     /// Removes every trace of a group (topic deleted): entries and state keys.
     /// Its [`GroupStorage`]s then read as a brand-new group.
+    ///
+    /// Not synced (the Raft loop must not wait on a disk per group): the next
+    /// synced round makes it durable, and a crash before that leaves the
+    /// group on disk, where the startup sweep of groups no topic owns finds it.
     pub fn remove_group(&self, group_id: u64) -> anyhow::Result<()> {
         let mut batch = LogBatch::default();
         batch.add_command(group_id, Command::Clean);
         self.engine
-            .write(&mut batch, true)
+            .write(&mut batch, false)
             .with_context(|| format!("removing raft group {group_id}"))?;
         Ok(())
+    }
+
+    /// Test fault: from now on every synced write fails, as a dying disk's
+    /// would.
+    pub fn inject_write_failures(&self) {
+        self.fail_writes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Persists a batch of writes for many groups in one raft-engine write,
@@ -139,6 +153,9 @@ impl LogStore {
     pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("injected storage failure (fault injection enabled for tests)");
         }
         let mut log_batch = LogBatch::default();
         for (&group_id, write) in &batch.groups {
@@ -305,9 +322,15 @@ impl GroupStorage {
         self.group_id
     }
 
-    /// For a brand-new group: persists the initial `ConfState` (voters) if the
+    /// For a brand-new group: writes the initial `ConfState` (voters) if the
     /// group has no state yet. Returns true if it was new. Not atomic against
     /// concurrent writers of the same group: call it from the Raft loop.
+    ///
+    /// Not synced, so opening a thousand groups costs no thousand fsyncs on
+    /// the Raft loop: the round's synced write, which every vote or append of
+    /// the group waits for, makes it durable first (same log, written
+    /// before). A crash before that loses nothing: the group is created again
+    /// when the metadata log replays its topic's creation.
     pub fn initialize(&self, voters: &[u64]) -> anyhow::Result<bool> {
         let fresh = self.engine.get(self.group_id, KEY_CONF_STATE).is_none()
             && self.engine.get(self.group_id, KEY_HARD_STATE).is_none()
@@ -325,7 +348,7 @@ impl GroupStorage {
         let mut batch = LogBatch::default();
         batch.put_message(self.group_id, KEY_CONF_STATE.to_vec(), &cs)?;
         self.engine
-            .write(&mut batch, true)
+            .write(&mut batch, false)
             .with_context(|| format!("initializing raft group {}", self.group_id))?;
         Ok(true)
     }
