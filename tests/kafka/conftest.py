@@ -6,6 +6,7 @@ The binary is $LEADERHOOK_BIN or target/debug/leaderhook (built by
 
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,8 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True):
+    def __init__(self, nodes=3, plugins=True, raft=None):
+        """`raft`: values for keys of the `[raft]` table cluster init writes."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -31,9 +33,13 @@ class Cluster:
         self.configs = {}
         for n in range(1, nodes + 1):
             path = self.dir / f"node{n}.toml"
+            text = path.read_text()
             if not plugins:
-                text = path.read_text()
-                path.write_text(text[: text.index("[[plugins]]")])
+                text = text[: text.index("[[plugins]]")]
+            for key, value in (raft or {}).items():
+                text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+                assert found == 1, f"no [raft] key {key} in {path}"
+            path.write_text(text)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}
         for n in self.configs:

@@ -8,10 +8,10 @@
 //! clients stop being sent to a dead node. Replicas not alive are listed as
 //! offline. The ISR is the one its leader last derived from its Raft
 //! progress and wrote to the metadata group (all replicas until then). The
-//! controller is the metadata group's leader as this node knows it (-1
-//! while there is none); any node accepts CreateTopics and DeleteTopics
-//! (they are proposals to the metadata group). Topics are never
-//! auto-created.
+//! controller is the metadata group's leader as this node knows it (this
+//! node while it knows none); any node accepts CreateTopics and
+//! DeleteTopics (they are proposals to the metadata group). Topics are
+//! never auto-created.
 
 use super::{Broker, CLUSTER_ID, epoch, resolve_topic};
 use crate::metadata::{Metadata, TopicMeta};
@@ -65,7 +65,10 @@ pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> Metad
             })
             .collect(),
     };
-    let controller = broker.shared.controller().map_or(-1, |c| c as i32);
+    // While no metadata leader is known (an election), this node: any node
+    // takes CreateTopics and DeleteTopics, and clients such as librdkafka's
+    // admin wait for a controller without refreshing Metadata.
+    let controller = broker.shared.controller().unwrap_or(broker.node) as i32;
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))

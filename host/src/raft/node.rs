@@ -314,6 +314,14 @@ impl RaftLoop {
         // metadata group had no live leader were dropped or forwarded to a
         // dead one; a new leader re-delivers them at once.
         let mut metadata_leader = None;
+        // Peers not heard from yet get the benefit of the doubt for one
+        // session timeout from now, not from process start (loading plugins
+        // can take longer than that).
+        self.shared
+            .liveness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             let next_campaign = self.campaigns.iter().map(|(at, _, _)| *at).min();
             let wake_at = next_campaign.map_or(next_tick, |at| at.min(next_tick));
