@@ -78,6 +78,9 @@ pub struct Status {
     pub node: NodeId,
     pub replicas: Vec<ReplicaView>,
     pub plugins: serde_json::Value,
+    /// Where this node's metadata log stands (snapshots compact it).
+    #[serde(default)]
+    pub metadata_log: crate::raft::shared::LogStatus,
 }
 
 pub struct Admin {
@@ -282,6 +285,11 @@ impl Admin {
             node: self.node,
             replicas: views,
             plugins: serde_json::to_value(self.hooks.stats()).unwrap_or_default(),
+            metadata_log: *self
+                .shared
+                .metadata_log
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
         }
     }
 }

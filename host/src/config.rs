@@ -16,6 +16,9 @@
 //! resync_ms = 2000
 //! session_timeout_ms = 9000             # a silent node leaves Metadata after this
 //! transfer_cooldown_ms = 2000           # between plugin transfers of one partition
+//! snapshot_every_entries = 10000        # metadata snapshots: after this many entries
+//! snapshot_every_bytes = 67108864       # ...or bytes applied
+//! snapshot_keep_entries = 1000          # entries kept behind a snapshot
 //! [topics]
 //! max_partitions_per_topic = 10000
 //! max_partitions_per_request = 10000
@@ -34,7 +37,7 @@
 //! grants = ["assignments"]
 //! ```
 
-use crate::raft::node::RaftSettings;
+use crate::raft::node::{RaftSettings, SnapshotPolicy};
 use leaderhook_hooks::config::{DispatchConfig, PluginConfig};
 use leaderhook_hooks::{HooksConfig, NodeId};
 use serde::{Deserialize, Serialize};
@@ -80,6 +83,13 @@ pub struct RaftConfig {
     /// A plugin's leadership transfer of a partition is refused within this
     /// long of the node's previous transfer request for it.
     pub transfer_cooldown_ms: u64,
+    /// The metadata group snapshots its state and compacts its log after
+    /// this many entries or bytes applied since its last snapshot...
+    pub snapshot_every_entries: u64,
+    pub snapshot_every_bytes: u64,
+    /// ...keeping this many entries behind the snapshot for followers a
+    /// little behind (those further behind receive the snapshot).
+    pub snapshot_keep_entries: u64,
 }
 
 impl Default for RaftConfig {
@@ -91,6 +101,9 @@ impl Default for RaftConfig {
             resync_ms: 2000,
             session_timeout_ms: 9000,
             transfer_cooldown_ms: 2000,
+            snapshot_every_entries: SnapshotPolicy::default().every_entries,
+            snapshot_every_bytes: SnapshotPolicy::default().every_bytes,
+            snapshot_keep_entries: SnapshotPolicy::default().keep_entries,
         }
     }
 }
@@ -103,6 +116,11 @@ impl RaftConfig {
             heartbeat_ticks: self.heartbeat_ticks,
             resync: Duration::from_millis(self.resync_ms),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
+            snapshots: SnapshotPolicy {
+                every_entries: self.snapshot_every_entries,
+                every_bytes: self.snapshot_every_bytes,
+                keep_entries: self.snapshot_keep_entries,
+            },
         }
     }
 
@@ -223,6 +241,11 @@ impl NodeConfig {
                 self.raft.session_timeout_ms,
                 2 * heartbeat
             ));
+        }
+        if self.raft.snapshot_every_entries == 0 || self.raft.snapshot_every_bytes == 0 {
+            return Err(
+                "raft.snapshot_every_entries and snapshot_every_bytes must be at least 1".into(),
+            );
         }
         if self.topics.max_partitions_per_topic == 0 || self.topics.max_partitions_per_request == 0
         {

@@ -1,6 +1,6 @@
-//! The leaderhook broker. For now: the plugins embedded in the binary and
-//! the demo; the Raft-replicated partitions and the Kafka front end join
-//! this crate next (see `../shared/DESIGN.md`).
+//! The leaderhook broker: Raft-replicated partitions behind a Kafka front
+//! end, whose leadership changes drive the plugin runtime
+//! (`leaderhook-hooks`); plus the CLI's pieces (local clusters, the demo).
 //!
 //! # Layout
 //!
@@ -12,6 +12,7 @@
 //! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
 //! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`).
 //! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
+//! - [`supervisor`]: local clusters of broker processes (CLI, tests, benches).
 
 pub mod admin;
 pub mod broker;
@@ -25,3 +26,4 @@ pub mod metadata;
 pub mod partition_log;
 pub mod raft;
 pub mod sinks;
+pub mod supervisor;

@@ -15,7 +15,7 @@
 use crate::caps::inflight::{InflightWrites, LeaderWrite};
 use crate::metadata::{Applied, Command, METADATA_GROUP, TopicPartition};
 use crate::raft::handle::{AppendError, CommandQueue, RaftCommand, RaftError, WAKE_GROUP, Waiter};
-use crate::raft::shared::{ReplicaStatus, Role, Shared};
+use crate::raft::shared::{LogStatus, ReplicaStatus, Role, Shared};
 use crate::raft::storage::{LogStore, WriteBatch};
 use crate::raft::transport::{self, Envelope, Transport};
 use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, Transition};
@@ -59,6 +59,29 @@ pub struct RaftSettings {
     pub resync: Duration,
     /// A silent node counts as dead after this long (Metadata leaves it out).
     pub session_timeout: Duration,
+    /// When the metadata group snapshots its state and compacts its log.
+    pub snapshots: SnapshotPolicy,
+}
+
+/// When a group snapshots its state machine and compacts its Raft log: after
+/// `every_entries` entries or `every_bytes` bytes applied since the last
+/// snapshot, keeping the last `keep_entries` entries for followers that are
+/// only a little behind (further behind, they get the snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub every_entries: u64,
+    pub every_bytes: u64,
+    pub keep_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        Self {
+            every_entries: 10_000,
+            every_bytes: 64 << 20,
+            keep_entries: 1_000,
+        }
+    }
 }
 
 impl Default for RaftSettings {
@@ -69,6 +92,7 @@ impl Default for RaftSettings {
             heartbeat_ticks: 3,
             resync: Duration::from_secs(2),
             session_timeout: Duration::from_secs(9),
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
@@ -158,6 +182,20 @@ pub enum LoopError {
         index: u64,
         source: crate::metadata::DecodeError,
     },
+    #[error("metadata snapshot at {index}: {source}")]
+    UndecodableSnapshot {
+        index: u64,
+        source: crate::metadata::DecodeError,
+    },
+    #[error("cannot save a metadata snapshot: {0:#}")]
+    Snapshot(anyhow::Error),
+}
+
+/// Applied since the metadata group's last snapshot.
+#[derive(Debug, Default)]
+struct SinceSnapshot {
+    entries: u64,
+    bytes: u64,
 }
 
 pub struct RaftLoop {
@@ -184,6 +222,7 @@ pub struct RaftLoop {
     /// sweep of groups on disk).
     replay_until: u64,
     replayed: bool,
+    since_snapshot: SinceSnapshot,
     /// The first error that ends the loop.
     failed: Option<LoopError>,
     logger: slog::Logger,
@@ -203,7 +242,24 @@ impl RaftLoop {
             inflight,
             stop,
         } = parts;
-        let replay_until = io.store.group(METADATA_GROUP).hard_state().commit;
+        let metadata_storage = io.store.group(METADATA_GROUP);
+        let replay_until = metadata_storage.hard_state().commit;
+        // Start from the latest snapshot: only the log after it replays.
+        let mut applied = 0;
+        if let Some(snapshot) = metadata_storage.stored_snapshot() {
+            let index = snapshot.get_metadata().index;
+            let restored = crate::metadata::Metadata::decode_snapshot(&snapshot.data)
+                .map_err(|source| LoopError::UndecodableSnapshot { index, source })?;
+            *shared
+                .metadata
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = restored;
+            tracing::info!(
+                index,
+                "metadata restored from its snapshot; replaying the log after it"
+            );
+            applied = index;
+        }
         let mut this = Self {
             node,
             cluster,
@@ -220,19 +276,54 @@ impl RaftLoop {
             heard: HashMap::new(),
             early: EarlyMessages::default(),
             replay_until,
-            replayed: replay_until == 0,
+            replayed: applied >= replay_until,
+            since_snapshot: SinceSnapshot::default(),
             failed: None,
             logger,
             stop,
         };
         let voters = this.cluster.clone();
-        this.open_group(METADATA_GROUP, &voters)?;
+        this.open_group(METADATA_GROUP, &voters, applied)?;
+        this.reconcile_groups();
+        if this.replayed {
+            this.sweep_orphan_groups();
+        }
         Ok(this)
     }
 
-    /// Opens (creating if new) the local replica of a group. Returns true
-    /// if the group is new here.
-    fn open_group(&mut self, id: u64, voters: &[NodeId]) -> anyhow::Result<bool> {
+    /// Opens the local replicas of every partition the metadata places here
+    /// and closes those of partitions it no longer has: after a snapshot
+    /// replaced the metadata (at start, or received from the leader).
+    fn reconcile_groups(&mut self) {
+        let wanted: BTreeMap<u64, Vec<NodeId>> = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .partitions()
+            .filter(|(_, p)| p.replicas.contains(&self.node))
+            .map(|(_, p)| (p.group, p.replicas.clone()))
+            .collect();
+        let stale: Vec<u64> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|g| *g != METADATA_GROUP && !wanted.contains_key(g))
+            .collect();
+        for group in stale {
+            self.close_group(group);
+        }
+        for (group, replicas) in wanted {
+            if let Err(e) = self.open_group(group, &replicas, 0) {
+                tracing::error!(group, "cannot open partition group: {e:#}");
+            }
+        }
+    }
+
+    /// Opens (creating if new) the local replica of a group whose state
+    /// machine holds everything up to `applied`. Returns true if the group
+    /// is new here.
+    fn open_group(&mut self, id: u64, voters: &[NodeId], applied: u64) -> anyhow::Result<bool> {
         if self.groups.contains_key(&id) {
             return Ok(false);
         }
@@ -242,9 +333,9 @@ impl RaftLoop {
             id: self.node,
             election_tick: self.settings.election_ticks,
             heartbeat_tick: self.settings.heartbeat_ticks,
-            // Every state machine lives in memory and is rebuilt by
-            // replaying the whole log on start, so it starts from index 0.
-            applied: 0,
+            // The metadata starts from its latest snapshot; partition state
+            // machines are rebuilt by replaying their whole log (0).
+            applied,
             pre_vote: true,
             check_quorum: true,
             max_size_per_msg: 1 << 20,
@@ -348,7 +439,7 @@ impl RaftLoop {
                 for group in self.groups.values_mut() {
                     group.raw.tick();
                 }
-                self.publish_liveness();
+                self.publish();
             }
             if now >= next_liveness {
                 next_liveness = now + liveness_every;
@@ -432,7 +523,21 @@ impl RaftLoop {
         self.io.transport.send(envelopes);
     }
 
-    fn publish_liveness(&self) {
+    /// Publishes, once per tick, what other threads read of this loop:
+    /// liveness, the controller, where the metadata log stands.
+    fn publish(&self) {
+        if let Some(group) = self.groups.get(&METADATA_GROUP) {
+            let log = &group.raw.raft.raft_log;
+            *self
+                .shared
+                .metadata_log
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = LogStatus {
+                first_index: log.first_index(),
+                last_index: log.last_index(),
+                applied: log.applied,
+            };
+        }
         let controller = self.groups.get(&METADATA_GROUP).and_then(Group::leader);
         let mut liveness = self
             .shared
@@ -597,6 +702,14 @@ impl RaftLoop {
                     .into_iter()
                     .map(|message| Envelope { group: id, message }),
             );
+            if !ready.snapshot().is_empty() {
+                tracing::debug!(
+                    group = id,
+                    index = ready.snapshot().get_metadata().index,
+                    "snapshot received"
+                );
+                batch.snapshot(id, ready.snapshot());
+            }
             if !ready.entries().is_empty() {
                 batch.append(id, ready.entries());
             }
@@ -617,6 +730,9 @@ impl RaftLoop {
             return;
         }
         for (id, mut ready, term) in readies {
+            if !ready.snapshot().is_empty() {
+                self.restore(id, ready.snapshot());
+            }
             let committed = ready.take_committed_entries();
             let persisted = ready.take_persisted_messages();
             outgoing.extend(
@@ -646,6 +762,86 @@ impl RaftLoop {
             }
         }
         self.io.transport.send(outgoing);
+        self.maybe_snapshot_metadata();
+    }
+
+    /// A snapshot from the leader replaced a group's log: its state machine
+    /// takes the snapshot's state. Only the metadata group saves snapshots.
+    fn restore(&mut self, id: u64, snapshot: &raft::prelude::Snapshot) {
+        let index = snapshot.get_metadata().index;
+        if id != METADATA_GROUP {
+            tracing::error!(
+                group = id,
+                index,
+                "a partition group received a snapshot; ignored"
+            );
+            return;
+        }
+        match crate::metadata::Metadata::decode_snapshot(&snapshot.data) {
+            Ok(restored) => {
+                tracing::info!(index, "metadata restored from the leader's snapshot");
+                *self
+                    .shared
+                    .metadata
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = restored;
+                self.since_snapshot = SinceSnapshot::default();
+                self.reconcile_groups();
+            }
+            Err(source) => {
+                self.failed = Some(LoopError::UndecodableSnapshot { index, source });
+            }
+        }
+    }
+
+    /// Snapshots the metadata and compacts its log once the policy says so.
+    /// (Serialising the metadata is milliseconds even for 10,000
+    /// partitions, once per `every_entries` entries.)
+    fn maybe_snapshot_metadata(&mut self) {
+        let policy = self.settings.snapshots;
+        if self.since_snapshot.entries < policy.every_entries
+            && self.since_snapshot.bytes < policy.every_bytes
+        {
+            return;
+        }
+        let Some(group) = self.groups.get(&METADATA_GROUP) else {
+            return;
+        };
+        let raft = &group.raw.raft;
+        let index = raft.raft_log.applied;
+        let Ok(term) = raft.raft_log.term(index) else {
+            return;
+        };
+        let mut snapshot = raft::prelude::Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot
+            .mut_metadata()
+            .set_conf_state(raft.prs().conf().to_conf_state());
+        snapshot.data = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .encode_snapshot()
+            .into();
+        let compact_to = index.saturating_sub(policy.keep_entries);
+        match self
+            .io
+            .store
+            .save_snapshot(METADATA_GROUP, &snapshot, compact_to)
+        {
+            Ok(()) => {
+                tracing::debug!(
+                    index,
+                    compact_to,
+                    bytes = snapshot.data.len(),
+                    "metadata snapshot saved"
+                );
+                self.since_snapshot = SinceSnapshot::default();
+            }
+            Err(e) => self.failed = Some(LoopError::Snapshot(e)),
+        }
     }
 
     fn apply(&mut self, group_id: u64, entries: Vec<Entry>) {
@@ -660,6 +856,8 @@ impl RaftLoop {
                 group.serving = true;
             }
             if group_id == METADATA_GROUP {
+                self.since_snapshot.entries += 1;
+                self.since_snapshot.bytes += entry.data.len() as u64;
                 if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                     self.apply_metadata(&entry);
                 }
@@ -736,7 +934,7 @@ impl RaftLoop {
                 .collect()
         };
         for (group, replicas) in to_open {
-            match self.open_group(group, &replicas) {
+            match self.open_group(group, &replicas, 0) {
                 Ok(fresh) => {
                     if fresh && self.replayed && replicas.first() == Some(&self.node) {
                         let _ = self.groups.get_mut(&group).map(|g| g.raw.campaign());

@@ -108,6 +108,17 @@ impl Liveness {
     }
 }
 
+/// Where the metadata group's log stands on this node (operators see it in
+/// `status`; it shows snapshots and compaction at work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// The first entry still in the log (entries before it are compacted
+    /// into a snapshot).
+    pub first_index: u64,
+    pub last_index: u64,
+    pub applied: u64,
+}
+
 /// Shared read-only views, written by the Raft thread.
 pub struct Shared {
     pub metadata: RwLock<Metadata>,
@@ -115,6 +126,7 @@ pub struct Shared {
     /// Applied records of every local partition replica, by group.
     pub logs: RwLock<BTreeMap<u64, PartitionLog>>,
     pub liveness: RwLock<Liveness>,
+    pub metadata_log: RwLock<LogStatus>,
 }
 
 impl Shared {
@@ -124,6 +136,7 @@ impl Shared {
             replicas: RwLock::default(),
             logs: RwLock::default(),
             liveness: RwLock::new(Liveness::new(local, nodes, session_timeout)),
+            metadata_log: RwLock::default(),
         }
     }
 

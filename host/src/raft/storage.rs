@@ -23,11 +23,16 @@
 //!
 //! # Snapshots
 //!
-//! There are none yet: [`GroupStorage`]'s `snapshot` always answers
-//! `SnapshotTemporarilyUnavailable`, see its documentation. The broker never
-//! compacts a group's log yet (logs grow with the data), so a leader never
-//! needs one. The limitation: a replica that lost its log cannot catch up; the
-//! leader keeps retrying and logs it, nothing is corrupted.
+//! - key [`KEY_SNAPSHOT`]: the group's latest snapshot. A group whose state
+//!   machine takes snapshots saves one with [`LogStore::save_snapshot`],
+//!   which may also compact the log up to (never past) its index, so a
+//!   leader always has a snapshot for a follower behind its first index. A
+//!   follower persists a snapshot it received with [`WriteBatch::snapshot`]:
+//!   its log is replaced (old entries dropped, truncated at the snapshot).
+//!
+//! A group that never saved a snapshot answers `SnapshotTemporarilyUnavailable`
+//! (and never compacts), so a follower behind it waits rather than jumping past
+//! entries it never applied.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +52,9 @@ pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 pub const KEY_APPLIED: &[u8] = b"applied";
 /// Key of a group's truncated state: index then term (`u64` little-endian each).
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
+/// Key of a group's latest snapshot (protobuf `Snapshot`: metadata and the
+/// state machine's data at its index).
+pub const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// Tells raft-engine how to index a Raft entry.
 #[derive(Clone, Copy, Debug)]
@@ -162,11 +170,29 @@ impl LogStore {
             if let Some(error) = &write.error {
                 bail!("raft group {group_id}: {error}");
             }
+            let storage = self.group(group_id);
+            let (mut first_index, mut last_index) =
+                (storage.first_index_inner(), storage.last_index());
+            if let Some(snapshot) = &write.snapshot {
+                let meta = snapshot.get_metadata();
+                // Clean drops entries and keys; what the group keeps is put
+                // again after it in the same (atomic, ordered) batch.
+                let mut hs = storage.hard_state();
+                hs.commit = hs.commit.max(meta.index);
+                hs.term = hs.term.max(meta.term);
+                log_batch.add_command(group_id, Command::Clean);
+                log_batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+                log_batch.put_message(group_id, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
+                log_batch.put_message(group_id, KEY_HARD_STATE.to_vec(), &hs)?;
+                log_batch.put(
+                    group_id,
+                    KEY_TRUNCATED.to_vec(),
+                    truncated_value(meta.index, meta.term),
+                )?;
+                (first_index, last_index) = (meta.index + 1, meta.index);
+            }
             if !write.entries.is_empty() {
-                let storage = self.group(group_id);
                 let first = write.entries[0].index;
-                let first_index = storage.first_index_inner();
-                let last_index = storage.last_index();
                 if first < first_index {
                     bail!(
                         "raft group {group_id}: append at {first} overwrites compacted entries \
@@ -204,6 +230,47 @@ impl LogStore {
         Ok(())
     }
 
+    /// Saves a snapshot the group's state machine took at `snapshot`'s index
+    /// and compacts the log up to `compact_to` (at most that index; older
+    /// entries stay for followers that are only a little behind). Not
+    /// synced: the snapshot and the compaction are one atomic batch, so a
+    /// crash that loses it leaves the entries in place.
+    pub fn save_snapshot(
+        &self,
+        group_id: u64,
+        snapshot: &Snapshot,
+        compact_to: u64,
+    ) -> anyhow::Result<()> {
+        let index = snapshot.get_metadata().index;
+        if compact_to > index {
+            bail!("raft group {group_id}: compact to {compact_to} past the snapshot at {index}");
+        }
+        let storage = self.group(group_id);
+        let mut batch = LogBatch::default();
+        batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+        let (truncated_index, _) = storage.truncated();
+        if compact_to > truncated_index && compact_to <= storage.last_index() {
+            let term = ::raft::Storage::term(&storage, compact_to)
+                .map_err(|e| anyhow!("raft group {group_id}: term of {compact_to}: {e}"))?;
+            batch.put(
+                group_id,
+                KEY_TRUNCATED.to_vec(),
+                truncated_value(compact_to, term),
+            )?;
+            // raft-engine's Compact removes entries *below* its index.
+            batch.add_command(
+                group_id,
+                Command::Compact {
+                    index: compact_to + 1,
+                },
+            );
+        }
+        self.engine
+            .write(&mut batch, false)
+            .with_context(|| format!("saving a snapshot of raft group {group_id}"))?;
+        Ok(())
+    }
+
     /// Lets raft-engine reclaim old log files; call it now and then from the
     /// Raft loop. Returns the groups raft-engine asks to compact (their old
     /// entries keep old files alive), ascending.
@@ -226,6 +293,8 @@ pub struct WriteBatch {
 
 #[derive(Default, Debug)]
 struct GroupWrite {
+    /// A snapshot received from the leader: replaces the whole log first.
+    snapshot: Option<Snapshot>,
     /// Consecutive entries to append (conflicting suffixes already merged).
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
@@ -272,6 +341,16 @@ impl WriteBatch {
             _ => write.entries.clear(),
         }
         write.entries.extend_from_slice(entries);
+    }
+
+    /// Replaces a group's log with a snapshot received from its leader:
+    /// entries and state are dropped, the log is truncated at the snapshot's
+    /// index, its conf state and the snapshot itself are stored. Entries
+    /// appended in the same batch follow it.
+    pub fn snapshot(&mut self, group: u64, snapshot: &Snapshot) {
+        let write = self.groups.entry(group).or_default();
+        write.entries.clear();
+        write.snapshot = Some(snapshot.clone());
     }
 
     /// Sets a group's `HardState` (the last one in the batch wins).
@@ -360,6 +439,12 @@ impl GroupStorage {
             .map_or(0, |v| decode_u64(&v, 0, self.group_id, "applied"))
     }
 
+    /// The latest snapshot saved or received, if any.
+    pub fn stored_snapshot(&self) -> Option<Snapshot> {
+        self.engine.get(self.group_id, KEY_SNAPSHOT)?;
+        Some(self.message(KEY_SNAPSHOT))
+    }
+
     /// The persisted `HardState` (default if none).
     pub fn hard_state(&self) -> HardState {
         self.message(KEY_HARD_STATE)
@@ -420,11 +505,12 @@ impl GroupStorage {
         }
         let term = ::raft::Storage::term(self, index)
             .map_err(|e| anyhow!("raft group {}: term of {index}: {e}", self.group_id))?;
-        let mut value = Vec::with_capacity(16);
-        value.extend_from_slice(&index.to_le_bytes());
-        value.extend_from_slice(&term.to_le_bytes());
         let mut batch = LogBatch::default();
-        batch.put(self.group_id, KEY_TRUNCATED.to_vec(), value)?;
+        batch.put(
+            self.group_id,
+            KEY_TRUNCATED.to_vec(),
+            truncated_value(index, term),
+        )?;
         // raft-engine's Compact removes entries *below* its index.
         batch.add_command(self.group_id, Command::Compact { index: index + 1 });
         self.engine
@@ -443,6 +529,14 @@ impl GroupStorage {
             ),
         }
     }
+}
+
+/// The value of [`KEY_TRUNCATED`].
+fn truncated_value(index: u64, term: u64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16);
+    value.extend_from_slice(&index.to_le_bytes());
+    value.extend_from_slice(&term.to_le_bytes());
+    value
 }
 
 fn decode_u64(v: &[u8], at: usize, group: u64, what: &str) -> u64 {
@@ -535,20 +629,18 @@ impl ::raft::Storage for GroupStorage {
         Ok(GroupStorage::last_index(self))
     }
 
-    /// Always `SnapshotTemporarilyUnavailable`.
-    ///
-    /// The state machine (the partition's records, the metadata) lives outside
-    /// this log, so a snapshot made of metadata only (index, term, conf state,
-    /// empty data) would let a lagging follower jump its log past entries it
-    /// never applied: silent data loss. Refusing is safe: raft-rs logs it and
-    /// retries later, the follower stays behind but consistent. It should not
-    /// happen: the broker compacts a group only up to an index every replica
-    /// has persisted. Limitation: a replica that lost its disk, or one added
-    /// after compaction, cannot catch up until real snapshots exist.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
-        Err(::raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The latest snapshot saved or received, if it is recent enough;
+    /// otherwise `SnapshotTemporarilyUnavailable` (raft-rs asks again later).
+    /// A group that never saved one never compacts either, so it never
+    /// needs one; answering with an empty snapshot would let a lagging
+    /// follower jump past entries it never applied.
+    fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
+        match self.stored_snapshot() {
+            Some(snapshot) if snapshot.get_metadata().index >= request_index => Ok(snapshot),
+            _ => Err(::raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }
 
@@ -734,6 +826,97 @@ mod tests {
         assert!(!fresh.initial_state().unwrap().initialized());
         assert_eq!(fresh.applied(), 0);
         assert_eq!(store.group_ids(), vec![9]);
+    }
+
+    fn snapshot_at(index: u64, term: u64, data: &[u8]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        snapshot.data = data.to_vec().into();
+        snapshot
+    }
+
+    #[test]
+    fn a_saved_snapshot_compacts_no_further_than_asked_and_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let g = store.group(9);
+            g.initialize(&[1, 2, 3]).unwrap();
+            assert_eq!(
+                g.snapshot(0, 2),
+                Err(store_err(StorageError::SnapshotTemporarilyUnavailable)),
+                "never saved: none to give"
+            );
+            append(
+                &store,
+                9,
+                &(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(),
+            );
+            // Snapshot at 8, compacting to 5: entries 6..=10 stay.
+            store
+                .save_snapshot(9, &snapshot_at(8, 2, b"state at 8"), 5)
+                .unwrap();
+            assert!(store.save_snapshot(9, &snapshot_at(8, 2, b"x"), 9).is_err());
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(9);
+        assert_eq!(g.first_index().unwrap(), 6);
+        assert_eq!(g.term(5).unwrap(), 2);
+        assert_eq!(
+            g.entries(5, 7, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(g.entries(6, 11, None, ctx()).unwrap().len(), 5);
+        let served = g.snapshot(0, 2).unwrap();
+        assert_eq!(served.get_metadata().index, 8);
+        assert_eq!(&served.data[..], b"state at 8");
+        assert_eq!(
+            g.snapshot(9, 2),
+            Err(store_err(StorageError::SnapshotTemporarilyUnavailable)),
+            "older than asked for"
+        );
+    }
+
+    #[test]
+    fn a_received_snapshot_replaces_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let g = store.group(9);
+            g.initialize(&[1, 2, 3]).unwrap();
+            // A follower with a stale tail (terms 1) far behind the leader.
+            append(&store, 9, &(1..=4).map(|i| entry(i, 1)).collect::<Vec<_>>());
+            let mut batch = WriteBatch::default();
+            batch.snapshot(9, &snapshot_at(20, 5, b"state at 20"));
+            // The leader's entries that follow the snapshot, same round.
+            batch.append(9, &[entry(21, 5), entry(22, 5)]);
+            store.write(batch).unwrap();
+            let mut bad = WriteBatch::default();
+            bad.append(9, &[entry(20, 5)]);
+            assert!(
+                store.write(bad).is_err(),
+                "20 is compacted into the snapshot"
+            );
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(9);
+        assert_eq!(g.truncated(), (20, 5));
+        assert_eq!(g.first_index().unwrap(), 21);
+        assert_eq!(GroupStorage::last_index(&g), 22);
+        assert_eq!(g.term(20).unwrap(), 5);
+        assert_eq!(g.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(g.hard_state().commit, 20);
+        assert_eq!(
+            g.entries(1, 3, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(
+            g.entries(21, 23, None, ctx()).unwrap(),
+            vec![entry(21, 5), entry(22, 5)]
+        );
+        assert_eq!(&g.stored_snapshot().unwrap().data[..], b"state at 20");
     }
 
     #[test]
