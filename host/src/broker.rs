@@ -17,6 +17,9 @@ use leaderhook_hooks::{Capabilities, HookRuntime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// How often raft-engine may reclaim log files.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Envelopes waiting for the Raft loop before the transport drops them.
 const INBOX: usize = 65_536;
 
@@ -78,6 +81,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let store_for_purge = store.clone();
     let raft_loop = RaftLoop::new(RaftLoopParts {
         node: config.node_id,
         cluster: config.node_ids(),
@@ -93,6 +97,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         inflight,
         stop: stop.clone(),
     })?;
+    // Reclaims log files of deleted groups and compacted entries.
+    let purger = store_for_purge.spawn_purger(PURGE_EVERY, stop.clone())?;
     let raft_thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -143,6 +149,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     // The loop sees the flag within a round.
     let _ = raft_thread.join();
+    let _ = purger.join();
     transport.shutdown();
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())

@@ -271,9 +271,11 @@ impl LogStore {
         Ok(())
     }
 
-    /// Lets raft-engine reclaim old log files; call it now and then from the
-    /// Raft loop. Returns the groups raft-engine asks to compact (their old
-    /// entries keep old files alive), ascending.
+    /// Lets raft-engine reclaim old log files (deleted groups, compacted
+    /// entries). Returns the groups raft-engine asks to compact (their old
+    /// entries keep old files alive), ascending. It may rewrite live
+    /// entries, so it runs on its own thread ([`LogStore::spawn_purger`]),
+    /// never on the Raft loop.
     pub fn purge(&self) -> anyhow::Result<Vec<u64>> {
         let mut ids = self
             .engine
@@ -282,6 +284,39 @@ impl LogStore {
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
+    }
+}
+
+impl LogStore {
+    /// Runs [`LogStore::purge`] every `every` on a thread of its own until
+    /// `stop` is set, logging what it could not do.
+    pub fn spawn_purger(
+        &self,
+        every: std::time::Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("leaderhook-purge".into())
+            .spawn(move || {
+                let tick = std::time::Duration::from_millis(100).min(every);
+                let mut next = std::time::Instant::now() + every;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    if std::time::Instant::now() < next {
+                        continue;
+                    }
+                    next = std::time::Instant::now() + every;
+                    match store.purge() {
+                        Ok(behind) if !behind.is_empty() => tracing::debug!(
+                            groups = ?behind,
+                            "raft log purge: these groups' old entries keep old files alive"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("raft log purge failed: {e:#}"),
+                    }
+                }
+            })
     }
 }
 
