@@ -4,8 +4,10 @@
 //! - [`storage`]: every group's log, hard state and conf state in one
 //!   raft-engine instance per node.
 //! - [`transport`]: messages of all groups batched per peer connection.
+//! - [`log_bridge`]: raft-rs's own logs (slog) into the node's log (tracing).
 //! - [`node`]: the Raft loop: ticks, Ready handling, apply, leadership events.
 
+pub mod log_bridge;
 pub mod node;
 pub mod storage;
 pub mod transport;

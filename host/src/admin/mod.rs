@@ -1,20 +1,90 @@
-//! The admin endpoint: newline-delimited JSON over TCP, on loopback. One
-//! request per line, one response line each. Used by `leaderhook topics`,
-//! `leaderhook status` and the tests.
+//! The admin endpoint: newline-delimited JSON over TCP. Used by `leaderhook topics`,
+//! `leaderhook status`, `plugin enable/disable`, `partitions transfer` and the tests.
+//!
+//! ```text
+//! server: {"leaderhook_admin":2,"challenge":"<64 hex digits>"}
+//! client: {"auth":"<hex of HMAC-SHA256(secret, domain | challenge)>"}
+//! server: {"ok":{"node":1}}        or {"error":"authentication failed: …","kind":"auth"}, closed
+//! client: {"op":"status"}          one request per line (at most 64 KiB)…
+//! server: {"ok":…}                 …one answer line each, or {"error":"…","kind":"…"}
+//! ```
+//!
+//! Closed by default: nothing is served before the client proves it knows the cluster secret
+//! of the node's config ([`server`], [`crate::auth`]); the test hooks that inject faults are
+//! refused unless the config sets `[testing] fault_injection = true`. Connections are bounded
+//! (`[admin] max_connections`; one more is answered `busy` and closed).
+
+pub mod client;
+pub mod server;
+
+pub use client::{AdminError, Connection, request};
+pub use server::{AdminAccess, AdminStats};
 
 use crate::metadata::{self, Applied, Command};
 use crate::raft::node::{RaftCommand, RaftHandle, Shared};
+use crate::raft::transport::{Transport, TransportStats};
 use leaderhook_hooks::{HookRuntime, NodeId};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-/// Longest request line accepted.
-const MAX_REQUEST: usize = 64 * 1024;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What kind of error an answer carries, so clients act on it without reading its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// No (or a wrong) answer to the challenge.
+    Auth,
+    /// Too many connections: try again later.
+    Busy,
+    /// Not a request this node understands.
+    BadRequest,
+    /// A test hook on a node without `[testing] fault_injection`.
+    Disabled,
+    /// Not now: no metadata leader, or the Raft loop could not take it. Worth retrying.
+    Unavailable,
+    /// Refused for good (the topic exists, an unknown partition, …).
+    Refused,
+    /// Anything else.
+    Failed,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Refused, message)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "kind": self.kind })
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::refused(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::refused(message)
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -28,7 +98,8 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
-    /// Test hook: the dispatcher drops the next `count` events.
+    /// Test hook (`[testing] fault_injection` only): the dispatcher drops
+    /// the next `count` events.
     DropEvents {
         count: u64,
     },
@@ -36,8 +107,9 @@ pub enum Request {
         plugin: String,
         path: Option<String>,
     },
-    /// Test hook: hands the plugins a became-leader event for this node as
-    /// if Raft had produced it (late, duplicated or invented).
+    /// Test hook (`[testing] fault_injection` only): hands the plugins a
+    /// became-leader event for this node as if Raft had produced it (late,
+    /// duplicated or invented).
     InjectBecameLeader {
         partition: String,
         term: u64,
@@ -77,6 +149,23 @@ pub struct Status {
     pub node: NodeId,
     pub replicas: Vec<ReplicaView>,
     pub plugins: serde_json::Value,
+    /// The Raft port's counters.
+    #[serde(default)]
+    pub transport: TransportStats,
+    /// The admin port's counters.
+    #[serde(default)]
+    pub admin: AdminStats,
+}
+
+impl Request {
+    /// The name of a test hook, if this is one.
+    fn test_hook(&self) -> Option<&'static str> {
+        match self {
+            Request::DropEvents { .. } => Some("drop-events"),
+            Request::InjectBecameLeader { .. } => Some("inject-became-leader"),
+            _ => None,
+        }
+    }
 }
 
 pub struct Admin {
@@ -85,56 +174,40 @@ pub struct Admin {
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
     pub hooks: Arc<HookRuntime>,
+    pub transport: Transport,
+    pub access: AdminAccess,
 }
 
 impl Admin {
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = admin.connection(stream).await {
-                    tracing::debug!(%peer, "admin connection closed: {e}");
-                }
-            });
-        }
-    }
-
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream) -> std::io::Result<()> {
-        let (read, mut write) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(read).lines();
-        while let Some(line) = lines.next_line().await? {
-            let response = if line.len() > MAX_REQUEST {
-                serde_json::json!({ "error": "request too long" })
-            } else {
-                let admin = self.clone();
-                tokio::task::spawn_blocking(move || admin.handle(&line))
-                    .await
-                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-            };
-            write.write_all(format!("{response}\n").as_bytes()).await?;
-        }
-        Ok(())
-    }
-
     fn handle(&self, line: &str) -> serde_json::Value {
         let request: Request = match serde_json::from_str(line) {
             Ok(r) => r,
-            Err(e) => return serde_json::json!({ "error": format!("bad request: {e}") }),
+            Err(e) => {
+                return Failure::new(FailureKind::BadRequest, format!("bad request: {e}"))
+                    .to_json();
+            }
         };
+        if let Some(hook) = request.test_hook()
+            && !self.access.fault_injection
+        {
+            return Failure::new(
+                FailureKind::Disabled,
+                format!(
+                    "{hook} is a test hook, disabled on this node (test clusters enable it with \
+                     [testing] fault_injection = true)"
+                ),
+            )
+            .to_json();
+        }
         let result = match request {
-            Request::Status => serde_json::to_value(self.status()).map_err(|e| e.to_string()),
+            Request::Status => serde_json::to_value(self.status())
+                .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
             Request::CreateTopic {
                 name,
                 partitions,
                 replication,
             } => self.create_topic(name, partitions, replication),
-            Request::DeleteTopic { name } => self
-                .raft
-                .propose_and_wait(Command::DeleteTopic { name }, COMMIT_TIMEOUT)
-                .and_then(answer),
+            Request::DeleteTopic { name } => self.propose(Command::DeleteTopic { name }),
             Request::DropEvents { count } => {
                 self.hooks.drop_next_events(count);
                 Ok(serde_json::json!({ "dropping": count }))
@@ -144,18 +217,29 @@ impl Admin {
                 .hooks
                 .set_enabled(&plugin, enabled)
                 .map(|()| serde_json::json!({ "plugin": plugin, "enabled": enabled }))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Failure::refused(e.to_string())),
             Request::TransferLeader { partition, to } => self.transfer(&partition, to),
             Request::Reload { plugin, path } => self
                 .hooks
                 .reload(&plugin, path.as_deref())
                 .map(|()| serde_json::json!({ "reloaded": plugin }))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Failure::refused(e.to_string())),
         };
         match result {
             Ok(value) => serde_json::json!({ "ok": value }),
-            Err(e) => serde_json::json!({ "error": e }),
+            Err(failure) => failure.to_json(),
         }
+    }
+
+    /// Proposes a metadata command and waits for it to apply here. Not committed in time
+    /// (no metadata leader, a dropped proposal) is `unavailable`; refused when applied is
+    /// `refused`.
+    fn propose(&self, command: Command) -> Result<serde_json::Value, Failure> {
+        let applied = self
+            .raft
+            .propose_and_wait(command, COMMIT_TIMEOUT)
+            .map_err(|e| Failure::new(FailureKind::Unavailable, e))?;
+        answer(applied)
     }
 
     fn create_topic(
@@ -163,15 +247,16 @@ impl Admin {
         name: String,
         partitions: u32,
         replication: usize,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, Failure> {
         if name.is_empty()
             || name.len() > 249
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(format!(
-                "invalid topic name {name:?} (use [a-zA-Z0-9._-], at most 249)"
+            return Err(Failure::new(
+                FailureKind::BadRequest,
+                format!("invalid topic name {name:?} (use [a-zA-Z0-9._-], at most 249)"),
             ));
         }
         let replicas = metadata::place(&self.nodes, partitions, replication)?;
@@ -180,12 +265,10 @@ impl Admin {
             topic_id: random_id(),
             replicas,
         };
-        self.raft
-            .propose_and_wait(command, COMMIT_TIMEOUT)
-            .and_then(answer)
+        self.propose(command)
     }
 
-    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, String> {
+    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, Failure> {
         let id = leaderhook_harness::scenario::parse_partition(partition)?;
         let (group, replicas) = {
             let metadata = self
@@ -197,21 +280,23 @@ impl Admin {
             (meta.group, meta.replicas.clone())
         };
         if !replicas.contains(&to) {
-            return Err(format!(
+            return Err(Failure::refused(format!(
                 "node {to} holds no replica of {partition} (replicas {replicas:?})"
-            ));
+            )));
         }
         if !replicas.contains(&self.node) {
-            return Err(format!(
+            return Err(Failure::refused(format!(
                 "node {} holds no replica of {partition}: ask one of {replicas:?}",
                 self.node
-            ));
+            )));
         }
-        self.raft.send(RaftCommand::Transfer { group, to })?;
+        self.raft
+            .send(RaftCommand::Transfer { group, to })
+            .map_err(|e| Failure::new(FailureKind::Unavailable, e))?;
         Ok(serde_json::json!({ "transfer_requested": partition, "to": to }))
     }
 
-    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, String> {
+    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, Failure> {
         let id = leaderhook_harness::scenario::parse_partition(partition)?;
         let replicas = {
             let metadata = self
@@ -272,13 +357,15 @@ impl Admin {
             node: self.node,
             replicas: views,
             plugins: serde_json::to_value(self.hooks.stats()).unwrap_or_default(),
+            transport: self.transport.stats(),
+            admin: self.access.stats(),
         }
     }
 }
 
-fn answer(applied: Applied) -> Result<serde_json::Value, String> {
+fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
     match applied {
-        Applied::Refused(why) => Err(why),
+        Applied::Refused(why) => Err(Failure::refused(why)),
         Applied::TopicCreated { groups } => Ok(serde_json::json!({ "groups": groups })),
         Applied::TopicDeleted { groups } => Ok(serde_json::json!({ "deleted_groups": groups })),
         Applied::LeaderSet => Ok(serde_json::json!("leader set")),
@@ -301,25 +388,4 @@ fn random_id() -> [u8; 16] {
         half.copy_from_slice(&h.finish().to_le_bytes());
     }
     id
-}
-
-/// A blocking client for the CLI and tests.
-pub fn request(
-    addr: SocketAddr,
-    request: &Request,
-    timeout: Duration,
-) -> anyhow::Result<serde_json::Value> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| anyhow::anyhow!("cannot reach the admin endpoint {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(format!("{}\n", serde_json::to_string(request)?).as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    let value: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("bad answer from {addr}: {e}"))?;
-    match (value.get("ok"), value.get("error")) {
-        (Some(ok), _) => Ok(ok.clone()),
-        (_, Some(err)) => Err(anyhow::anyhow!("{}", err.as_str().unwrap_or("error"))),
-        _ => Err(anyhow::anyhow!("bad answer from {addr}: {line}")),
-    }
 }
