@@ -82,7 +82,12 @@ impl Connection {
             writer,
             node: 0,
         };
-        let greeting: Greeting = serde_json::from_value(conn.read_answer()?)
+        // A busy node answers its error instead of a greeting.
+        let first = conn.read_answer()?;
+        if first.get("error").is_some() {
+            return Err(conn.to_result(first).expect_err("an error answer"));
+        }
+        let greeting: Greeting = serde_json::from_value(first)
             .map_err(|e| conn.protocol(format!("not a leaderhook admin greeting: {e}")))?;
         if greeting.leaderhook_admin != ADMIN_PROTOCOL {
             return Err(conn.protocol(format!(
@@ -151,6 +156,11 @@ impl Connection {
 
     fn read_result(&mut self) -> Result<serde_json::Value, AdminError> {
         let value = self.read_answer()?;
+        self.to_result(value)
+    }
+
+    /// `{"ok": v}` is `v`; `{"error": …, "kind": …}` an [`AdminError::Refused`].
+    fn to_result(&self, value: serde_json::Value) -> Result<serde_json::Value, AdminError> {
         if let Some(ok) = value.get("ok") {
             return Ok(ok.clone());
         }
