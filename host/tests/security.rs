@@ -87,7 +87,10 @@ impl Cluster {
     fn wait_replicas(&self, node: u64, n: usize) {
         let deadline = Instant::now() + WAIT;
         while self.status(node).replicas.len() != n {
-            assert!(Instant::now() < deadline, "node {node} never showed {n} replicas");
+            assert!(
+                Instant::now() < deadline,
+                "node {node} never showed {n} replicas"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
