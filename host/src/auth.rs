@@ -68,6 +68,23 @@ impl Secret {
     fn mac(&self) -> HmacSha256 {
         HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length")
     }
+
+    fn admin_mac(&self, challenge: &[u8]) -> HmacSha256 {
+        let mut mac = self.mac();
+        mac.update(ADMIN_DOMAIN);
+        mac.update(challenge);
+        mac
+    }
+
+    /// The answer to an admin server's challenge.
+    pub fn admin_proof(&self, challenge: &[u8]) -> Proof {
+        self.admin_mac(challenge).finalize().into_bytes().into()
+    }
+
+    /// Checks an admin client's answer in constant time.
+    pub fn verify_admin(&self, challenge: &[u8], proof: &[u8]) -> bool {
+        self.admin_mac(challenge).verify_slice(proof).is_ok()
+    }
 }
 
 /// Bytes from the operating system's random source.
@@ -148,32 +165,6 @@ impl ClusterAuth {
     }
 }
 
-impl Secret {
-    fn admin_mac(&self, challenge: &[u8]) -> HmacSha256 {
-        let mut mac = self.mac();
-        mac.update(ADMIN_DOMAIN);
-        mac.update(challenge);
-        mac
-    }
-
-    /// The answer to an admin server's challenge.
-    pub fn admin_proof(&self, challenge: &[u8]) -> Proof {
-        self.admin_mac(challenge).finalize().into_bytes().into()
-    }
-
-    /// Checks an admin client's answer in constant time.
-    pub fn verify_admin(&self, challenge: &[u8], proof: &[u8]) -> bool {
-        self.admin_mac(challenge).verify_slice(proof).is_ok()
-    }
-}
-
-impl ClusterAuth {
-    /// See [`Secret::admin_proof`].
-    pub fn admin_proof(&self, challenge: &[u8]) -> Proof {
-        self.secret.admin_proof(challenge)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +196,7 @@ mod tests {
     fn admin_and_peer_proofs_never_stand_in_for_each_other() {
         let a = auth("c1", S1);
         let challenge = [9u8; 32];
-        let answer = a.admin_proof(&challenge);
+        let answer = a.secret().admin_proof(&challenge);
         assert!(a.secret().verify_admin(&challenge, &answer));
         assert!(!a.secret().verify_admin(&[0u8; 32], &answer));
         assert!(!Secret::new(S2).unwrap().verify_admin(&challenge, &answer));
