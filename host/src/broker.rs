@@ -10,7 +10,7 @@ use crate::raft::handle::RaftHandle;
 use crate::raft::node::{RaftIo, RaftLoop, RaftLoopParts};
 use crate::raft::shared::Shared;
 use crate::raft::storage::LogStore;
-use crate::raft::transport::Transport;
+use crate::raft::transport::{Transport, TransportSettings};
 use crate::sinks::Sinks;
 use anyhow::Context;
 use leaderhook_hooks::{Capabilities, HookRuntime};
@@ -35,16 +35,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
 
     let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX);
-    let peers = config
-        .peers
-        .iter()
-        .filter(|p| p.id != config.node_id)
-        .map(|p| (p.id, p.raft))
-        .collect();
     let transport = Transport::start(
-        config.node_id,
-        config.raft_listen,
-        peers,
+        TransportSettings::from_config(&config)?,
         inbox_tx.clone(),
         runtime.handle().clone(),
     )
@@ -124,6 +116,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         shared,
         raft,
         hooks,
+        transport: transport.clone(),
+        access: crate::admin::AdminAccess::from_config(&config)?,
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.admin_listen)

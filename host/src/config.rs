@@ -9,6 +9,16 @@
 //! [kafka]
 //! max_frame_bytes = 104857600
 //! max_connections = 1024
+//! [security]                         # required: `cluster init` writes it (keep the file private)
+//! cluster_id = "4f0c…"                 # the same on every node of the cluster
+//! secret = "9a1e…"                     # the same on every node; at least 32 characters
+//! [transport]                          # the Raft port
+//! max_connections = 64                 # inbound connections; more are accepted and closed
+//! peer_queue_bytes = 67108864          # messages queued per peer (encoded + in-memory size)
+//! [admin]
+//! max_connections = 16                 # more are told "busy" and closed
+//! [testing]
+//! fault_injection = false              # admin test hooks (drop-events, inject-became-leader)
 //! [raft]
 //! tick_ms = 100
 //! election_ticks = 10
@@ -37,6 +47,7 @@
 //! grants = ["assignments"]
 //! ```
 
+use crate::auth::{ClusterAuth, Secret, SecurityConfigError};
 use crate::raft::node::{RaftSettings, SnapshotPolicy};
 use leaderhook_hooks::config::{DispatchConfig, PluginConfig};
 use leaderhook_hooks::{HooksConfig, NodeId};
@@ -60,6 +71,15 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     #[serde(default)]
     pub topics: crate::metadata::TopicLimits,
+    /// Cluster id and secret: required (checked by [`NodeConfig::from_file`]).
+    #[serde(default)]
+    pub security: SecurityConfig,
+    #[serde(default)]
+    pub transport: TransportConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub testing: TestingConfig,
     pub peers: Vec<Peer>,
     #[serde(default)]
     pub sinks: Vec<Sink>,
@@ -129,6 +149,73 @@ impl RaftConfig {
     }
 }
 
+/// `[security]`: what proves membership of the cluster on the admin and Raft ports (see
+/// [`crate::auth`]). The file holding it must be readable by the node's operator only.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The same on every node: a peer of another cluster is refused even with the same secret.
+    pub cluster_id: String,
+    /// The same on every node; at least [`crate::auth::MIN_SECRET_LEN`] characters.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("cluster_id", &self.cluster_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[transport]`: bounds of the Raft port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Inbound connections open at once (authenticated or still in their handshake); one more
+    /// is accepted and closed at once, and counted.
+    pub max_connections: usize,
+    /// Bytes of messages queued for one peer (their encoded size plus their in-memory
+    /// headers); a message that does not fit is dropped and counted (Raft retransmits). At
+    /// least [`crate::raft::transport::MIN_PEER_QUEUE_BYTES`], so the largest frame fits.
+    pub peer_queue_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            peer_queue_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[admin]`: bounds of the admin port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin connections open at once; one more is answered "busy" and closed.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+        }
+    }
+}
+
+/// `[testing]`: switches for test clusters only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Serve the admin test hooks that inject faults (`drop-events`,
+    /// `inject-became-leader`). Off unless set; `cluster init --fault-injection` sets it.
+    pub fault_injection: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
@@ -179,10 +266,24 @@ pub enum SinkKind {
     File,
 }
 
+/// The config holds the cluster secret: say so when other users can read it.
+fn warn_if_readable_by_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %file.display(),
+            "the node config holds the cluster secret but other users can read it (chmod 600)"
+        );
+    }
+}
+
 impl NodeConfig {
     pub fn from_file(file: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+        warn_if_readable_by_others(file);
         let mut config: NodeConfig =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let invalid = |m: String| anyhow::anyhow!("{}: {m}", file.display());
@@ -227,6 +328,25 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.security.cluster_id.is_empty() && self.security.secret.is_empty() {
+            return Err(
+                "no [security] cluster_id and secret: the admin and Raft ports need \
+                        them (`leaderhook cluster init` writes them; see README, Security)"
+                    .into(),
+            );
+        }
+        self.auth().map_err(|e| e.to_string())?;
+        if self.transport.max_connections == 0 || self.admin.max_connections == 0 {
+            return Err(
+                "transport.max_connections and admin.max_connections must be at least 1".into(),
+            );
+        }
+        let min_queue = crate::raft::transport::MIN_PEER_QUEUE_BYTES;
+        if self.transport.peer_queue_bytes < min_queue {
+            return Err(format!(
+                "transport.peer_queue_bytes must be at least {min_queue} (the largest frame)"
+            ));
+        }
         if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
             return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".into());
         }
@@ -259,6 +379,14 @@ impl NodeConfig {
             dispatch: self.dispatch.clone(),
             plugins: self.plugins.clone(),
         }
+    }
+
+    /// The cluster id and secret, checked.
+    pub fn auth(&self) -> Result<ClusterAuth, SecurityConfigError> {
+        ClusterAuth::new(
+            &self.security.cluster_id,
+            Secret::new(&self.security.secret)?,
+        )
     }
 
     pub fn node_ids(&self) -> Vec<NodeId> {

@@ -11,10 +11,13 @@
 //! - [`metadata`]: the replicated topics and assignments.
 //! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
 //! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`).
+//! - [`auth`]: cluster id and secret, the proofs of membership;
+//!   [`log_limit`]: rate-limited logs.
 //! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
 //! - [`supervisor`]: local clusters of broker processes (CLI, tests, benches).
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod builtin;
 pub mod caps;
@@ -22,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod kafka;
+pub mod log_limit;
 pub mod metadata;
 pub mod partition_log;
 pub mod raft;

@@ -5,7 +5,8 @@
 //! nodes the same way.
 
 use crate::admin::{self, Request, Status};
-use crate::cluster;
+use crate::auth::Secret;
+use crate::cluster::{self, InitOptions};
 use crate::config::{NodeConfig, RaftConfig};
 use crate::raft::shared::Role;
 use anyhow::{Context, anyhow, bail};
@@ -32,6 +33,8 @@ pub struct ClusterSpec {
     pub plugins: Option<String>,
     /// `RUST_LOG` of the brokers (their output goes to `node<N>.log`).
     pub log: String,
+    /// Serve the admin test hooks that inject faults (`[testing]`).
+    pub fault_injection: bool,
 }
 
 impl Default for ClusterSpec {
@@ -41,6 +44,7 @@ impl Default for ClusterSpec {
             raft: RaftConfig::default(),
             plugins: None,
             log: "warn".into(),
+            fault_injection: false,
         }
     }
 }
@@ -50,7 +54,7 @@ pub struct LocalCluster {
     binary: PathBuf,
     dir: PathBuf,
     configs: Vec<PathBuf>,
-    admins: Vec<SocketAddr>,
+    admins: Vec<(SocketAddr, Secret)>,
     log: String,
     nodes: BTreeMap<NodeId, Child>,
 }
@@ -59,7 +63,10 @@ impl LocalCluster {
     /// Writes the configs into `dir` (with `cluster init`) and starts
     /// every node of `binary`.
     pub fn start(binary: &Path, dir: &Path, spec: &ClusterSpec) -> anyhow::Result<Self> {
-        let configs = cluster::init(dir, spec.nodes, &spec.raft)?;
+        let options = InitOptions {
+            fault_injection: spec.fault_injection,
+        };
+        let configs = cluster::init_with(dir, spec.nodes, &spec.raft, &options)?;
         if let Some(plugins) = &spec.plugins {
             for file in &configs {
                 let text = std::fs::read_to_string(file)?;
@@ -69,7 +76,10 @@ impl LocalCluster {
         }
         let admins = configs
             .iter()
-            .map(|f| NodeConfig::from_file(f).map(|c| c.admin_listen))
+            .map(|f| {
+                let config = NodeConfig::from_file(f)?;
+                Ok((config.admin_listen, config.auth()?.secret().clone()))
+            })
             .collect::<anyhow::Result<_>>()?;
         let mut cluster = Self {
             binary: binary.to_owned(),
@@ -158,11 +168,13 @@ impl LocalCluster {
     }
 
     pub fn request(&self, node: NodeId, request: &Request) -> anyhow::Result<serde_json::Value> {
-        admin::request(
-            self.admins[node as usize - 1],
+        let (addr, secret) = &self.admins[node as usize - 1];
+        Ok(admin::request(
+            *addr,
+            secret,
             request,
             Duration::from_secs(15),
-        )
+        )?)
     }
 
     pub fn status(&self, node: NodeId) -> anyhow::Result<Status> {

@@ -4,7 +4,8 @@
 //! heals through the resync.
 
 use leaderhook::admin::{self, Request, Status};
-use leaderhook::cluster;
+use leaderhook::auth::Secret;
+use leaderhook::cluster::{self, InitOptions};
 use leaderhook::config::{NodeConfig, RaftConfig};
 use leaderhook::raft::shared::Role;
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ fn raft_config() -> RaftConfig {
 struct Cluster {
     _dir: tempfile::TempDir,
     configs: Vec<PathBuf>,
-    admins: Vec<SocketAddr>,
+    admins: Vec<(SocketAddr, Secret)>,
     nodes: BTreeMap<u64, Child>,
 }
 
@@ -45,7 +46,11 @@ impl Cluster {
 
     fn start_with(plugins: Option<&str>, raft: &RaftConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let configs = cluster::init(dir.path(), 3, raft).unwrap();
+        // Test clusters serve the fault-injection hooks (drop-events, inject-became-leader).
+        let options = InitOptions {
+            fault_injection: true,
+        };
+        let configs = cluster::init_with(dir.path(), 3, raft, &options).unwrap();
         if let Some(plugins) = plugins {
             for file in &configs {
                 let text = std::fs::read_to_string(file).unwrap();
@@ -55,7 +60,10 @@ impl Cluster {
         }
         let admins = configs
             .iter()
-            .map(|f| NodeConfig::from_file(f).unwrap().admin_listen)
+            .map(|f| {
+                let config = NodeConfig::from_file(f).unwrap();
+                (config.admin_listen, config.auth().unwrap().secret().clone())
+            })
             .collect();
         let mut cluster = Self {
             _dir: dir,
@@ -86,11 +94,13 @@ impl Cluster {
     }
 
     fn request(&self, node: u64, request: &Request) -> anyhow::Result<serde_json::Value> {
-        admin::request(
-            self.admins[node as usize - 1],
+        let (addr, secret) = &self.admins[node as usize - 1];
+        Ok(admin::request(
+            *addr,
+            secret,
             request,
             Duration::from_secs(15),
-        )
+        )?)
     }
 
     fn status(&self, node: u64) -> Option<Status> {

@@ -7,9 +7,11 @@
 //! - [`handle`]: how other threads queue commands for the Raft loop.
 //! - [`shared`]: what the loop publishes (metadata, replica status, logs,
 //!   liveness).
+//! - [`log_bridge`]: raft-rs's own logs (slog) into the node's log (tracing).
 //! - [`node`]: the Raft loop: ticks, Ready handling, apply, leadership events.
 
 pub mod handle;
+pub mod log_bridge;
 pub mod node;
 pub mod shared;
 pub mod storage;

@@ -231,7 +231,7 @@ pub struct RaftLoop {
 
 impl RaftLoop {
     pub fn new(parts: RaftLoopParts) -> anyhow::Result<Self> {
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = crate::raft::log_bridge::logger();
         let RaftLoopParts {
             node,
             cluster,
@@ -344,7 +344,7 @@ impl RaftLoop {
             ..Default::default()
         };
         config.validate()?;
-        let raw = RawNode::new(&config, storage, &self.logger)?;
+        let raw = RawNode::new(&config, storage, &self.logger.new(slog::o!("group" => id)))?;
         if id != METADATA_GROUP {
             // An empty partition has a log too (offsets 0..0), so ListOffsets
             // and Fetch answer it rather than "not leader".

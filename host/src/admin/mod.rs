@@ -1,21 +1,91 @@
-//! The admin endpoint: newline-delimited JSON over TCP, on loopback. One
-//! request per line, one response line each. Used by `leaderhook topics`,
-//! `leaderhook status` and the tests.
+//! The admin endpoint: newline-delimited JSON over TCP. Used by `leaderhook topics`,
+//! `leaderhook status`, `plugin enable/disable`, `partitions transfer` and the tests.
+//!
+//! ```text
+//! server: {"leaderhook_admin":2,"challenge":"<64 hex digits>"}
+//! client: {"auth":"<hex of HMAC-SHA256(secret, domain | challenge)>"}
+//! server: {"ok":{"node":1}}        or {"error":"authentication failed: …","kind":"auth"}, closed
+//! client: {"op":"status"}          one request per line (at most 64 KiB)…
+//! server: {"ok":…}                 …one answer line each, or {"error":"…","kind":"…"}
+//! ```
+//!
+//! Closed by default: nothing is served before the client proves it knows the cluster secret
+//! of the node's config ([`server`], [`crate::auth`]); the test hooks that inject faults are
+//! refused unless the config sets `[testing] fault_injection = true`. Connections are bounded
+//! (`[admin] max_connections`; one more is answered `busy` and closed).
+
+pub mod client;
+pub mod server;
+
+pub use client::{AdminError, Connection, request};
+pub use server::{AdminAccess, AdminStats};
 
 use crate::metadata::{Applied, Command, TopicConfigs, TopicId, TopicLimits, topic};
-use crate::raft::handle::{RaftCommand, RaftHandle};
+use crate::raft::handle::{RaftCommand, RaftError, RaftHandle};
 use crate::raft::shared::{Role, Shared};
+use crate::raft::transport::{Transport, TransportStats};
 use leaderhook_hooks::{HookRuntime, NodeId};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-/// Longest request line accepted.
-const MAX_REQUEST: usize = 64 * 1024;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What kind of error an answer carries, so clients act on it without reading its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// No (or a wrong) answer to the challenge.
+    Auth,
+    /// Too many connections: try again later.
+    Busy,
+    /// Not a request this node understands.
+    BadRequest,
+    /// A test hook on a node without `[testing] fault_injection`.
+    Disabled,
+    /// Not now: no metadata leader, or the Raft loop could not take it. Worth retrying.
+    Unavailable,
+    /// Refused for good (the topic exists, an unknown partition, …).
+    Refused,
+    /// Anything else.
+    Failed,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Refused, message)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "kind": self.kind })
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::refused(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::refused(message)
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -29,7 +99,8 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
-    /// Test hook: the dispatcher drops the next `count` events.
+    /// Test hook (`[testing] fault_injection` only): the dispatcher drops
+    /// the next `count` events.
     DropEvents {
         count: u64,
     },
@@ -37,8 +108,9 @@ pub enum Request {
         plugin: String,
         path: Option<String>,
     },
-    /// Test hook: hands the plugins a became-leader event for this node as
-    /// if Raft had produced it (late, duplicated or invented).
+    /// Test hook (`[testing] fault_injection` only): hands the plugins a
+    /// became-leader event for this node as if Raft had produced it (late,
+    /// duplicated or invented).
     InjectBecameLeader {
         partition: String,
         term: u64,
@@ -81,6 +153,23 @@ pub struct Status {
     /// Where this node's metadata log stands (snapshots compact it).
     #[serde(default)]
     pub metadata_log: crate::raft::shared::LogStatus,
+    /// The Raft port's counters.
+    #[serde(default)]
+    pub transport: TransportStats,
+    /// The admin port's counters.
+    #[serde(default)]
+    pub admin: AdminStats,
+}
+
+impl Request {
+    /// The name of a test hook, if this is one.
+    fn test_hook(&self) -> Option<&'static str> {
+        match self {
+            Request::DropEvents { .. } => Some("drop-events"),
+            Request::InjectBecameLeader { .. } => Some("inject-became-leader"),
+            _ => None,
+        }
+    }
 }
 
 pub struct Admin {
@@ -89,47 +178,34 @@ pub struct Admin {
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
     pub hooks: Arc<HookRuntime>,
+    pub transport: Transport,
+    pub access: AdminAccess,
 }
 
 impl Admin {
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = admin.connection(stream).await {
-                    tracing::debug!(%peer, "admin connection closed: {e}");
-                }
-            });
-        }
-    }
-
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream) -> std::io::Result<()> {
-        let (read, mut write) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(read).lines();
-        while let Some(line) = lines.next_line().await? {
-            let response = if line.len() > MAX_REQUEST {
-                serde_json::json!({ "error": "request too long" })
-            } else {
-                let admin = self.clone();
-                tokio::task::spawn_blocking(move || admin.handle(&line))
-                    .await
-                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-            };
-            write.write_all(format!("{response}\n").as_bytes()).await?;
-        }
-        Ok(())
-    }
-
     fn handle(&self, line: &str) -> serde_json::Value {
         let request: Request = match serde_json::from_str(line) {
             Ok(r) => r,
-            Err(e) => return serde_json::json!({ "error": format!("bad request: {e}") }),
+            Err(e) => {
+                return Failure::new(FailureKind::BadRequest, format!("bad request: {e}"))
+                    .to_json();
+            }
         };
+        if let Some(hook) = request.test_hook()
+            && !self.access.fault_injection
+        {
+            return Failure::new(
+                FailureKind::Disabled,
+                format!(
+                    "{hook} is a test hook, disabled on this node (test clusters enable it with \
+                     [testing] fault_injection = true)"
+                ),
+            )
+            .to_json();
+        }
         let result = match request {
-            Request::Status => serde_json::to_value(self.status()).map_err(|e| e.to_string()),
+            Request::Status => serde_json::to_value(self.status())
+                .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
             Request::CreateTopic {
                 name,
                 partitions,
@@ -145,18 +221,29 @@ impl Admin {
                 .hooks
                 .set_enabled(&plugin, enabled)
                 .map(|()| serde_json::json!({ "plugin": plugin, "enabled": enabled }))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Failure::refused(e.to_string())),
             Request::TransferLeader { partition, to } => self.transfer(&partition, to),
             Request::Reload { plugin, path } => self
                 .hooks
                 .reload(&plugin, path.as_deref())
                 .map(|()| serde_json::json!({ "reloaded": plugin }))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Failure::refused(e.to_string())),
         };
         match result {
             Ok(value) => serde_json::json!({ "ok": value }),
-            Err(e) => serde_json::json!({ "error": e }),
+            Err(failure) => failure.to_json(),
         }
+    }
+
+    /// Proposes a metadata command and waits for it to apply here. Not committed in time
+    /// (no metadata leader, a dropped proposal) is `unavailable`; refused when applied is
+    /// `refused`.
+    fn propose(&self, command: Command) -> Result<serde_json::Value, Failure> {
+        let applied = self
+            .raft
+            .propose_and_wait(command, COMMIT_TIMEOUT)
+            .map_err(raft_failure)?;
+        answer(applied)
     }
 
     fn create_topic(
@@ -164,24 +251,21 @@ impl Admin {
         name: String,
         partitions: u32,
         replication: usize,
-    ) -> Result<serde_json::Value, String> {
-        topic::validate_name(&name)?;
+    ) -> Result<serde_json::Value, Failure> {
+        topic::validate_name(&name).map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
         let live: Vec<_> = self.shared.live_nodes().into_iter().collect();
         let replicas = topic::place(&live, partitions, replication, &self.topic_limits)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::new(FailureKind::BadRequest, e.to_string()))?;
         let command = Command::CreateTopic {
             name,
             topic_id: TopicId::random(),
             replicas,
             configs: TopicConfigs::new(),
         };
-        self.raft
-            .propose_and_wait(command, COMMIT_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(answer)
+        self.propose(command)
     }
 
-    fn delete_topic(&self, name: &str) -> Result<serde_json::Value, String> {
+    fn delete_topic(&self, name: &str) -> Result<serde_json::Value, Failure> {
         let topic_id = self
             .shared
             .metadata
@@ -189,14 +273,11 @@ impl Admin {
             .unwrap_or_else(|e| e.into_inner())
             .topic_by_name(name)
             .map(|t| t.id)
-            .ok_or_else(|| format!("unknown topic {name}"))?;
-        self.raft
-            .propose_and_wait(Command::DeleteTopic { topic_id }, COMMIT_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(answer)
+            .ok_or_else(|| Failure::refused(format!("unknown topic {name}")))?;
+        self.propose(Command::DeleteTopic { topic_id })
     }
 
-    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, String> {
+    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, Failure> {
         let id = leaderhook_harness::scenario::parse_partition(partition)?;
         let (group, replicas) = {
             let metadata = self
@@ -208,23 +289,23 @@ impl Admin {
             (meta.group, meta.replicas.clone())
         };
         if !replicas.contains(&to) {
-            return Err(format!(
+            return Err(Failure::refused(format!(
                 "node {to} holds no replica of {partition} (replicas {replicas:?})"
-            ));
+            )));
         }
         if !replicas.contains(&self.node) {
-            return Err(format!(
+            return Err(Failure::refused(format!(
                 "node {} holds no replica of {partition}: ask one of {replicas:?}",
                 self.node
-            ));
+            )));
         }
         self.raft
             .send(RaftCommand::Transfer { group, to })
-            .map_err(|e| e.to_string())?;
+            .map_err(raft_failure)?;
         Ok(serde_json::json!({ "transfer_requested": partition, "to": to }))
     }
 
-    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, String> {
+    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, Failure> {
         let id = leaderhook_harness::scenario::parse_partition(partition)?;
         let replicas = {
             let metadata = self
@@ -290,13 +371,15 @@ impl Admin {
                 .metadata_log
                 .read()
                 .unwrap_or_else(|e| e.into_inner()),
+            transport: self.transport.stats(),
+            admin: self.access.stats(),
         }
     }
 }
 
-fn answer(applied: Applied) -> Result<serde_json::Value, String> {
+fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
     match applied {
-        Applied::Refused(why) => Err(why.to_string()),
+        Applied::Refused(why) => Err(Failure::refused(why.to_string())),
         Applied::TopicCreated { topic_id, groups } => {
             Ok(serde_json::json!({ "topic_id": topic_id, "groups": groups }))
         }
@@ -307,23 +390,12 @@ fn answer(applied: Applied) -> Result<serde_json::Value, String> {
     }
 }
 
-/// A blocking client for the CLI and tests.
-pub fn request(
-    addr: SocketAddr,
-    request: &Request,
-    timeout: Duration,
-) -> anyhow::Result<serde_json::Value> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| anyhow::anyhow!("cannot reach the admin endpoint {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(format!("{}\n", serde_json::to_string(request)?).as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    let value: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("bad answer from {addr}: {e}"))?;
-    match (value.get("ok"), value.get("error")) {
-        (Some(ok), _) => Ok(ok.clone()),
-        (_, Some(err)) => Err(anyhow::anyhow!("{}", err.as_str().unwrap_or("error"))),
-        _ => Err(anyhow::anyhow!("bad answer from {addr}: {line}")),
-    }
+/// A Raft loop error as an admin failure: retriable ones are `unavailable`.
+fn raft_failure(e: RaftError) -> Failure {
+    let kind = if e.is_retriable() {
+        FailureKind::Unavailable
+    } else {
+        FailureKind::Failed
+    };
+    Failure::new(kind, e.to_string())
 }
