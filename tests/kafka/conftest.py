@@ -20,7 +20,9 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True):
+    def __init__(self, nodes=3, plugins=True, kafka=None):
+        """`kafka`: settings for every node's [kafka] table (see
+        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -34,6 +36,9 @@ class Cluster:
             if not plugins:
                 text = path.read_text()
                 path.write_text(text[: text.index("[[plugins]]")])
+            if kafka:
+                table = "".join(f"{k} = {v}\n" for k, v in kafka.items())
+                path.write_text(path.read_text() + "\n[kafka]\n" + table)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}
         for n in self.configs:
@@ -56,6 +61,9 @@ class Cluster:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def pid(self, node):
+        return self.procs[node].pid
 
     def kill(self, node):
         proc = self.procs.pop(node)

@@ -13,7 +13,6 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
 pub fn handle(broker: &Broker, request: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
-    let metadata = broker.metadata().clone();
     let topics = request
         .topics
         .iter()
@@ -28,25 +27,31 @@ pub fn handle(broker: &Broker, request: &ListOffsetsRequest, version: i16) -> Li
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let fail = |e: ResponseError| answer.clone().with_error_code(e.code());
-                    let Some(meta) = metadata.topics.get(topic.name.0.as_str()).and_then(|t| {
-                        usize::try_from(p.partition_index)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    }) else {
+                    let found = broker
+                        .metadata()
+                        .topics
+                        .get(topic.name.0.as_str())
+                        .and_then(|t| {
+                            usize::try_from(p.partition_index)
+                                .ok()
+                                .and_then(|i| t.partitions.get(i))
+                                .map(|meta| (meta.group, meta.epoch))
+                        });
+                    let Some((group, assigned)) = found else {
                         return fail(ResponseError::UnknownTopicOrPartition);
                     };
-                    let assigned = epoch(meta.epoch);
+                    let assigned = epoch(assigned);
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < assigned {
                         return fail(ResponseError::FencedLeaderEpoch);
                     }
                     if p.current_leader_epoch > assigned {
                         return fail(ResponseError::UnknownLeaderEpoch);
                     }
-                    if !broker.serves(meta.group) {
+                    if !broker.serves(group) {
                         return fail(ResponseError::NotLeaderOrFollower);
                     }
                     let logs = broker.shared.logs.read().unwrap_or_else(|e| e.into_inner());
-                    let Some(log) = logs.get(&meta.group) else {
+                    let Some(log) = logs.get(&group) else {
                         return fail(ResponseError::NotLeaderOrFollower);
                     };
                     let offset = match p.timestamp {

@@ -73,8 +73,9 @@ pub struct Shared {
 }
 
 pub type Reply = Sender<Result<Applied, String>>;
-/// Answer to an append: the batch's base offset once committed and applied.
-pub type AppendReply = Sender<Result<i64, AppendError>>;
+/// Answer to an append: the batch's base offset once committed and applied
+/// (a oneshot: the Kafka front end awaits it without holding a thread).
+pub type AppendReply = tokio::sync::oneshot::Sender<Result<i64, AppendError>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendError {
