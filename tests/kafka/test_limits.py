@@ -7,6 +7,7 @@ Each is answered with a Kafka error or a closed connection; the broker
 keeps serving."""
 
 import os
+import shutil
 import socket
 import struct
 import time
@@ -76,11 +77,31 @@ def limited():
         yield c
     finally:
         c.stop()
+        if os.environ.get("LEADERHOOK_KEEP") is None:
+            shutil.rmtree(c.dir, ignore_errors=True)
 
 
 def leader_of_partition_0(cluster):
     admin = create_topic(cluster.bootstrap)
     return wait_for_leaders(admin)[0]
+
+
+def produce_retrying(cluster, records, timeout=60):
+    """Produces `records` to partition 0 through its leader, following the
+    leadership if it moves (a loaded machine can time out an election);
+    returns (leader, base offset)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        leader = wait_for_leaders(admin)[0]
+        with connect(cluster.kafka_addr(leader)) as s:
+            _, error, base = parse_produce_v3(request(s, 0, 3, produce_v3(0, records)))
+        if error == 0:
+            return leader, base
+        assert error == 6 and time.monotonic() < deadline, f"produce failed: {error}"
+        time.sleep(0.2)
 
 
 def test_a_too_large_message_is_refused_and_the_partition_keeps_acking(cluster):
@@ -313,14 +334,10 @@ def test_a_client_that_never_reads_holds_bounded_bytes():
     one answer, not the 64 its request count alone allows (512 MiB)."""
     c = Cluster(kafka={"connection_in_flight_bytes": 16 * MIB})
     try:
-        leader = leader_of_partition_0(c)
+        leader_of_partition_0(c)
+        for i in range(8):
+            leader, _ = produce_retrying(c, big_batch(i, 1_000_000))
         addr = c.kafka_addr(leader)
-        with connect(addr) as s:
-            served_list_offsets(s)
-            for i in range(8):
-                records = big_batch(i, 1_000_000)
-                _, error, _ = parse_produce_v3(request(s, 0, 3, produce_v3(0, records)))
-                assert error == 0
         pid = c.pid(leader)
         before = memory(pid)
         topic = TOPIC.encode()
@@ -346,3 +363,5 @@ def test_a_client_that_never_reads_holds_bounded_bytes():
         assert api_versions_ok(addr)
     finally:
         c.stop()
+        if os.environ.get("LEADERHOOK_KEEP") is None:
+            shutil.rmtree(c.dir, ignore_errors=True)
