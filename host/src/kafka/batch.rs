@@ -159,27 +159,31 @@ mod tests {
     /// (payload: u32 count, then u64 group, u32 length, the message).
     #[test]
     fn the_largest_accepted_batch_fits_a_raft_frame() {
-        let mut entry = Entry::default();
-        entry.term = u64::MAX;
-        entry.index = u64::MAX;
-        entry.data = vec![0xAB; MAX_RAFT_BATCH_BYTES].into();
-        entry.context = vec![0xCD; 16].into(); // the proposal context
-        entry.sync_log = true;
-        let mut message = Message::default();
+        let entry = Entry {
+            term: u64::MAX,
+            index: u64::MAX,
+            data: vec![0xAB; MAX_RAFT_BATCH_BYTES].into(),
+            context: vec![0xCD; 16].into(), // the proposal context
+            sync_log: true,
+            ..Default::default()
+        };
+        let mut message = Message {
+            to: u64::MAX,
+            from: u64::MAX,
+            term: u64::MAX,
+            log_term: u64::MAX,
+            index: u64::MAX,
+            commit: u64::MAX,
+            commit_term: u64::MAX,
+            reject: true,
+            reject_hint: u64::MAX,
+            request_snapshot: u64::MAX,
+            priority: i64::MIN,
+            deprecated_priority: u64::MAX,
+            entries: vec![entry].into(),
+            ..Default::default()
+        };
         message.set_msg_type(MessageType::MsgAppend);
-        message.to = u64::MAX;
-        message.from = u64::MAX;
-        message.term = u64::MAX;
-        message.log_term = u64::MAX;
-        message.index = u64::MAX;
-        message.commit = u64::MAX;
-        message.commit_term = u64::MAX;
-        message.reject = true;
-        message.reject_hint = u64::MAX;
-        message.request_snapshot = u64::MAX;
-        message.priority = i64::MIN;
-        message.deprecated_priority = u64::MAX;
-        message.set_entries(vec![entry].into());
         let size = protobuf::Message::compute_size(&message) as usize;
         let frame_payload = 4 + 8 + 4 + size;
         assert!(

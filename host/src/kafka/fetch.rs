@@ -108,14 +108,9 @@ struct Pass {
     appended: Vec<watch::Receiver<i64>>,
 }
 
-/// Where a requested partition is read, or why it is not.
-enum Plan {
-    Failed(PartitionData),
-    Read { group: u64 },
-}
-
-/// What the metadata says of one requested partition (read under the
-/// metadata lock, which is released before any log is read).
+/// The group of a requested partition this node serves, or the answer
+/// why it is not read here (from the metadata, whose lock is released
+/// before any log is read).
 fn plan(
     broker: &Broker,
     name: Option<&str>,
@@ -123,7 +118,7 @@ fn plan(
     p: &kafka_protocol::messages::fetch_request::FetchPartition,
     version: i16,
     hinted: &mut BTreeSet<i32>,
-) -> Plan {
+) -> Result<u64, Box<PartitionData>> {
     let index = p.partition;
     let metadata = broker.metadata();
     let Some(meta) = name
@@ -139,38 +134,38 @@ fn plan(
         } else {
             unknown
         };
-        return Plan::Failed(failed(index, e));
+        return Err(Box::new(failed(index, e)));
     };
     let assigned = epoch(meta.epoch);
     if p.current_leader_epoch >= 0 && p.current_leader_epoch != assigned {
-        return Plan::Failed(failed(
+        return Err(Box::new(failed(
             index,
             if p.current_leader_epoch < assigned {
                 ResponseError::FencedLeaderEpoch
             } else {
                 ResponseError::UnknownLeaderEpoch
             },
-        ));
+        )));
     }
     if !broker.serves(meta.group) {
         let (leader, leader_epoch) = broker.leader_hint(meta);
         let answer = failed(index, ResponseError::NotLeaderOrFollower);
         // KIP-951 hints: current leader from v12, endpoints from v16.
         if version < 12 || leader.0 < 0 {
-            return Plan::Failed(answer);
+            return Err(Box::new(answer));
         }
         if version >= 16 {
             hinted.insert(leader.0);
         }
-        return Plan::Failed(
+        return Err(Box::new(
             answer.with_current_leader(
                 LeaderIdAndEpoch::default()
                     .with_leader_id(leader)
                     .with_leader_epoch(leader_epoch),
             ),
-        );
+        ));
     }
-    Plan::Read { group: meta.group }
+    Ok(meta.group)
 }
 
 fn collect(broker: &Broker, request: &FetchRequest, version: i16, room: usize) -> Pass {
@@ -201,12 +196,12 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16, room: usize) -
                 version,
                 &mut pass.hinted,
             ) {
-                Plan::Failed(answer) => {
+                Err(answer) => {
                     pass.errors = true;
-                    partitions.push(answer);
+                    partitions.push(*answer);
                     continue;
                 }
-                Plan::Read { group } => group,
+                Ok(group) => group,
             };
             // Whole batches from the one holding `fetch_offset`, within the
             // room left — at least one batch until something is returned.
