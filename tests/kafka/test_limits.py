@@ -414,3 +414,25 @@ def test_a_client_that_never_reads_holds_bounded_bytes():
         c.stop()
         if os.environ.get("LEADERHOOK_KEEP") is None:
             shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def test_idle_and_stalled_connections_are_closed():
+    """connections_max_idle_ms = 1000: a connection that sends nothing, or
+    stops in the middle of a frame, is closed; an active one is not."""
+    c = Cluster(nodes=1, kafka={"connections_max_idle_ms": 1000})
+    try:
+        addr = c.kafka_addr(1)
+        silent, stalled, active = connect(addr), connect(addr), connect(addr)
+        stalled.sendall(struct.pack(">i", 100) + b"\x00" * 10)
+        started = time.monotonic()
+        for _ in range(6):
+            time.sleep(0.5)
+            assert struct.unpack(">h", request(active, 18, 0, b"")[:2])[0] == 0
+        assert closed(silent) and closed(stalled)
+        assert time.monotonic() - started < 8
+        active.close()
+        assert api_versions_ok(addr)
+    finally:
+        c.stop()
+        if os.environ.get("LEADERHOOK_KEEP") is None:
+            shutil.rmtree(c.dir, ignore_errors=True)
