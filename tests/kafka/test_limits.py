@@ -374,7 +374,23 @@ def test_fetch_answers_are_capped_and_odd_values_answered(limited):
             error, offset, _ = list_offsets_v4(s, 0, -1, timestamp=timestamp)
             assert error == INVALID_REQUEST and offset == -1, timestamp
         assert list_offsets_v4(s, 0, -1)[:2] == (0, 8), "nothing above moved the log"
+    # acks=0: no answer, the next request on the connection is answered...
+    with connect(limited.kafka_addr(leader)) as s:
+        s.sendall(produce_frame(produce_v3(0, batch(), acks=0)))
+        assert struct.unpack(">h", request(s, 18, 0, b"", correlation=8)[:2])[0] == 0
+    # ...but a refused acks=0 produce closes the connection, as Kafka does,
+    # the only way such a client learns to refresh its metadata.
+    with connect(limited.kafka_addr(leader)) as s:
+        s.sendall(produce_frame(produce_v3(-1, batch(), acks=0)))
+        assert closed(s)
+    with connect(limited.kafka_addr(leader)) as s:
+        assert list_offsets_v4(s, 0, -1)[:2] == (0, 9)
     assert api_versions_ok(limited.kafka_addr(leader))
+
+
+def produce_frame(body, correlation=7):
+    frame = struct.pack(">hhih", 0, 3, correlation, 4) + b"test" + body
+    return struct.pack(">i", len(frame)) + frame
 
 
 def test_a_client_that_never_reads_holds_bounded_bytes():

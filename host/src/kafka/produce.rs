@@ -5,7 +5,8 @@
 //! the Raft commit and apply (there is no earlier point at which the leader
 //! alone has the batch); acks=0 sends no response, but its request stays
 //! in flight on its connection until the appends are done, so a client
-//! cannot queue appends faster than Raft commits them. Waits are async
+//! cannot queue appends faster than Raft commits them; if any partition
+//! was refused the connection is closed, as Kafka does. Waits are async
 //! (`oneshot` replies from the Raft loop), bounded by the request's
 //! timeout. A non-leader answers NOT_LEADER_OR_FOLLOWER with the assigned
 //! leader and its endpoint (KIP-951) for versions that carry them.
@@ -165,9 +166,20 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
     }
 }
 
-/// Waits for the queued appends; `None` for acks=0 (no response is sent,
-/// but the wait holds the request in flight on its connection).
-pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Option<ProduceResponse> {
+/// How a produce request ends.
+pub enum Finished {
+    Respond(ProduceResponse),
+    /// acks=0, every append done: nothing is sent.
+    Silent,
+    /// acks=0 with a partition refused: like Kafka, the connection is
+    /// closed, the only way to tell such a client (it then refreshes its
+    /// metadata instead of sending on to a node that drops its records).
+    CloseConnection(String),
+}
+
+/// Waits for the queued appends (for acks=0 too: the wait holds the
+/// request in flight on its connection).
+pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Finished {
     let Submitted {
         acks,
         timeout,
@@ -197,7 +209,20 @@ pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Option<Produc
         );
     }
     if acks == 0 {
-        return None;
+        let refused = responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+            .find(|(_, p)| p.error_code != 0);
+        return match refused {
+            None => Finished::Silent,
+            Some((topic, p)) => Finished::CloseConnection(format!(
+                "acks=0 produce to {}-{} refused (error {}): {}",
+                topic.name.0,
+                p.index,
+                p.error_code,
+                p.error_message.as_ref().map_or("", |m| m.as_str())
+            )),
+        };
     }
     let node_endpoints = hinted
         .into_iter()
@@ -211,7 +236,7 @@ pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Option<Produc
             )
         })
         .collect();
-    Some(
+    Finished::Respond(
         ProduceResponse::default()
             .with_responses(responses)
             .with_node_endpoints(node_endpoints),

@@ -101,8 +101,18 @@ impl RateLimit {
 
 /// A request's answer and the connection bytes it holds until written.
 struct Answer {
-    frame: Option<Bytes>,
+    reply: Reply,
     held: OwnedSemaphorePermit,
+}
+
+/// What the writer does for a request.
+enum Reply {
+    Frame(Bytes),
+    /// acks=0 produce: no response.
+    Nothing,
+    /// Close the connection: an acks=0 produce was refused (Kafka's way
+    /// to tell the client), or no response can be given.
+    Close(String),
 }
 
 async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
@@ -114,7 +124,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         while let Some(answer) = answers.recv().await {
             match answer.await {
                 Ok(Answer {
-                    frame: Some(frame),
+                    reply: Reply::Frame(frame),
                     held,
                 }) => match tokio::time::timeout(idle, write.write_all(&frame)).await {
                     Ok(Ok(())) => drop(held),
@@ -127,7 +137,18 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                         return;
                     }
                 },
-                Ok(Answer { frame: None, .. }) => {} // acks=0 produce: no response
+                Ok(Answer {
+                    reply: Reply::Nothing,
+                    ..
+                }) => {}
+                Ok(Answer {
+                    reply: Reply::Close(why),
+                    ..
+                }) => {
+                    tracing::debug!(%peer, "kafka connection closed: {why}");
+                    let _ = write.shutdown().await;
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(%peer, "kafka request handler failed: {e}; closing the connection");
                     return;
@@ -185,13 +206,16 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         let broker = broker.clone();
         let correlation_id = header.correlation_id;
         let task = tokio::spawn(async move {
-            let frame = answer(broker, key, version, correlation_id, work, peer).await;
+            let reply = answer(broker, key, version, correlation_id, work, peer).await;
             // From here on only the response's bytes are held.
-            let keep = frame.as_ref().map_or(0, Bytes::len);
+            let keep = match &reply {
+                Reply::Frame(frame) => frame.len(),
+                Reply::Nothing | Reply::Close(_) => 0,
+            };
             if held.num_permits() > keep {
                 drop(held.split(held.num_permits() - keep));
             }
-            Answer { frame, held }
+            Answer { reply, held }
         });
         if queue.send(task).await.is_err() {
             break; // the writer stopped
@@ -285,24 +309,30 @@ async fn answer(
     correlation_id: i32,
     work: Work,
     peer: SocketAddr,
-) -> Option<Bytes> {
+) -> Reply {
+    use super::produce::Finished;
     let (response, version) = match work {
         Work::TooNew => (api_versions::unsupported(), 0),
-        Work::Produce(submitted) => (
-            ResponseKind::Produce(super::produce::finish(&broker, submitted).await?),
-            version,
-        ),
+        Work::Produce(submitted) => match super::produce::finish(&broker, submitted).await {
+            Finished::Respond(response) => (ResponseKind::Produce(response), version),
+            Finished::Silent => return Reply::Nothing,
+            Finished::CloseConnection(why) => return Reply::Close(why),
+        },
         Work::Fetch(request, room) => (
             ResponseKind::Fetch(super::fetch::handle(&broker, request, version, room).await),
             version,
         ),
-        Work::Request(body) => (dispatch(&broker, body, version).await?, version),
+        Work::Request(body) => match dispatch(&broker, body, version).await {
+            Some(response) => (response, version),
+            None => return Reply::Close(format!("no handler for {key:?}")),
+        },
     };
     match codec::encode_response(key, version, correlation_id, &response) {
-        Ok(frame) => Some(frame),
+        Ok(frame) => Reply::Frame(frame),
+        // Skipping it would hand the next response to this request.
         Err(e) => {
             tracing::warn!(%peer, "cannot encode the {key:?} v{version} response: {e}");
-            None
+            Reply::Close(format!("the {key:?} response could not be encoded"))
         }
     }
 }
