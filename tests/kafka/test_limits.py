@@ -104,16 +104,19 @@ def produce_retrying(cluster, records, timeout=60):
         time.sleep(0.2)
 
 
-def test_a_too_large_message_is_refused_and_the_partition_keeps_acking(cluster):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_a_too_large_message_is_refused_and_the_partition_keeps_acking(cluster, idempotent):
     """A 20 MiB message (the client's own limit raised) once became a Raft
     entry the transport could not carry, and its partition never acked
     again. Now: MESSAGE_TOO_LARGE, and the next 100 messages are acked and
-    read back."""
+    read back (an idempotent producer too: the refused batch took no
+    sequence in the log)."""
     leader_of_partition_0(cluster)
     producer = Producer(
         {
             "bootstrap.servers": cluster.bootstrap,
             "acks": "all",
+            "enable.idempotence": idempotent,
             "message.max.bytes": 32 * MIB,
             "message.timeout.ms": 60000,
             "linger.ms": 5,
