@@ -53,6 +53,9 @@ struct Producer {
 pub struct PartitionLog {
     /// (base offset, batch bytes with that base offset written in).
     batches: Vec<(i64, Bytes)>,
+    /// Per batch, the largest `maxTimestamp` up to it (Kafka's time index):
+    /// sorted, so a lookup by timestamp is a binary search.
+    time_index: Vec<i64>,
     next_offset: i64,
     producers: HashMap<i64, Producer>,
     /// The high watermark, for long-polling fetches to wait on.
@@ -63,6 +66,7 @@ impl Default for PartitionLog {
     fn default() -> Self {
         Self {
             batches: Vec::new(),
+            time_index: Vec::new(),
             next_offset: 0,
             producers: HashMap::new(),
             appended: watch::Sender::new(0),
@@ -96,6 +100,12 @@ impl PartitionLog {
         let mut stored = batch.to_vec();
         stored[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base.to_be_bytes());
         self.batches.push((base, Bytes::from(stored)));
+        let max_timestamp = record_batch::max_timestamp(batch);
+        let so_far = self
+            .time_index
+            .last()
+            .map_or(max_timestamp, |m| max_timestamp.max(*m));
+        self.time_index.push(so_far);
         self.next_offset = base + i64::from(header.records);
         self.appended.send_replace(self.next_offset);
         if idempotent {
@@ -176,6 +186,25 @@ impl PartitionLog {
         self.batches.first().map_or(0, |(base, _)| *base)
     }
 
+    /// The first offset whose record's timestamp is at least `target`,
+    /// with that timestamp (Kafka's ListOffsets by timestamp); `None` if
+    /// every record is older. Within a compressed batch, its first offset.
+    pub fn offset_for_timestamp(&self, target: i64) -> Option<(i64, i64)> {
+        let i = self.time_index.partition_point(|max| *max < target);
+        let (base, batch) = self.batches.get(i)?;
+        Some(match record_batch::first_at_or_after(batch, target) {
+            Some((delta, timestamp)) => (base + i64::from(delta), timestamp),
+            // Its maxTimestamp claimed more than its records hold.
+            None => (*base, record_batch::max_timestamp(batch)),
+        })
+    }
+
+    /// The offset of the record with the largest timestamp (the first
+    /// one, if several), and that timestamp; `None` while empty.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        self.offset_for_timestamp(*self.time_index.last()?)
+    }
+
     /// Whole batches holding offsets from `offset` on, up to about
     /// `max_bytes` (at least one batch, as Kafka does).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Vec<Bytes> {
@@ -243,6 +272,23 @@ mod tests {
         assert_eq!(log.high_watermark(), 2);
         assert_eq!(log.read(0, 1 << 20).len(), 1);
         assert_eq!(log.append(&batch(1)).unwrap(), 2);
+    }
+
+    #[test]
+    fn offsets_are_found_by_timestamp() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.offset_for_timestamp(0), None);
+        assert_eq!(log.max_timestamp_offset(), None);
+        // Records at t0 + i within each batch (see batch_from): offsets
+        // 0..3 at t0..t0+2, offsets 3..5 at t0..t0+1.
+        let t0 = 1_700_000_000_000;
+        log.append(&batch(3)).unwrap();
+        log.append(&batch(2)).unwrap();
+        assert_eq!(log.offset_for_timestamp(i64::MIN), Some((0, t0)));
+        assert_eq!(log.offset_for_timestamp(t0 + 1), Some((1, t0 + 1)));
+        assert_eq!(log.offset_for_timestamp(t0 + 2), Some((2, t0 + 2)));
+        assert_eq!(log.offset_for_timestamp(t0 + 3), None);
+        assert_eq!(log.max_timestamp_offset(), Some((2, t0 + 2)));
     }
 
     #[tokio::test]

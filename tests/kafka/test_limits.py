@@ -36,7 +36,6 @@ CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
 MESSAGE_TOO_LARGE = 10
 INVALID_REQUIRED_ACKS = 21
-INVALID_REQUEST = 42
 INVALID_RECORD = 87
 
 
@@ -373,9 +372,21 @@ def test_fetch_answers_are_capped_and_odd_values_answered(limited):
             )
             _, error, _ = parse_produce_v3(request(s, 0, 3, body))
             assert error == UNKNOWN_TOPIC_OR_PARTITION, name
-        for timestamp in (-3, -7, -(2**63), 2**63 - 1, 0):
-            error, offset, _ = list_offsets_v4(s, 0, -1, timestamp=timestamp)
-            assert error == INVALID_REQUEST and offset == -1, timestamp
+        # ListOffsets: special values, and any other a lookup by timestamp
+        # (the first record at or after it), as Kafka answers them.
+        answers = {
+            -4: 0,  # earliest local
+            -5: -1,  # latest tiered: no tiered storage
+            -7: 0,  # a timestamp before every record
+            -(2**63): 0,
+            0: 0,
+            2**63 - 1: -1,  # after every record
+            int(time.time() * 1000) + 3_600_000: -1,
+        }
+        for timestamp, expected in answers.items():
+            assert list_offsets_v4(s, 0, -1, timestamp=timestamp)[:2] == (0, expected), timestamp
+        error, offset, _ = list_offsets_v4(s, 0, -1, timestamp=-3)  # max timestamp
+        assert error == 0 and 0 <= offset < 8
         assert list_offsets_v4(s, 0, -1)[:2] == (0, 8), "nothing above moved the log"
     # acks=0: no answer, the next request on the connection is answered...
     with connect(limited.kafka_addr(leader)) as s:
@@ -455,3 +466,25 @@ def test_idle_and_stalled_connections_are_closed():
         c.stop()
         if os.environ.get("LEADERHOOK_KEEP") is None:
             shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def test_offsets_for_times_with_a_real_client(cluster):
+    """confluent-kafka's offsets_for_times (ListOffsets by timestamp): the
+    first offset whose timestamp is at or after the one asked, found
+    inside a batch; -1 after the last record."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    leader_of_partition_0(cluster)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 50})
+    base = int(time.time() * 1000) - 60_000
+    for i in range(10):
+        producer.produce(TOPIC, partition=0, value=f"t{i}", timestamp=base + 1000 * i)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "unused"})
+    try:
+        asked = {base - 5: 0, base: 0, base + 3500: 4, base + 9000: 9, base + 9001: -1}
+        for timestamp, expected in asked.items():
+            (found,) = consumer.offsets_for_times([TopicPartition(TOPIC, 0, timestamp)], timeout=10)
+            assert found.error is None and found.offset == expected, (timestamp, found)
+    finally:
+        consumer.close()

@@ -23,6 +23,7 @@ const CRC: usize = 17; // u32, CRC-32C of everything from ATTRIBUTES on
 const ATTRIBUTES: usize = 21; // i16
 pub const LAST_OFFSET_DELTA: usize = 23; // i32
 const BASE_TIMESTAMP: usize = 27; // i64
+const MAX_TIMESTAMP: usize = 35; // i64
 const PRODUCER_ID: usize = 43; // i64
 const PRODUCER_EPOCH: usize = 51; // i16
 const BASE_SEQUENCE: usize = 53; // i32
@@ -35,6 +36,7 @@ const LOG_OVERHEAD: usize = 12;
 const COMPRESSION_MASK: i16 = 0x07;
 /// Codecs Kafka defines: none, gzip, snappy, lz4, zstd.
 const MAX_COMPRESSION: i16 = 4;
+const LOG_APPEND_TIME: i16 = 0x08;
 const TRANSACTIONAL: i16 = 0x10;
 const CONTROL: i16 = 0x20;
 
@@ -200,15 +202,45 @@ pub fn check(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         )));
     }
     if compression == 0 {
-        check_records(&batch[HEADER_LEN..], records, i64_at(batch, BASE_TIMESTAMP))?;
+        walk_records(batch, |_, _| true)?;
     }
     Ok(header)
 }
 
-/// Walks the records of an uncompressed batch: exactly `count` records,
-/// each of the length it claims, offset deltas 0, 1, 2…, no negative
-/// sizes, timestamps that do not overflow, no bytes left over.
-fn check_records(mut rest: &[u8], count: i32, base_timestamp: i64) -> Result<(), BatchError> {
+/// The batch's `maxTimestamp`.
+pub fn max_timestamp(batch: &[u8]) -> i64 {
+    i64_at(batch, MAX_TIMESTAMP)
+}
+
+/// The first record of a checked batch whose timestamp is at least
+/// `target`: (offset delta, timestamp). A compressed batch is not
+/// decompressed: its first record stands for it, with its `maxTimestamp`.
+pub fn first_at_or_after(batch: &[u8], target: i64) -> Option<(i32, i64)> {
+    let attributes = i16_at(batch, ATTRIBUTES);
+    let max = max_timestamp(batch);
+    if attributes & COMPRESSION_MASK != 0 || attributes & LOG_APPEND_TIME != 0 {
+        // Log append time: every record has the batch's timestamp.
+        return (max >= target).then_some((0, max));
+    }
+    let mut found = None;
+    let _ = walk_records(batch, |delta, timestamp| {
+        if timestamp >= target {
+            found = Some((delta, timestamp));
+        }
+        found.is_none()
+    });
+    found
+}
+
+/// Walks the records of an uncompressed batch, handing each one's offset
+/// delta and timestamp to `visit` until it returns false. Refuses what
+/// Kafka refuses: other than exactly `recordCount` records, each of the
+/// length it claims, offset deltas 0, 1, 2…, negative sizes, timestamps
+/// that overflow, bytes left over.
+fn walk_records(batch: &[u8], mut visit: impl FnMut(i32, i64) -> bool) -> Result<(), BatchError> {
+    let count = i32_at(batch, RECORD_COUNT);
+    let base_timestamp = i64_at(batch, BASE_TIMESTAMP);
+    let mut rest = &batch[HEADER_LEN..];
     for index in 0..count {
         let at = |what: &str| format!("record {index} of {count}: {what}");
         let length = varint(&mut rest).map_err(|e| invalid(at(e)))?;
@@ -223,12 +255,16 @@ fn check_records(mut rest: &[u8], count: i32, base_timestamp: i64) -> Result<(),
             })?;
         let (mut body, after) = rest.split_at(length);
         rest = after;
-        check_record(&mut body, index, base_timestamp).map_err(|e| invalid(at(&e)))?;
+        let timestamp =
+            check_record(&mut body, index, base_timestamp).map_err(|e| invalid(at(&e)))?;
         if !body.is_empty() {
             return Err(invalid(at(&format!(
                 "{} bytes left after its last header",
                 body.len()
             ))));
+        }
+        if !visit(index, timestamp) {
+            return Ok(());
         }
     }
     if !rest.is_empty() {
@@ -241,15 +277,15 @@ fn check_records(mut rest: &[u8], count: i32, base_timestamp: i64) -> Result<(),
 }
 
 /// One record's body: attributes, timestamp delta, offset delta, key,
-/// value, headers.
-fn check_record(body: &mut &[u8], index: i32, base_timestamp: i64) -> Result<(), String> {
+/// value, headers. Returns the record's timestamp.
+fn check_record(body: &mut &[u8], index: i32, base_timestamp: i64) -> Result<i64, String> {
     take(body, 1)?; // attributes: unused in v2
     let timestamp_delta = varlong(body)?;
-    if base_timestamp.checked_add(timestamp_delta).is_none() {
+    let Some(timestamp) = base_timestamp.checked_add(timestamp_delta) else {
         return Err(format!(
             "timestamp delta {timestamp_delta} overflows the base timestamp {base_timestamp}"
         ));
-    }
+    };
     let offset_delta = varint(body)?;
     if offset_delta != index {
         return Err(format!("offset delta {offset_delta}, expected {index}"));
@@ -264,7 +300,7 @@ fn check_record(body: &mut &[u8], index: i32, base_timestamp: i64) -> Result<(),
         bytes_field(body, "header key", false)?;
         bytes_field(body, "header value", true)?;
     }
-    Ok(())
+    Ok(timestamp)
 }
 
 /// A varint-length-prefixed byte field; -1 is null where `nullable`.
@@ -500,6 +536,18 @@ pub(crate) mod tests {
         b.extend_from_slice(&[100, 0]);
         let len = (b.len() - LOG_OVERHEAD) as i32;
         invalid_because(&with_i32(b, BATCH_LENGTH, len), "length 50 does not fit");
+    }
+
+    #[test]
+    fn records_are_found_by_timestamp() {
+        // Records at 1_700_000_000_000 + i (see batch_from).
+        let b = batch(4);
+        let t0 = 1_700_000_000_000;
+        assert_eq!(first_at_or_after(&b, i64::MIN), Some((0, t0)));
+        assert_eq!(first_at_or_after(&b, t0 + 2), Some((2, t0 + 2)));
+        assert_eq!(first_at_or_after(&b, t0 + 3), Some((3, t0 + 3)));
+        assert_eq!(first_at_or_after(&b, t0 + 4), None);
+        assert_eq!(max_timestamp(&b), t0 + 3);
     }
 
     #[test]
