@@ -13,7 +13,8 @@
 //! idempotent producers deduplicated per producer id and sequence when a
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
-//! full fetch), ListOffsets (earliest and latest). Not yet: consumer
+//! full fetch), ListOffsets (latest, earliest, max timestamp, by
+//! timestamp). Not yet: consumer
 //! groups, transactions.
 //!
 //! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
