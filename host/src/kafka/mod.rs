@@ -14,8 +14,7 @@
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
 //! full fetch), ListOffsets (latest, earliest, max timestamp, by
-//! timestamp). Not yet: consumer
-//! groups, transactions.
+//! timestamp). Not yet: consumer groups, transactions.
 //!
 //! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
 //!
