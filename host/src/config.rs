@@ -6,9 +6,13 @@
 //! raft_listen = "127.0.0.1:7001"
 //! admin_listen = "127.0.0.1:7101"
 //! kafka_listen = "127.0.0.1:9092"       # optional
-//! [kafka]
+//! [kafka]                              # every field optional, defaults shown
 //! max_frame_bytes = 104857600
 //! max_connections = 1024
+//! message_max_bytes = 1048588
+//! fetch_max_bytes = 57671680
+//! connection_in_flight_bytes = 104857600
+//! connections_max_idle_ms = 600000
 //! [security]                         # required: `cluster init` writes it (keep the file private)
 //! cluster_id = "4f0c…"                 # the same on every node of the cluster
 //! secret = "9a1e…"                     # the same on every node; at least 32 characters
@@ -230,13 +234,37 @@ pub struct Peer {
     pub rack: Option<String>,
 }
 
+/// The Kafka front end's bounds. What each costs at most, in bytes:
+/// `max_connections` x (`connection_in_flight_bytes` + one frame being
+/// read, which grows with the bytes that arrive, up to `max_frame_bytes`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Largest request frame accepted; a larger one closes the connection.
+    /// Kafka's `socket.request.max.bytes`.
     pub max_frame_bytes: usize,
-    /// Open client connections; more are refused until one closes.
+    /// Open client connections; a connection over the limit is accepted
+    /// and closed at once (logged at most every 10 s, and counted).
     pub max_connections: usize,
+    /// Largest record batch a partition accepts (Kafka's broker
+    /// `message.max.bytes`; a topic's `max.message.bytes` overrides it);
+    /// a larger one is answered MESSAGE_TOO_LARGE. At most
+    /// `kafka::batch::MAX_RAFT_BATCH_BYTES` (the Raft transport's 16 MiB
+    /// frame less 64 KiB): a batch is one Raft entry, and an entry the
+    /// transport cannot carry would stop its partition for good.
+    pub message_max_bytes: usize,
+    /// Most record bytes one Fetch response carries, whatever the request
+    /// asks (Kafka's `fetch.max.bytes`); at least one batch is returned.
+    pub fetch_max_bytes: usize,
+    /// Bytes one connection may have in flight: the frames of requests
+    /// being handled and the room reserved for their Fetch responses,
+    /// until each response is written. A client that sends faster than it
+    /// reads its answers stops being read at this bound (or after 64
+    /// requests). A single larger request is handled alone.
+    pub connection_in_flight_bytes: usize,
+    /// A connection that sends nothing for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -244,7 +272,46 @@ impl Default for KafkaConfig {
         Self {
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 1024,
+            message_max_bytes: 1_048_588,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            connection_in_flight_bytes: 100 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
         }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::kafka::batch::MAX_RAFT_BATCH_BYTES;
+        if self.message_max_bytes == 0 || self.message_max_bytes > MAX_RAFT_BATCH_BYTES {
+            return Err(format!(
+                "kafka.message_max_bytes = {} must be between 1 and {MAX_RAFT_BATCH_BYTES}: \
+                 a record batch is one Raft entry, and the Raft transport's frame \
+                 (raft::transport::MAX_FRAME_LEN, 16 MiB) less 64 KiB of message overhead \
+                 is the largest entry it carries",
+                self.message_max_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("kafka.max_connections must be at least 1".into());
+        }
+        if self.fetch_max_bytes < 1024 {
+            return Err(format!(
+                "kafka.fetch_max_bytes = {} must be at least 1024",
+                self.fetch_max_bytes
+            ));
+        }
+        if !(1024..=u32::MAX as usize).contains(&self.connection_in_flight_bytes) {
+            return Err(format!(
+                "kafka.connection_in_flight_bytes = {} must be between 1024 and {}",
+                self.connection_in_flight_bytes,
+                u32::MAX
+            ));
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err("kafka.connections_max_idle_ms must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -347,6 +414,7 @@ impl NodeConfig {
                 "transport.peer_queue_bytes must be at least {min_queue} (the largest frame)"
             ));
         }
+        self.kafka.validate()?;
         if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
             return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".into());
         }

@@ -4,6 +4,11 @@
 //! agree everywhere. In memory; rebuilt by replaying the group's Raft log
 //! when a node starts (the log itself is the durable copy).
 //!
+//! Every batch is checked before it is appended ([`record_batch::check`],
+//! the same checks the produce handler made before proposing it): an entry
+//! that lies about its record count, whatever way it reached the Raft log,
+//! is refused and moves no offset.
+//!
 //! Idempotent producers (batches with a producer id) are checked here, at
 //! apply time, so every replica — and every replay — takes the same
 //! decision: per producer id the epoch and the last [`DEDUP_WINDOW`]
@@ -12,20 +17,13 @@
 //! gap or an old epoch is refused. The state is never trimmed (there is no
 //! retention yet), so a producer unknown here has really appended nothing.
 
-use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+pub mod record_batch;
 
-/// Byte offset of `baseOffset` (i64) in a Kafka record batch (v2).
-const BASE_OFFSET: usize = 0;
-/// Byte offset of `lastOffsetDelta` (i32) in a record batch (v2).
-const LAST_OFFSET_DELTA: usize = 23;
-/// Byte offsets of `producerId` (i64), `producerEpoch` (i16) and
-/// `baseSequence` (i32) in a record batch (v2).
-const PRODUCER_ID: usize = 43;
-const PRODUCER_EPOCH: usize = 51;
-const BASE_SEQUENCE: usize = 53;
-/// Shortest valid record batch header (v2).
-pub const BATCH_HEADER_LEN: usize = 61;
+use bytes::Bytes;
+use record_batch::{BASE_OFFSET, BatchError, LAST_OFFSET_DELTA, i32_at};
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::watch;
+
 /// Batches remembered per producer: clients keep at most 5 requests in
 /// flight per partition when idempotent, so a retry is one of the last 5.
 pub const DEDUP_WINDOW: usize = 5;
@@ -33,8 +31,8 @@ pub const DEDUP_WINDOW: usize = 5;
 /// Why an applied batch was not appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// Not a usable record batch.
-    Malformed(String),
+    /// Not an acceptable record batch ([`record_batch::check`]).
+    Batch(BatchError),
     /// The batch does not continue its producer's sequence (a gap, or a
     /// retry older than the dedup window).
     OutOfOrderSequence(String),
@@ -51,16 +49,29 @@ struct Producer {
     recent: VecDeque<(i32, i32, i64)>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct PartitionLog {
     /// (base offset, batch bytes with that base offset written in).
     batches: Vec<(i64, Bytes)>,
+    /// Per batch, the largest `maxTimestamp` up to it (Kafka's time index):
+    /// sorted, so a lookup by timestamp is a binary search.
+    time_index: Vec<i64>,
     next_offset: i64,
     producers: HashMap<i64, Producer>,
+    /// The high watermark, for long-polling fetches to wait on.
+    appended: watch::Sender<i64>,
 }
 
-fn i32_at(batch: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes(batch[at..at + 4].try_into().expect("length checked"))
+impl Default for PartitionLog {
+    fn default() -> Self {
+        Self {
+            batches: Vec::new(),
+            time_index: Vec::new(),
+            next_offset: 0,
+            producers: HashMap::new(),
+            appended: watch::Sender::new(0),
+        }
+    }
 }
 
 /// The sequence `delta` after `seq`: sequences wrap from i32::MAX to 0.
@@ -71,33 +82,16 @@ fn seq_add(seq: i32, delta: i32) -> i32 {
 impl PartitionLog {
     /// Appends one record batch and returns its base offset — or, for a
     /// retry of an idempotent batch already appended, the base offset it
-    /// got then (nothing is appended). The batch's record count comes from
-    /// its own `lastOffsetDelta`.
+    /// got then (nothing is appended). The batch is checked first
+    /// ([`record_batch::check`]): the offsets it takes are its checked
+    /// record count, whatever its header claims.
     pub fn append(&mut self, batch: &[u8]) -> Result<i64, Refused> {
-        if batch.len() < BATCH_HEADER_LEN {
-            return Err(Refused::Malformed(format!(
-                "record batch of {} bytes is too short",
-                batch.len()
-            )));
-        }
-        let delta = i32_at(batch, LAST_OFFSET_DELTA);
-        if delta < 0 {
-            return Err(Refused::Malformed(format!(
-                "negative lastOffsetDelta {delta}"
-            )));
-        }
-        let producer_id = i64::from_be_bytes(
-            batch[PRODUCER_ID..PRODUCER_ID + 8]
-                .try_into()
-                .expect("length checked"),
-        );
+        let header = record_batch::check(batch).map_err(Refused::Batch)?;
+        let delta = header.records - 1;
+        let producer_id = header.producer_id;
         let idempotent = producer_id >= 0;
-        let epoch = i16::from_be_bytes(
-            batch[PRODUCER_EPOCH..PRODUCER_EPOCH + 2]
-                .try_into()
-                .expect("length checked"),
-        );
-        let first = i32_at(batch, BASE_SEQUENCE);
+        let epoch = header.producer_epoch;
+        let first = header.base_sequence;
         let last = seq_add(first, delta);
         if idempotent && let Some(base) = self.check_sequence(producer_id, epoch, first, last)? {
             return Ok(base);
@@ -106,7 +100,14 @@ impl PartitionLog {
         let mut stored = batch.to_vec();
         stored[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base.to_be_bytes());
         self.batches.push((base, Bytes::from(stored)));
-        self.next_offset = base + i64::from(delta) + 1;
+        let max_timestamp = record_batch::max_timestamp(batch);
+        let so_far = self
+            .time_index
+            .last()
+            .map_or(max_timestamp, |m| max_timestamp.max(*m));
+        self.time_index.push(so_far);
+        self.next_offset = base + i64::from(header.records);
+        self.appended.send_replace(self.next_offset);
         if idempotent {
             let producer = self.producers.entry(producer_id).or_insert(Producer {
                 epoch,
@@ -125,6 +126,12 @@ impl PartitionLog {
         Ok(base)
     }
 
+    /// Changes whenever records are appended (its value: the high
+    /// watermark); the sender goes away with the log.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.appended.subscribe()
+    }
+
     /// Checks an idempotent batch against its producer's state: `Some`
     /// (the original base offset) for a duplicate, `None` to append it.
     fn check_sequence(
@@ -134,12 +141,6 @@ impl PartitionLog {
         first: i32,
         last: i32,
     ) -> Result<Option<i64>, Refused> {
-        if first < 0 || epoch < 0 {
-            return Err(Refused::Malformed(format!(
-                "producer {producer_id}: a batch with a producer id needs an epoch and a \
-                 sequence (got epoch {epoch}, sequence {first})"
-            )));
-        }
         let known = self.producers.get(&producer_id);
         match known {
             Some(p) if epoch < p.epoch => Err(Refused::InvalidProducerEpoch(format!(
@@ -185,17 +186,31 @@ impl PartitionLog {
         self.batches.first().map_or(0, |(base, _)| *base)
     }
 
+    /// The first offset whose record's timestamp is at least `target`,
+    /// with that timestamp (Kafka's ListOffsets by timestamp); `None` if
+    /// every record is older. Within a compressed batch, its first offset.
+    pub fn offset_for_timestamp(&self, target: i64) -> Option<(i64, i64)> {
+        let i = self.time_index.partition_point(|max| *max < target);
+        let (base, batch) = self.batches.get(i)?;
+        Some(match record_batch::first_at_or_after(batch, target) {
+            Some((delta, timestamp)) => (base + i64::from(delta), timestamp),
+            // Its maxTimestamp claimed more than its records hold.
+            None => (*base, record_batch::max_timestamp(batch)),
+        })
+    }
+
+    /// The offset of the record with the largest timestamp (the first
+    /// one, if several), and that timestamp; `None` while empty.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        self.offset_for_timestamp(*self.time_index.last()?)
+    }
+
     /// Whole batches holding offsets from `offset` on, up to about
     /// `max_bytes` (at least one batch, as Kafka does).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Vec<Bytes> {
         // The first batch whose last offset is at or after `offset`.
         let start = self.batches.partition_point(|(base, bytes)| {
-            let delta = i32::from_be_bytes(
-                bytes[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
-                    .try_into()
-                    .expect("stored batches are valid"),
-            );
-            base + i64::from(delta) < offset
+            base + i64::from(i32_at(bytes, LAST_OFFSET_DELTA)) < offset
         });
         let mut out = Vec::new();
         let mut size = 0;
@@ -213,45 +228,12 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
-    /// A real v2 batch of `records` records from `producer` (-1: not
-    /// idempotent) at `epoch`, sequences from `seq`, as a client sends it.
     fn batch_from(producer: i64, epoch: i16, seq: i32, records: i32) -> Vec<u8> {
-        let records: Vec<Record> = (0..records)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: producer,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(i),
-                // The encoder takes baseSequence from the first record and
-                // keeps one batch while offset - sequence is constant.
-                sequence: if producer < 0 { i - 1 } else { seq + i },
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("v{seq}-{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
+        let batch = record_batch::tests::batch_from(producer, epoch, seq, records);
         // What the produce handler checks before replicating it.
-        crate::kafka::batch::check_single_batch(&buf).unwrap();
-        buf.to_vec()
+        crate::kafka::batch::check_produced(&batch, usize::MAX).unwrap();
+        batch
     }
 
     fn batch(records: i32) -> Vec<u8> {
@@ -269,7 +251,62 @@ mod tests {
         assert_eq!(i64::from_be_bytes(read[0][..8].try_into().unwrap()), 3);
         assert_eq!(log.read(0, 1).len(), 1, "at least one batch");
         assert!(log.read(5, 1 << 20).is_empty());
-        assert!(matches!(log.append(&[0; 10]), Err(Refused::Malformed(_))));
+        assert!(matches!(
+            log.append(&[0; 10]),
+            Err(Refused::Batch(BatchError::Corrupt(_)))
+        ));
+    }
+
+    #[test]
+    fn a_lying_batch_is_refused_and_moves_no_offset() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.append(&batch(2)).unwrap(), 0);
+        // One record claiming lastOffsetDelta 2^31 - 1, CRC resealed.
+        let mut lie = batch(1);
+        lie[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let lie = record_batch::tests::resealed(lie);
+        assert!(matches!(
+            log.append(&lie),
+            Err(Refused::Batch(BatchError::Invalid(_)))
+        ));
+        assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.read(0, 1 << 20).len(), 1);
+        assert_eq!(log.append(&batch(1)).unwrap(), 2);
+    }
+
+    #[test]
+    fn offsets_are_found_by_timestamp() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.offset_for_timestamp(0), None);
+        assert_eq!(log.max_timestamp_offset(), None);
+        // Records at t0 + i within each batch (see batch_from): offsets
+        // 0..3 at t0..t0+2, offsets 3..5 at t0..t0+1.
+        let t0 = 1_700_000_000_000;
+        log.append(&batch(3)).unwrap();
+        log.append(&batch(2)).unwrap();
+        assert_eq!(log.offset_for_timestamp(i64::MIN), Some((0, t0)));
+        assert_eq!(log.offset_for_timestamp(t0 + 1), Some((1, t0 + 1)));
+        assert_eq!(log.offset_for_timestamp(t0 + 2), Some((2, t0 + 2)));
+        assert_eq!(log.offset_for_timestamp(t0 + 3), None);
+        assert_eq!(log.max_timestamp_offset(), Some((2, t0 + 2)));
+    }
+
+    #[tokio::test]
+    async fn appends_wake_subscribers_with_the_high_watermark() {
+        let mut log = PartitionLog::default();
+        let mut appended = log.subscribe();
+        assert!(!appended.has_changed().unwrap());
+        log.append(&batch(3)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), appended.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(*appended.borrow_and_update(), 3);
+        // A refused batch or a retried duplicate wakes nobody.
+        let _ = log.append(&[0; 10]);
+        assert!(!appended.has_changed().unwrap());
+        drop(log);
+        assert!(appended.changed().await.is_err(), "the log is gone");
     }
 
     #[test]

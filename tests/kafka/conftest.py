@@ -21,8 +21,10 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True, raft=None):
-        """`raft`: values for keys of the `[raft]` table cluster init writes."""
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None):
+        """`raft`: values for keys of the `[raft]` table cluster init writes;
+        `kafka`: settings for every node's [kafka] table (see
+        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -39,6 +41,8 @@ class Cluster:
             for key, value in (raft or {}).items():
                 text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
                 assert found == 1, f"no [raft] key {key} in {path}"
+            if kafka:
+                text += "\n[kafka]\n" + "".join(f"{k} = {v}\n" for k, v in kafka.items())
             path.write_text(text)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}
@@ -62,6 +66,9 @@ class Cluster:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def pid(self, node):
+        return self.procs[node].pid
 
     def kill(self, node):
         proc = self.procs.pop(node)

@@ -13,19 +13,30 @@
 //! idempotent producers deduplicated per producer id and sequence when a
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
-//! full fetch), ListOffsets (earliest and latest). Not yet: consumer
-//! groups, transactions.
+//! full fetch), ListOffsets (latest, earliest, max timestamp, by
+//! timestamp). Not yet: consumer groups, transactions.
+//!
+//! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
+//!
+//! Connections (`max_connections`; more are closed at once), request frames
+//! (`max_frame_bytes`; buffers grow with the bytes that arrive), bytes and
+//! requests in flight per connection (`connection_in_flight_bytes`, 64),
+//! record batches (`message_max_bytes`, which a Raft entry must be able to
+//! carry: see [`batch`]), Fetch responses (`fetch_max_bytes`), idle
+//! connections (`connections_max_idle_ms`).
 //!
 //! # Layout
 //!
 //! - [`server`]: the listener (connection limit), one task per connection,
-//!   requests answered in order with pipelining, dispatch by API key.
+//!   requests answered in order with pipelining, bytes in flight bounded,
+//!   dispatch by API key.
 //! - [`codec`]: size-prefixed frames bounded by `max_frame_bytes`, request
 //!   header and body decoding, response encoding.
 //! - [`api_versions`], [`metadata`], [`create_topics`], [`delete_topics`],
 //!   [`produce`], [`fetch`], [`list_offsets`], [`init_producer_id`]: one
 //!   file per API.
-//! - [`batch`]: record batch checks (magic, length, CRC-32C).
+//! - [`batch`]: a produced partition's records checked as Kafka checks them
+//!   (size limit, one batch, `partition_log::record_batch`).
 
 pub mod api_versions;
 pub mod batch;
@@ -112,6 +123,11 @@ impl Broker {
 /// A Raft term as a Kafka leader epoch.
 pub fn epoch(term: u64) -> i32 {
     i32::try_from(term).unwrap_or(i32::MAX)
+}
+
+/// A stored topic id as a Kafka UUID.
+pub fn uuid(id: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(id)
 }
 
 /// The topic named by `name` or, when `name` is empty, by `id`.

@@ -68,8 +68,9 @@ pub struct Waiter {
     pub deadline: Instant,
 }
 
-/// Answer to an append: the batch's base offset once committed and applied.
-pub type AppendReply = std::sync::mpsc::Sender<Result<i64, AppendError>>;
+/// Answer to an append: the batch's base offset once committed and applied
+/// (a oneshot: the Kafka front end awaits it without holding a thread).
+pub type AppendReply = tokio::sync::oneshot::Sender<Result<i64, AppendError>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendError {
@@ -255,7 +256,7 @@ mod tests {
         RaftCommand::Append {
             group: 2,
             batch: vec![0; bytes],
-            reply: std::sync::mpsc::channel().0,
+            reply: tokio::sync::oneshot::channel().0,
         }
     }
 
