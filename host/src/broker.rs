@@ -118,6 +118,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         hooks,
         transport: transport.clone(),
         access: crate::admin::AdminAccess::from_config(&config)?,
+        store: store_for_purge,
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.admin_listen)

@@ -4,7 +4,7 @@
 //! and the cluster benchmarks alike, so they all start, kill and restart
 //! nodes the same way.
 
-use crate::admin::{self, Request, Status};
+use crate::admin::{self, AdminError, FailureKind, Request, Status};
 use crate::auth::Secret;
 use crate::cluster::{self, InitOptions};
 use crate::config::{NodeConfig, RaftConfig};
@@ -183,7 +183,8 @@ impl LocalCluster {
         )?)
     }
 
-    /// Creates a topic, retrying while the metadata group has no leader.
+    /// Creates a topic through any running node that answers, retrying
+    /// while the metadata group has no leader.
     pub fn create_topic(
         &self,
         name: &str,
@@ -192,26 +193,34 @@ impl LocalCluster {
         within: Duration,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let node = *self
-            .nodes
-            .keys()
-            .next()
-            .ok_or_else(|| anyhow!("no node runs"))?;
-        loop {
-            let request = Request::CreateTopic {
-                name: name.into(),
-                partitions,
-                replication,
-            };
+        let request = Request::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication,
+        };
+        for attempt in 0.. {
+            let nodes = self.running();
+            anyhow::ensure!(!nodes.is_empty(), "no node runs");
+            let node = nodes[attempt % nodes.len()];
             match self.request(node, &request) {
                 Ok(_) => return Ok(()),
+                // An earlier attempt that seemed to fail (its node died
+                // before answering) created it.
+                Err(e)
+                    if attempt > 0
+                        && e.downcast_ref::<AdminError>().and_then(AdminError::kind)
+                            == Some(FailureKind::Exists) =>
+                {
+                    return Ok(());
+                }
                 Err(e) if Instant::now() < deadline => {
-                    tracing::debug!("create topic {name}: {e:#}; retrying");
+                    tracing::debug!("create topic {name} on node {node}: {e:#}; retrying");
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => return Err(e.context(format!("creating topic {name}"))),
             }
         }
+        unreachable!("the loop returns")
     }
 
     /// Per partition: the Raft leader (the replica that says it leads at

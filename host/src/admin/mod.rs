@@ -45,7 +45,9 @@ pub enum FailureKind {
     Disabled,
     /// Not now: no metadata leader, or the Raft loop could not take it. Worth retrying.
     Unavailable,
-    /// Refused for good (the topic exists, an unknown partition, …).
+    /// The topic to create exists already.
+    Exists,
+    /// Refused for good (an unknown partition, …).
     Refused,
     /// Anything else.
     Failed,
@@ -108,6 +110,9 @@ pub enum Request {
         plugin: String,
         path: Option<String>,
     },
+    /// Test hook (`[testing] fault_injection` only): every later Raft log
+    /// write of this node fails, as on a dying disk (the node must stop).
+    FailStorage,
     /// Test hook (`[testing] fault_injection` only): hands the plugins a
     /// became-leader event for this node as if Raft had produced it (late,
     /// duplicated or invented).
@@ -167,6 +172,7 @@ impl Request {
         match self {
             Request::DropEvents { .. } => Some("drop-events"),
             Request::InjectBecameLeader { .. } => Some("inject-became-leader"),
+            Request::FailStorage => Some("fail-storage"),
             _ => None,
         }
     }
@@ -180,6 +186,8 @@ pub struct Admin {
     pub hooks: Arc<HookRuntime>,
     pub transport: Transport,
     pub access: AdminAccess,
+    /// For the fail-storage test hook.
+    pub store: crate::raft::storage::LogStore,
 }
 
 impl Admin {
@@ -217,6 +225,10 @@ impl Admin {
                 Ok(serde_json::json!({ "dropping": count }))
             }
             Request::InjectBecameLeader { partition, term } => self.inject(&partition, term),
+            Request::FailStorage => {
+                self.store.inject_write_failures();
+                Ok(serde_json::json!("raft log writes fail from now on"))
+            }
             Request::SetPluginEnabled { plugin, enabled } => self
                 .hooks
                 .set_enabled(&plugin, enabled)
@@ -379,6 +391,9 @@ impl Admin {
 
 fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
     match applied {
+        Applied::Refused(why @ crate::metadata::Refusal::TopicExists(_)) => {
+            Err(Failure::new(FailureKind::Exists, why.to_string()))
+        }
         Applied::Refused(why) => Err(Failure::refused(why.to_string())),
         Applied::TopicCreated { topic_id, groups } => {
             Ok(serde_json::json!({ "topic_id": topic_id, "groups": groups }))
