@@ -43,7 +43,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     .with_context(|| format!("starting the Raft transport on {}", config.raft_listen))?;
 
     let (raft, commands) = RaftHandle::new(inbox_tx);
-    let settings = config.raft.settings();
+    let settings = config.raft_settings();
     let shared = Arc::new(Shared::new(
         config.node_id,
         config.node_ids(),
@@ -108,6 +108,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         config: config.kafka.clone(),
         topic_limits: config.topics,
         shared: shared.clone(),
+        store: store_for_purge.clone(),
         raft: raft.clone(),
     });
     let admin = Arc::new(Admin {

@@ -52,7 +52,7 @@
 //! ```
 
 use crate::auth::{ClusterAuth, Secret, SecurityConfigError};
-use crate::raft::node::{RaftSettings, SnapshotPolicy};
+use crate::raft::node::{RaftSettings, SnapshotPolicy, StoragePolicy};
 use leaderhook_hooks::config::{DispatchConfig, PluginConfig};
 use leaderhook_hooks::{HooksConfig, NodeId};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     #[serde(default)]
     pub topics: crate::metadata::TopicLimits,
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Cluster id and secret: required (checked by [`NodeConfig::from_file`]).
     #[serde(default)]
     pub security: SecurityConfig,
@@ -145,11 +147,57 @@ impl RaftConfig {
                 every_bytes: self.snapshot_every_bytes,
                 keep_entries: self.snapshot_keep_entries,
             },
+            // The node's `[storage]` sets it (`NodeConfig::raft_settings`).
+            storage: StoragePolicy::default(),
         }
     }
 
     pub fn transfer_cooldown(&self) -> Duration {
         Duration::from_millis(self.transfer_cooldown_ms)
+    }
+}
+
+/// `[storage]`: how partitions keep their logs (see `partition_log`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Retention of topics that set no `retention.ms` (-1: keep forever).
+    /// Kafka's `log.retention.ms`, 7 days.
+    pub retention_ms: i64,
+    /// Retention of topics that set no `retention.bytes`, per partition (-1:
+    /// no size limit). Kafka's `log.retention.bytes`.
+    pub retention_bytes: i64,
+    /// A partition checkpoints its state after this many bytes or entries
+    /// applied: a restart replays at most that much of its log.
+    pub checkpoint_every_bytes: u64,
+    pub checkpoint_every_entries: u64,
+    /// Idempotent producers silent for this long are forgotten (Kafka's
+    /// `producer.id.expiration.ms`, 7 days).
+    pub producer_expiry_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let policy = StoragePolicy::default();
+        Self {
+            retention_ms: policy.retention_ms.unwrap_or(-1),
+            retention_bytes: policy.retention_bytes.map_or(-1, |b| b as i64),
+            checkpoint_every_bytes: policy.checkpoint_every_bytes,
+            checkpoint_every_entries: policy.checkpoint_every_entries,
+            producer_expiry_ms: policy.producer_expiry_ms,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn policy(&self) -> StoragePolicy {
+        StoragePolicy {
+            checkpoint_every_bytes: self.checkpoint_every_bytes.max(1),
+            checkpoint_every_entries: self.checkpoint_every_entries.max(1),
+            retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms),
+            retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            producer_expiry_ms: self.producer_expiry_ms,
+        }
     }
 }
 
@@ -455,6 +503,14 @@ impl NodeConfig {
             &self.security.cluster_id,
             Secret::new(&self.security.secret)?,
         )
+    }
+
+    /// The Raft loop's settings: `[raft]` with `[storage]`.
+    pub fn raft_settings(&self) -> RaftSettings {
+        RaftSettings {
+            storage: self.storage.policy(),
+            ..self.raft.settings()
+        }
     }
 
     pub fn node_ids(&self) -> Vec<NodeId> {

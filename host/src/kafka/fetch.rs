@@ -201,7 +201,7 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16, room: usize) -
             } else {
                 Some((p.partition_max_bytes.max(0) as usize).min(room.saturating_sub(pass.bytes)))
             };
-            let (start, high, batches) = {
+            let (start, high, plan) = {
                 let logs = broker.shared.logs.read().unwrap_or_else(|e| e.into_inner());
                 let Some(log) = logs.get(&group) else {
                     pass.errors = true;
@@ -210,12 +210,14 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16, room: usize) -
                 };
                 pass.appended.push(log.subscribe());
                 let (start, high) = (log.log_start_offset(), log.high_watermark());
-                let in_range = (start..=high).contains(&p.fetch_offset);
-                let batches = match limit {
-                    Some(limit) if in_range => log.read(p.fetch_offset, limit),
-                    _ => Vec::new(),
+                // Where to read from; the disk is read after the lock is gone.
+                let plan = match limit {
+                    Some(limit) if (start..high).contains(&p.fetch_offset) => log
+                        .locate(p.fetch_offset)
+                        .map(|from| (from, log.applied(), limit)),
+                    _ => None,
                 };
-                (start, high, batches)
+                (start, high, plan)
             };
             if !(start..=high).contains(&p.fetch_offset) {
                 pass.errors = true;
@@ -227,6 +229,34 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16, room: usize) -
                 );
                 continue;
             }
+            let batches = match plan {
+                None => Vec::new(),
+                Some((from, applied, limit)) => {
+                    let storage = broker.store.group(group);
+                    match crate::partition_log::reader::read(
+                        &storage,
+                        from,
+                        applied,
+                        p.fetch_offset,
+                        limit,
+                    ) {
+                        Ok(batches) => batches,
+                        // Retention removed them meanwhile: the client asks
+                        // again and learns the new log start.
+                        Err(e) => {
+                            tracing::debug!(group, "fetch: {e}");
+                            pass.errors = true;
+                            partitions.push(
+                                failed(index, ResponseError::OffsetOutOfRange)
+                                    .with_high_watermark(high)
+                                    .with_last_stable_offset(high)
+                                    .with_log_start_offset(start),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
             let records = concat(batches);
             pass.bytes += records.len();
             partitions.push(

@@ -56,16 +56,40 @@ pub fn handle(broker: &Broker, request: &ListOffsetsRequest, version: i16) -> Li
                     if !broker.serves(group) {
                         return fail(ResponseError::NotLeaderOrFollower);
                     }
-                    let logs = broker.shared.logs.read().unwrap_or_else(|e| e.into_inner());
-                    let Some(log) = logs.get(&group) else {
-                        return fail(ResponseError::NotLeaderOrFollower);
+                    let (start, high, applied, at) = {
+                        let logs = broker.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+                        let Some(log) = logs.get(&group) else {
+                            return fail(ResponseError::NotLeaderOrFollower);
+                        };
+                        let at = match p.timestamp {
+                            MAX_TIMESTAMP => log.max_timestamp(),
+                            LATEST | EARLIEST | EARLIEST_LOCAL | LATEST_TIERED => None,
+                            t => log.locate_timestamp(t).map(|index| (t, index)),
+                        };
+                        (
+                            log.log_start_offset(),
+                            log.high_watermark(),
+                            log.applied(),
+                            at,
+                        )
+                    };
+                    // The disk is read after the lock is gone.
+                    let lookup = |(target, from): (i64, u64), through: u64| {
+                        let storage = broker.store.group(group);
+                        crate::partition_log::reader::find_timestamp(
+                            &storage, from, through, target,
+                        )
+                        .unwrap_or_else(|e| {
+                            tracing::debug!(group, "list offsets: {e}");
+                            None
+                        })
                     };
                     let found = match p.timestamp {
-                        LATEST => Some((log.high_watermark(), -1)),
-                        EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),
-                        MAX_TIMESTAMP => log.max_timestamp_offset(),
+                        LATEST => Some((high, -1)),
+                        EARLIEST | EARLIEST_LOCAL => Some((start, -1)),
+                        MAX_TIMESTAMP => at.and_then(|(t, index)| lookup((t, index), index)),
                         LATEST_TIERED => None,
-                        timestamp => log.offset_for_timestamp(timestamp),
+                        _ => at.and_then(|at| lookup(at, applied)),
                     };
                     let (offset, timestamp) = found.unwrap_or((-1, -1));
                     let answer = answer.with_offset(offset).with_timestamp(timestamp);

@@ -127,6 +127,9 @@ mod tests {
     const ORDERS: uuid::Uuid = uuid::Uuid::from_bytes([9; 16]);
 
     fn broker() -> Broker {
+        // The tests read no records: a store in a directory removed at once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::raft::storage::LogStore::open(dir.path()).unwrap();
         let (wake, _) = std::sync::mpsc::sync_channel(1);
         let peers = (1..=3)
             .map(|id| Peer {
@@ -163,6 +166,7 @@ mod tests {
             config: KafkaConfig::default(),
             topic_limits: TopicLimits::default(),
             shared,
+            store,
             raft: RaftHandle::new(wake).0,
         }
     }

@@ -69,6 +69,8 @@ pub struct Broker {
     pub config: KafkaConfig,
     pub topic_limits: crate::metadata::TopicLimits,
     pub shared: Arc<Shared>,
+    /// Where partition records are read from (their Raft logs).
+    pub store: crate::raft::storage::LogStore,
     pub raft: RaftHandle,
 }
 

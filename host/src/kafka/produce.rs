@@ -145,7 +145,7 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
             let (reply, pending) = oneshot::channel();
             let sent = broker.raft.send(RaftCommand::Append {
                 group: partition.group,
-                batch: records.to_vec(),
+                entry: crate::partition_log::entry::records(&records),
                 reply,
             });
             match sent {

@@ -70,7 +70,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 /// Topic configs the broker stores and honours; anything else is refused
 /// (Kafka's INVALID_CONFIG), never silently accepted.
-pub const SUPPORTED_CONFIGS: &[&str] = &["max.message.bytes"];
+pub const SUPPORTED_CONFIGS: &[&str] = &["max.message.bytes", "retention.ms", "retention.bytes"];
 
 /// A topic's configs, validated: only [`SUPPORTED_CONFIGS`], values parsed.
 pub type TopicConfigs = BTreeMap<String, String>;
@@ -85,6 +85,16 @@ pub fn validate_configs(configs: &TopicConfigs) -> Result<(), String> {
                 })?;
                 if bytes == 0 {
                     return Err("max.message.bytes must be at least 1".into());
+                }
+            }
+            "retention.ms" | "retention.bytes" => {
+                let v: i64 = value.parse().map_err(|_| {
+                    format!("{key} must be an integer (-1: no limit), not {value:?}")
+                })?;
+                if v < -1 {
+                    return Err(format!(
+                        "{key} must be -1 (no limit) or at least 0, not {v}"
+                    ));
                 }
             }
             other => {
@@ -277,6 +287,10 @@ mod tests {
         assert!(validate_configs(&config("max.message.bytes", "2048")).is_ok());
         assert!(validate_configs(&config("max.message.bytes", "lots")).is_err());
         assert!(validate_configs(&config("max.message.bytes", "0")).is_err());
-        assert!(validate_configs(&config("retention.ms", "1000")).is_err());
+        assert!(validate_configs(&config("retention.ms", "1000")).is_ok());
+        assert!(validate_configs(&config("retention.bytes", "-1")).is_ok());
+        assert!(validate_configs(&config("retention.ms", "-2")).is_err());
+        assert!(validate_configs(&config("retention.ms", "soon")).is_err());
+        assert!(validate_configs(&config("cleanup.policy", "compact")).is_err());
     }
 }

@@ -18,6 +18,7 @@ use std::fmt;
 /// Byte offsets of the v2 batch header fields (all big-endian).
 pub const BASE_OFFSET: usize = 0; // i64
 const BATCH_LENGTH: usize = 8; // i32: bytes after this field
+const PARTITION_LEADER_EPOCH: usize = 12; // i32, written by the leader
 const MAGIC: usize = 16; // i8
 const CRC: usize = 17; // u32, CRC-32C of everything from ATTRIBUTES on
 const ATTRIBUTES: usize = 21; // i16
@@ -50,6 +51,8 @@ pub enum BatchError {
     /// `InvalidRecordException`, answered INVALID_RECORD).
     Invalid(String),
 }
+
+impl std::error::Error for BatchError {}
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,6 +128,35 @@ pub fn split(mut records: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
 /// record count that matches `lastOffsetDelta`, producer fields, and (when
 /// not compressed) every record's structure, offset delta and timestamp.
 pub fn check(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_framed(batch, true)
+}
+
+/// [`check`] for a batch the leader has assigned its offsets to (any base
+/// offset), as it is stored in the Raft log.
+pub fn check_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_framed(batch, false)
+}
+
+/// Writes what the leader decides into a checked batch: its base offset and
+/// the partition leader epoch (the Raft term). Neither is covered by the
+/// CRC, as in Kafka, where the leader writes both too.
+pub fn assign(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// The batch's base offset (a stored batch's first offset).
+pub fn base_offset(batch: &[u8]) -> i64 {
+    i64_at(batch, BASE_OFFSET)
+}
+
+/// The batch's partition leader epoch (the term of the leader that wrote it).
+pub fn leader_epoch(batch: &[u8]) -> i32 {
+    i32_at(batch, PARTITION_LEADER_EPOCH)
+}
+
+fn check_framed(batch: &[u8], from_producer: bool) -> Result<BatchHeader, BatchError> {
     if batch.len() < HEADER_LEN {
         return Err(corrupt(format!(
             "record batch of {} bytes is shorter than its {HEADER_LEN}-byte header",
@@ -169,7 +201,7 @@ pub fn check(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         ));
     }
     let base_offset = i64_at(batch, BASE_OFFSET);
-    if base_offset != 0 {
+    if from_producer && base_offset != 0 {
         return Err(invalid(format!(
             "a producer's record batch starts at base offset 0, not {base_offset}"
         )));
@@ -400,6 +432,36 @@ pub(crate) mod tests {
 
     pub(crate) fn batch(records: i32) -> Vec<u8> {
         batch_from(-1, -1, -1, records)
+    }
+
+    /// A one-record batch carrying `value`, timestamped `timestamp`.
+    pub(crate) fn batch_with_value(value: &[u8], timestamp: i64) -> Vec<u8> {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
     }
 
     /// `batch` with its CRC recomputed, as a liar would send it.

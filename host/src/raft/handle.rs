@@ -90,10 +90,12 @@ pub enum RaftCommand {
     Propose(Command, Option<Waiter>),
     /// Ask a partition's group to move leadership to `to`.
     Transfer { group: u64, to: NodeId },
-    /// Append a Kafka record batch to a partition group this node leads.
+    /// Append a Kafka record batch to a partition group this node leads:
+    /// `entry` is `partition_log::entry::records(batch)`, which the leader
+    /// completes (offsets, leader epoch) before proposing it.
     Append {
         group: u64,
-        batch: Vec<u8>,
+        entry: Vec<u8>,
         reply: AppendReply,
     },
 }
@@ -103,7 +105,7 @@ impl RaftCommand {
     fn size(&self) -> usize {
         const BASE: usize = 64;
         match self {
-            RaftCommand::Append { batch, .. } => BASE + batch.len(),
+            RaftCommand::Append { entry, .. } => BASE + entry.len(),
             RaftCommand::Propose(Command::CreateTopic { replicas, .. }, _) => {
                 BASE + replicas.iter().map(|r| 8 * r.len() + 8).sum::<usize>()
             }
@@ -255,7 +257,7 @@ mod tests {
     fn append(bytes: usize) -> RaftCommand {
         RaftCommand::Append {
             group: 2,
-            batch: vec![0; bytes],
+            entry: vec![0; bytes],
             reply: tokio::sync::oneshot::channel().0,
         }
     }

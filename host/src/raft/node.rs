@@ -14,6 +14,9 @@
 
 use crate::caps::inflight::{InflightWrites, LeaderWrite};
 use crate::metadata::{Applied, Command, METADATA_GROUP, TopicPartition};
+use crate::partition_log::entry::Control;
+use crate::partition_log::{Applied as PartitionApplied, PartitionLog};
+use crate::raft::appends::{Decision, Pending};
 use crate::raft::handle::{AppendError, CommandQueue, RaftCommand, RaftError, WAKE_GROUP, Waiter};
 use crate::raft::shared::{LogStatus, ReplicaStatus, Role, Shared};
 use crate::raft::storage::{LogStore, WriteBatch};
@@ -61,6 +64,35 @@ pub struct RaftSettings {
     pub session_timeout: Duration,
     /// When the metadata group snapshots its state and compacts its log.
     pub snapshots: SnapshotPolicy,
+    /// Partition checkpoints, retention defaults, producer expiry.
+    pub storage: StoragePolicy,
+}
+
+/// How partitions keep their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoragePolicy {
+    /// A partition checkpoints its state after this many bytes or entries
+    /// applied since its last checkpoint: a restart replays at most that.
+    pub checkpoint_every_bytes: u64,
+    pub checkpoint_every_entries: u64,
+    /// Retention when a topic sets none (`retention.ms`, `retention.bytes`):
+    /// `None` keeps everything.
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    /// Idempotent producers not seen for this long are forgotten.
+    pub producer_expiry_ms: u64,
+}
+
+impl Default for StoragePolicy {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_bytes: 32 << 20,
+            checkpoint_every_entries: 20_000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            producer_expiry_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
 }
 
 /// When a group snapshots its state machine and compacts its Raft log: after
@@ -93,6 +125,7 @@ impl Default for RaftSettings {
             resync: Duration::from_secs(2),
             session_timeout: Duration::from_secs(9),
             snapshots: SnapshotPolicy::default(),
+            storage: StoragePolicy::default(),
         }
     }
 }
@@ -131,8 +164,10 @@ pub fn transition(old: Seen, new: Seen) -> Option<Transition> {
 
 struct Group {
     raw: RawNode<crate::raft::storage::GroupStorage>,
-    /// Appends proposed here, by proposal id, waiting for their apply.
-    appends: HashMap<u64, crate::raft::handle::AppendReply>,
+    /// A serving partition leader's decided, proposed, unapplied appends.
+    pending: Option<Pending>,
+    /// Where the partition's last checkpoint was: (applied index, bytes).
+    checkpointed: (u64, u64),
     /// What was last reported, to emit events on change.
     seen: Seen,
     serving: bool,
@@ -189,6 +224,13 @@ pub enum LoopError {
     },
     #[error("cannot save a metadata snapshot: {0:#}")]
     Snapshot(anyhow::Error),
+    #[error("partition group {group}: {source}")]
+    Partition {
+        group: u64,
+        source: crate::partition_log::ApplyError,
+    },
+    #[error("partition group {group}: cannot save its state: {source:#}")]
+    PartitionState { group: u64, source: anyhow::Error },
 }
 
 /// Applied since the metadata group's last snapshot.
@@ -223,6 +265,9 @@ pub struct RaftLoop {
     replay_until: u64,
     replayed: bool,
     since_snapshot: SinceSnapshot,
+    /// Retention decided (applied this round): (group, Raft index, new log
+    /// start offset), compacted after the round.
+    compactions: Vec<(u64, u64, i64)>,
     /// The first error that ends the loop.
     failed: Option<LoopError>,
     logger: slog::Logger,
@@ -278,6 +323,7 @@ impl RaftLoop {
             replay_until,
             replayed: applied >= replay_until,
             since_snapshot: SinceSnapshot::default(),
+            compactions: Vec::new(),
             failed: None,
             logger,
             stop,
@@ -329,12 +375,24 @@ impl RaftLoop {
         }
         let storage = self.io.store.group(id);
         let fresh = storage.initialize(voters)?;
+        let mut applied = applied;
+        if id != METADATA_GROUP {
+            // A partition resumes from its latest checkpoint or received
+            // snapshot, whichever is further: only the entries after replay.
+            let log =
+                partition_start(&storage).map_err(|e| anyhow::anyhow!("raft group {id}: {e}"))?;
+            applied = log.applied();
+            self.shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, log);
+        }
         let config = raft::Config {
             id: self.node,
             election_tick: self.settings.election_ticks,
             heartbeat_tick: self.settings.heartbeat_ticks,
-            // The metadata starts from its latest snapshot; partition state
-            // machines are rebuilt by replaying their whole log (0).
+            // The state machine holds everything up to here already.
             applied,
             pre_vote: true,
             check_quorum: true,
@@ -345,21 +403,12 @@ impl RaftLoop {
         };
         config.validate()?;
         let raw = RawNode::new(&config, storage, &self.logger.new(slog::o!("group" => id)))?;
-        if id != METADATA_GROUP {
-            // An empty partition has a log too (offsets 0..0), so ListOffsets
-            // and Fetch answer it rather than "not leader".
-            self.shared
-                .logs
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id)
-                .or_default();
-        }
         self.groups.insert(
             id,
             Group {
                 raw,
-                appends: HashMap::new(),
+                pending: None,
+                checkpointed: (applied, 0),
                 seen: Seen {
                     role: Role::Follower,
                     leader: None,
@@ -650,27 +699,49 @@ impl RaftLoop {
             }
             RaftCommand::Append {
                 group: group_id,
-                batch,
+                mut entry,
                 reply,
             } => {
                 let (id, context) = self.proposal_context();
+                let applied_next = self
+                    .shared
+                    .logs
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&group_id)
+                    .map(PartitionLog::high_watermark);
                 let Some(group) = self.groups.get_mut(&group_id) else {
                     let _ = reply.send(Err(AppendError::UnknownGroup));
                     return;
                 };
                 // Only a leader that has committed an entry of its own term
                 // accepts writes: it knows every earlier commit.
-                if group.raw.raft.state != StateRole::Leader || !group.serving {
+                let term = group.raw.raft.term;
+                let (Some(pending), Some(applied_next), StateRole::Leader, true) = (
+                    group.pending.as_mut(),
+                    applied_next,
+                    group.raw.raft.state,
+                    group.serving,
+                ) else {
                     let leader = group.leader().filter(|l| *l != self.node);
                     let _ = reply.send(Err(AppendError::NotLeader(leader)));
                     return;
-                }
-                match group.raw.propose(context, batch) {
-                    Ok(()) => {
-                        group.appends.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+                };
+                let (decision, reply) = pending.decide(&mut entry, term, applied_next, reply);
+                if let (
+                    Decision::Propose {
+                        base,
+                        records,
+                        producer,
+                    },
+                    Some(reply),
+                ) = (decision, reply)
+                {
+                    match group.raw.propose(context, entry) {
+                        Ok(()) => pending.proposed(id, reply, base, records, producer, now_ms()),
+                        Err(e) => {
+                            let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+                        }
                     }
                 }
             }
@@ -763,6 +834,8 @@ impl RaftLoop {
         }
         self.io.transport.send(outgoing);
         self.maybe_snapshot_metadata();
+        self.compact_partitions();
+        self.checkpoint_partitions();
     }
 
     /// A snapshot from the leader replaced a group's log: its state machine
@@ -770,11 +843,30 @@ impl RaftLoop {
     fn restore(&mut self, id: u64, snapshot: &raft::prelude::Snapshot) {
         let index = snapshot.get_metadata().index;
         if id != METADATA_GROUP {
-            tracing::error!(
-                group = id,
-                index,
-                "a partition group received a snapshot; ignored"
-            );
+            match crate::partition_log::decode_checkpoint(&snapshot.data) {
+                Ok(state) => {
+                    tracing::info!(
+                        group = id,
+                        index,
+                        log_start_offset = state.log_start_offset,
+                        "partition restored from the leader's snapshot"
+                    );
+                    self.shared
+                        .logs
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, PartitionLog::from_checkpoint(state));
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.checkpointed = (index, 0);
+                    }
+                }
+                Err(source) => {
+                    self.failed = Some(LoopError::Partition {
+                        group: id,
+                        source: crate::partition_log::ApplyError::Entry { index, source },
+                    })
+                }
+            }
             return;
         }
         match crate::metadata::Metadata::decode_snapshot(&snapshot.data) {
@@ -844,6 +936,182 @@ impl RaftLoop {
         }
     }
 
+    /// Retention decided this round: each replica compacts its Raft log up
+    /// to the decided index and keeps a snapshot of the partition there
+    /// (the checkpoint at the new log start: no records), which a follower
+    /// further behind receives instead of entries that are gone.
+    fn compact_partitions(&mut self) {
+        for (id, index, log_start_offset) in std::mem::take(&mut self.compactions) {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let Ok(term) = group.raw.raft.raft_log.term(index) else {
+                continue; // compacted already (a replayed decision)
+            };
+            let (snapshot_state, state) = {
+                let logs = self
+                    .shared
+                    .logs
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let Some(log) = logs.get(&id) else {
+                    continue;
+                };
+                (
+                    crate::partition_log::encode_checkpoint(
+                        &log.snapshot_at(index, log_start_offset),
+                    ),
+                    (
+                        log.checkpoint().applied,
+                        log.checkpoint().bytes_applied,
+                        crate::partition_log::encode_checkpoint(log.checkpoint()),
+                    ),
+                )
+            };
+            let mut snapshot = raft::prelude::Snapshot::default();
+            snapshot.mut_metadata().index = index;
+            snapshot.mut_metadata().term = term;
+            snapshot
+                .mut_metadata()
+                .set_conf_state(group.raw.raft.prs().conf().to_conf_state());
+            snapshot.data = snapshot_state.into();
+            let (applied, bytes, state) = state;
+            match self
+                .io
+                .store
+                .save_snapshot_with_state(id, &snapshot, index, Some(state))
+            {
+                Ok(()) => {
+                    group.checkpointed = (applied, bytes);
+                    tracing::debug!(
+                        group = id,
+                        index,
+                        log_start_offset,
+                        "retention: log compacted"
+                    );
+                }
+                Err(source) => self.failed = Some(LoopError::PartitionState { group: id, source }),
+            }
+        }
+    }
+
+    /// Forgets idempotent producers silent for longer than the expiry, on
+    /// this replica (applied state and a leader's pending decisions alike).
+    fn expire_producers(&mut self) {
+        let (now, max_age) = (now_ms(), self.settings.storage.producer_expiry_ms);
+        let mut logs = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, log) in logs.iter_mut() {
+            let expired = log.producers_mut().expire(now, max_age);
+            if let Some(pending) = self.groups.get_mut(id).and_then(|g| g.pending.as_mut()) {
+                pending.producers_mut().expire(now, max_age);
+            }
+            if expired > 0 {
+                tracing::debug!(group = id, expired, "idempotent producers expired");
+            }
+        }
+    }
+
+    /// A serving partition leader proposes deleting the prefix that its
+    /// topic's retention (or the broker default) lets go; every replica
+    /// applies it (moves its log start) and compacts ([`Self::compact_partitions`]).
+    fn apply_retention(&mut self) {
+        let policy = self.settings.storage;
+        let now = now_ms() as i64;
+        let mut proposals = Vec::new();
+        {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let logs = self
+                .shared
+                .logs
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (&id, group) in &self.groups {
+                if group.pending.is_none() {
+                    continue; // not a serving partition leader
+                }
+                let (Some(log), Some(key)) = (logs.get(&id), metadata.key_of_group(id)) else {
+                    continue;
+                };
+                let configs = metadata.topic(&key.topic).map(|t| &t.configs);
+                let setting = |key: &str| {
+                    configs
+                        .and_then(|c| c.get(key))
+                        .and_then(|v| v.parse::<i64>().ok())
+                };
+                let retention_ms = match setting("retention.ms") {
+                    Some(ms) => (ms >= 0).then_some(ms),
+                    None => policy.retention_ms,
+                };
+                let retention_bytes = match setting("retention.bytes") {
+                    Some(bytes) => u64::try_from(bytes).ok(),
+                    None => policy.retention_bytes,
+                };
+                let Some((index, log_start_offset)) = log.retention_cut(
+                    retention_ms.map(|ms| now.saturating_sub(ms)),
+                    retention_bytes,
+                ) else {
+                    continue;
+                };
+                if log_start_offset > log.log_start_offset() {
+                    proposals.push((id, index, log_start_offset));
+                }
+            }
+        }
+        for (id, index, log_start_offset) in proposals {
+            let (_, context) = self.proposal_context();
+            let control = Control::DeletePrefix {
+                index,
+                log_start_offset,
+            };
+            if let Some(group) = self.groups.get_mut(&id)
+                && let Err(e) = group
+                    .raw
+                    .propose(context, crate::partition_log::entry::control(&control))
+            {
+                tracing::debug!(group = id, "retention proposal dropped: {e}");
+            }
+        }
+    }
+
+    /// Saves the checkpoint of each partition that applied enough since its
+    /// last one (unsynced: the next round's synced write makes it durable).
+    fn checkpoint_partitions(&mut self) {
+        let policy = self.settings.storage;
+        let logs = self
+            .shared
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (&id, group) in &mut self.groups {
+            let Some(log) = logs.get(&id) else {
+                continue;
+            };
+            let state = log.checkpoint();
+            let (at, bytes) = group.checkpointed;
+            if state.applied.saturating_sub(at) < policy.checkpoint_every_entries
+                && state.bytes_applied.saturating_sub(bytes) < policy.checkpoint_every_bytes
+            {
+                continue;
+            }
+            let encoded = crate::partition_log::encode_checkpoint(state);
+            match self.io.store.save_state(id, encoded) {
+                Ok(()) => group.checkpointed = (state.applied, state.bytes_applied),
+                Err(source) => {
+                    self.failed = Some(LoopError::PartitionState { group: id, source });
+                    return;
+                }
+            }
+        }
+    }
+
     fn apply(&mut self, group_id: u64, entries: Vec<Entry>) {
         for entry in entries {
             if let Some(group) = self.groups.get_mut(&group_id)
@@ -853,7 +1121,17 @@ impl RaftLoop {
             {
                 // An entry of the leader's own term is committed: it knows
                 // every earlier commit and may serve leader-only requests.
+                // Its appends continue from the applied state.
                 group.serving = true;
+                if group_id != METADATA_GROUP {
+                    group.pending = self
+                        .shared
+                        .logs
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&group_id)
+                        .map(Pending::new);
+                }
             }
             if group_id == METADATA_GROUP {
                 self.since_snapshot.entries += 1;
@@ -867,6 +1145,14 @@ impl RaftLoop {
                 }
             } else if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                 self.apply_records(group_id, &entry);
+            } else if let Some(log) = self
+                .shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&group_id)
+            {
+                log.skip(entry.index);
             }
         }
     }
@@ -971,14 +1257,34 @@ impl RaftLoop {
                 .logs
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            logs.entry(group_id).or_default().append(&entry.data)
+            logs.entry(group_id)
+                .or_default()
+                .apply(entry.index, &entry.data, now_ms())
         };
-        if let Some(context) = ProposalContext::decode(&entry.context)
-            && context.is_ours(self.node, self.boot)
-            && let Some(group) = self.groups.get_mut(&group_id)
-            && let Some(reply) = group.appends.remove(&context.id)
-        {
-            let _ = reply.send(outcome.map_err(AppendError::Refused));
+        match outcome {
+            Ok(PartitionApplied::Batch(base)) => {
+                let id = ProposalContext::decode(&entry.context)
+                    .filter(|c| c.is_ours(self.node, self.boot))
+                    .map(|c| c.id);
+                if let Some(pending) = self
+                    .groups
+                    .get_mut(&group_id)
+                    .and_then(|g| g.pending.as_mut())
+                {
+                    pending.applied(id, base);
+                }
+            }
+            Ok(PartitionApplied::Control(Control::DeletePrefix {
+                index,
+                log_start_offset,
+            })) => self.compactions.push((group_id, index, log_start_offset)),
+            Err(source) => {
+                // The log is not what its leader wrote: stop, never guess.
+                self.failed = Some(LoopError::Partition {
+                    group: group_id,
+                    source,
+                });
+            }
         }
     }
 
@@ -997,8 +1303,8 @@ impl RaftLoop {
             group.serving = false;
             // Appends still waiting will not be answered by this replica:
             // tell their clients now (they retry against the new leader).
-            for (_, reply) in group.appends.drain() {
-                let _ = reply.send(Err(AppendError::NotLeader(now.leader)));
+            if let Some(pending) = group.pending.take() {
+                pending.abandon(now.leader);
             }
         }
         let old = group.seen;
@@ -1069,6 +1375,8 @@ impl RaftLoop {
         for write in self.inflight.expire(now) {
             self.propose_write(write);
         }
+        self.expire_producers();
+        self.apply_retention();
         let metadata = self
             .shared
             .metadata
@@ -1258,6 +1566,33 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The state a partition replica resumes from: its latest checkpoint or
+/// the snapshot it received, whichever is further; a new log if neither.
+fn partition_start(
+    storage: &crate::raft::storage::GroupStorage,
+) -> Result<PartitionLog, crate::partition_log::entry::EntryError> {
+    let state = storage
+        .stored_state()
+        .map(|bytes| crate::partition_log::decode_checkpoint(&bytes))
+        .transpose()?;
+    let snapshot = storage
+        .stored_snapshot()
+        .map(|s| crate::partition_log::decode_checkpoint(&s.data))
+        .transpose()?;
+    let start = match (state, snapshot) {
+        (Some(a), Some(b)) => {
+            if a.applied >= b.applied {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => Default::default(),
+    };
+    Ok(PartitionLog::from_checkpoint(start))
 }
 
 #[cfg(test)]
