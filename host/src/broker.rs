@@ -17,9 +17,6 @@ use leaderhook_hooks::{Capabilities, HookRuntime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// How often raft-engine may reclaim log files.
-const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Envelopes waiting for the Raft loop before the transport drops them.
 const INBOX: usize = 65_536;
 
@@ -31,8 +28,11 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .build()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = LogStore::open(&config.data_dir.join("raft"))
-        .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
+    let store = LogStore::open_with(
+        &config.data_dir.join("raft"),
+        config.storage.store_options(),
+    )
+    .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
 
     let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX);
     let transport = Transport::start(
@@ -90,7 +90,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         stop: stop.clone(),
     })?;
     // Reclaims log files of deleted groups and compacted entries.
-    let purger = store_for_purge.spawn_purger(PURGE_EVERY, stop.clone())?;
+    let purger = store_for_purge.spawn_purger(config.storage.purge_interval(), stop.clone())?;
     let raft_thread = {
         let stop = stop.clone();
         std::thread::Builder::new()

@@ -53,6 +53,7 @@
 
 use crate::auth::{ClusterAuth, Secret, SecurityConfigError};
 use crate::raft::node::{RaftSettings, SnapshotPolicy, StoragePolicy};
+use crate::raft::storage::StoreOptions;
 use leaderhook_hooks::config::{DispatchConfig, PluginConfig};
 use leaderhook_hooks::{HooksConfig, NodeId};
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,12 @@ pub struct StorageConfig {
     /// Idempotent producers silent for this long are forgotten (Kafka's
     /// `producer.id.expiration.ms`, 7 days).
     pub producer_expiry_ms: u64,
+    /// raft-engine log files are this large; disk used by deleted or
+    /// compacted entries is reclaimed file by file, every
+    /// `purge_interval_ms`, once the files exceed `purge_threshold_bytes`.
+    pub log_file_bytes: u64,
+    pub purge_threshold_bytes: u64,
+    pub purge_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -185,11 +192,25 @@ impl Default for StorageConfig {
             checkpoint_every_bytes: policy.checkpoint_every_bytes,
             checkpoint_every_entries: policy.checkpoint_every_entries,
             producer_expiry_ms: policy.producer_expiry_ms,
+            log_file_bytes: StoreOptions::default().file_bytes,
+            purge_threshold_bytes: StoreOptions::default().purge_threshold_bytes,
+            purge_interval_ms: 10_000,
         }
     }
 }
 
 impl StorageConfig {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            file_bytes: self.log_file_bytes.max(1 << 20),
+            purge_threshold_bytes: self.purge_threshold_bytes.max(1 << 20),
+        }
+    }
+
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_millis(self.purge_interval_ms.max(100))
+    }
+
     pub fn policy(&self) -> StoragePolicy {
         StoragePolicy {
             checkpoint_every_bytes: self.checkpoint_every_bytes.max(1),

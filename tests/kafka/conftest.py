@@ -21,8 +21,9 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None):
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;
+        `storage`: settings for every node's [storage] table;
         `kafka`: settings for every node's [kafka] table (see
         host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
@@ -41,8 +42,9 @@ class Cluster:
             for key, value in (raft or {}).items():
                 text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
                 assert found == 1, f"no [raft] key {key} in {path}"
-            if kafka:
-                text += "\n[kafka]\n" + "".join(f"{k} = {v}\n" for k, v in kafka.items())
+            for table, settings in (("kafka", kafka), ("storage", storage)):
+                if settings:
+                    text += f"\n[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
             path.write_text(text)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}

@@ -91,9 +91,35 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
+/// How the raft-engine files of a node are sized and reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Size at which a log file is closed and a new one started.
+    pub file_bytes: u64,
+    /// Once the log files exceed this, purging rewrites the live entries of
+    /// the oldest files so they can go.
+    pub purge_threshold_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            // Many small groups share the log: smaller files let purging
+            // reclaim space sooner than the 128 MiB default.
+            file_bytes: 32 << 20,
+            purge_threshold_bytes: 256 << 20,
+        }
+    }
+}
+
 impl LogStore {
     /// Opens (creating it if needed) the store under `dir` and replays it.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`LogStore::open`] with file sizes and the purge threshold given.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating raft log directory {}", dir.display()))?;
         let dir_str = dir
@@ -101,12 +127,16 @@ impl LogStore {
             .ok_or_else(|| anyhow!("raft log directory {} is not UTF-8", dir.display()))?;
         let config = Config {
             dir: dir_str.to_owned(),
-            // Many small groups share the log: smaller files let purging reclaim
-            // space sooner than the 128 MiB default.
-            target_file_size: ReadableSize::mb(32),
+            target_file_size: ReadableSize(options.file_bytes),
             // Once the log files exceed this, `purge` rewrites the few live entries
             // of old files and asks for the groups holding them back to compact.
-            purge_threshold: ReadableSize::mb(256),
+            purge_threshold: ReadableSize(options.purge_threshold_bytes),
+            // Records are stored as sent (often compressed by the producer
+            // already) and read back entry by entry: no second compression.
+            batch_compression_threshold: ReadableSize(0),
+            // Purged files are deleted, not kept for reuse: deleting a topic
+            // or retention must free the disk.
+            enable_log_recycle: false,
             // Default, stated for the record: a torn last write (crash during a
             // write) is dropped, not an error.
             recovery_mode: raft_engine::RecoveryMode::TolerateTailCorruption,

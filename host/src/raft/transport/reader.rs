@@ -228,8 +228,15 @@ async fn read_inbound(
             if envelope.group == LOCAL_GROUP {
                 continue; // local notices are not a peer's to send
             }
-            // A peer speaks for itself, to this node only.
-            if envelope.message.from != peer || envelope.message.to != admission.node_id {
+            // A peer speaks for itself, to this node only — except the one
+            // message Raft forwards on another node's behalf: a follower
+            // passes a leadership transfer on to its leader with the
+            // transferee as `from` (raft-rs's protocol).
+            let forwarded_transfer =
+                envelope.message.get_msg_type() == raft::prelude::MessageType::MsgTransferLeader;
+            if (envelope.message.from != peer && !forwarded_transfer)
+                || envelope.message.to != admission.node_id
+            {
                 bump(&counters.dropped_forged, 1);
                 continue;
             }
