@@ -11,6 +11,7 @@ import struct
 import time
 
 import kafka
+import kafka.errors
 import pytest
 from confluent_kafka import Producer
 
@@ -202,4 +203,14 @@ def test_dead_brokers_leave_metadata_and_quorum_loss_shows_no_leader(short_sessi
         lambda: all(leader > 0 for _, leader, _ in metadata_v9(addr[1])[2].values()),
         timeout=60,
     )
-    produce_one(bootstrap, b"after recovery")
+
+    # Assignments follow the elections after the restart within moments;
+    # a client retrying NOT_LEADER_OR_FOLLOWER for a few seconds succeeds.
+    def recovered():
+        try:
+            produce_one(bootstrap, b"after recovery")
+            return True
+        except kafka.errors.KafkaError:
+            return False
+
+    wait_until("a produce after recovery", recovered, timeout=60)
