@@ -109,6 +109,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         topic_limits: config.topics,
         shared: shared.clone(),
         raft: raft.clone(),
+        coordinator: Arc::new(crate::coordinator::service::Coordinator::new(
+            config.node_id,
+            config.groups.clone(),
+            shared.clone(),
+            raft.clone(),
+        )),
+        auto_create: Default::default(),
     });
     let admin = Arc::new(Admin {
         node: config.node_id,

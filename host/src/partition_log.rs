@@ -21,6 +21,9 @@ pub mod record_batch;
 
 use bytes::Bytes;
 use record_batch::{BASE_OFFSET, BatchError, LAST_OFFSET_DELTA, i32_at};
+
+/// Where a v2 record batch carries its partition leader epoch (i32).
+const PARTITION_LEADER_EPOCH: usize = 12;
 use std::collections::{HashMap, VecDeque};
 use tokio::sync::watch;
 
@@ -60,6 +63,9 @@ pub struct PartitionLog {
     producers: HashMap<i64, Producer>,
     /// The high watermark, for long-polling fetches to wait on.
     appended: watch::Sender<i64>,
+    /// (leader epoch = Raft term, first offset of that epoch), ascending:
+    /// Kafka's leader epoch cache, for OffsetForLeaderEpoch.
+    epochs: Vec<(u64, i64)>,
 }
 
 impl Default for PartitionLog {
@@ -70,6 +76,7 @@ impl Default for PartitionLog {
             next_offset: 0,
             producers: HashMap::new(),
             appended: watch::Sender::new(0),
+            epochs: Vec::new(),
         }
     }
 }
@@ -99,6 +106,13 @@ impl PartitionLog {
         let base = self.next_offset;
         let mut stored = batch.to_vec();
         stored[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base.to_be_bytes());
+        // As Kafka does: the batch carries the leader epoch it was appended
+        // in (outside the CRC), so consumers can validate positions later.
+        if let Some((epoch, _)) = self.epochs.last() {
+            let epoch = i32::try_from(*epoch).unwrap_or(i32::MAX);
+            stored[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+                .copy_from_slice(&epoch.to_be_bytes());
+        }
         self.batches.push((base, Bytes::from(stored)));
         let max_timestamp = record_batch::max_timestamp(batch);
         let so_far = self
@@ -174,6 +188,36 @@ impl PartitionLog {
             ))),
             _ => Ok(None),
         }
+    }
+
+    /// Entries of Raft term `term` are applied from here on. The first
+    /// entry of a term (a new leader's empty entry, or its first batch)
+    /// starts that leader epoch at the current end of the log; an epoch
+    /// that appended nothing is replaced by the next, as Kafka's leader
+    /// epoch cache does.
+    pub fn begin_epoch(&mut self, term: u64) {
+        match self.epochs.last() {
+            Some((last, _)) if *last >= term => {}
+            Some((_, start)) if *start == self.next_offset => {
+                *self.epochs.last_mut().expect("checked") = (term, self.next_offset);
+            }
+            _ => self.epochs.push((term, self.next_offset)),
+        }
+    }
+
+    /// OffsetForLeaderEpoch, as Kafka answers it: the largest epoch at or
+    /// below `epoch` and the offset where the epoch after it begins (the
+    /// log end for the latest epoch); `None` for an epoch above any known.
+    /// An epoch below every known one answers itself and the first
+    /// epoch's start.
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, i64)> {
+        let (latest, _) = self.epochs.last()?;
+        if epoch == *latest {
+            return Some((epoch, self.next_offset));
+        }
+        let higher = self.epochs.iter().find(|(e, _)| *e > epoch)?;
+        let floor = self.epochs.iter().rev().find(|(e, _)| *e <= epoch);
+        Some((floor.map_or(epoch, |(e, _)| *e), higher.1))
     }
 
     /// The offset the next record gets: the high watermark, since only
@@ -289,6 +333,34 @@ mod tests {
         assert_eq!(log.offset_for_timestamp(t0 + 2), Some((2, t0 + 2)));
         assert_eq!(log.offset_for_timestamp(t0 + 3), None);
         assert_eq!(log.max_timestamp_offset(), Some((2, t0 + 2)));
+    }
+
+    #[test]
+    fn leader_epochs_answer_where_the_next_epoch_begins() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.end_offset_for_epoch(1), None);
+        log.begin_epoch(2);
+        log.append(&batch(3)).unwrap(); // epoch 2: 0..3
+        log.begin_epoch(3); // a leader that appended nothing...
+        log.begin_epoch(5); // ...is replaced by the next at the same offset
+        log.begin_epoch(5);
+        log.append(&batch(2)).unwrap(); // epoch 5: 3..5
+        let stored = log.read(3, 1 << 20);
+        assert_eq!(i32_at(&stored[0], PARTITION_LEADER_EPOCH), 5, "stamped");
+        assert_eq!(i32_at(&log.read(0, 1)[0], PARTITION_LEADER_EPOCH), 2);
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 5)), "latest: log end");
+        assert_eq!(log.end_offset_for_epoch(2), Some((2, 3)));
+        assert_eq!(log.end_offset_for_epoch(3), Some((2, 3)), "no entries of 3");
+        assert_eq!(log.end_offset_for_epoch(4), Some((2, 3)));
+        assert_eq!(
+            log.end_offset_for_epoch(1),
+            Some((1, 0)),
+            "before the first"
+        );
+        assert_eq!(log.end_offset_for_epoch(6), None, "from the future");
+        // An older term never moves the cache back.
+        log.begin_epoch(4);
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 5)));
     }
 
     #[tokio::test]

@@ -162,8 +162,15 @@ mod tests {
             peers,
             config: KafkaConfig::default(),
             topic_limits: TopicLimits::default(),
+            coordinator: Arc::new(crate::coordinator::service::Coordinator::new(
+                1,
+                Default::default(),
+                shared.clone(),
+                RaftHandle::new(std::sync::mpsc::sync_channel(1).0).0,
+            )),
             shared,
             raft: RaftHandle::new(wake).0,
+            auto_create: Default::default(),
         }
     }
 

@@ -39,16 +39,30 @@
 //!   (size limit, one batch, `partition_log::record_batch`).
 
 pub mod api_versions;
+pub mod auto_create;
 pub mod batch;
 pub mod codec;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod server;
+pub mod sync_group;
+pub mod transactions;
 
 use crate::config::{KafkaConfig, Peer};
 use crate::metadata::{Metadata, PartitionMeta, TopicId};
@@ -70,6 +84,18 @@ pub struct Broker {
     pub topic_limits: crate::metadata::TopicLimits,
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
+    /// Consumer groups this node coordinates.
+    pub coordinator: Arc<crate::coordinator::service::Coordinator>,
+    pub auto_create: auto_create::AutoCreate,
+}
+
+/// Who sent a request (DescribeGroups shows members by it).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The request header's client id.
+    pub id: String,
+    /// Kafka's form of the client's address: "/127.0.0.1".
+    pub host: String,
 }
 
 /// Kafka error code of `e`.

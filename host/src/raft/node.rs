@@ -378,6 +378,11 @@ impl RaftLoop {
 
     fn close_group(&mut self, id: u64) {
         self.groups.remove(&id);
+        self.shared
+            .coordinators
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         self.campaigns.retain(|(_, group, _)| *group != id);
         self.shared
             .replicas
@@ -654,6 +659,11 @@ impl RaftLoop {
                 reply,
             } => {
                 let (id, context) = self.proposal_context();
+                // Offsets partitions take group records only.
+                if self.is_offsets_partition(group_id) {
+                    let _ = reply.send(Err(AppendError::UnknownGroup));
+                    return;
+                }
                 let Some(group) = self.groups.get_mut(&group_id) else {
                     let _ = reply.send(Err(AppendError::UnknownGroup));
                     return;
@@ -674,6 +684,12 @@ impl RaftLoop {
                     }
                 }
             }
+            RaftCommand::AppendGroupRecord {
+                group,
+                record,
+                term,
+                reply,
+            } => self.propose_group_record(group, record, term, reply),
             RaftCommand::Transfer { group, to } => {
                 if let Some(group) = self.groups.get_mut(&group) {
                     // A follower forwards the request to its leader.
@@ -865,8 +881,17 @@ impl RaftLoop {
                     self.replayed = true;
                     self.sweep_orphan_groups();
                 }
-            } else if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                self.apply_records(group_id, &entry);
+            } else if self.is_offsets_partition(group_id) {
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    self.apply_group_record(group_id, &entry);
+                }
+            } else {
+                if entry.get_entry_type() == EntryType::EntryNormal {
+                    self.note_leader_epoch(group_id, entry.term);
+                }
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    self.apply_records(group_id, &entry);
+                }
             }
         }
     }
@@ -979,6 +1004,101 @@ impl RaftLoop {
             && let Some(reply) = group.appends.remove(&context.id)
         {
             let _ = reply.send(outcome.map_err(AppendError::Refused));
+        }
+    }
+
+    /// Whether `group` is a partition of the offsets topic (its entries are
+    /// group records, `coordinator::record`, not Kafka record batches).
+    fn is_offsets_partition(&self, group: u64) -> bool {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        metadata
+            .key_of_group(group)
+            .and_then(|key| metadata.topic(&key.topic))
+            .is_some_and(|t| t.name == crate::coordinator::OFFSETS_TOPIC)
+    }
+
+    /// Proposes a group coordinator's record, if this replica leads the
+    /// offsets partition at `term` and serves.
+    fn propose_group_record(
+        &mut self,
+        group_id: u64,
+        record: Vec<u8>,
+        term: u64,
+        reply: crate::raft::handle::AppendReply,
+    ) {
+        if !self.is_offsets_partition(group_id) {
+            let _ = reply.send(Err(AppendError::UnknownGroup));
+            return;
+        }
+        let (id, context) = self.proposal_context();
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            let _ = reply.send(Err(AppendError::UnknownGroup));
+            return;
+        };
+        if group.raw.raft.state != StateRole::Leader
+            || !group.serving
+            || group.raw.raft.term != term
+        {
+            let leader = group.leader().filter(|l| *l != self.node);
+            let _ = reply.send(Err(AppendError::NotLeader(leader)));
+            return;
+        }
+        match group.raw.propose(context, record) {
+            Ok(()) => {
+                group.appends.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+            }
+        }
+    }
+
+    /// Applies a group record to the offsets partition's store. One that
+    /// does not decode is skipped (alike on every replica) and logged.
+    fn apply_group_record(&mut self, group_id: u64, entry: &Entry) {
+        let outcome = self
+            .shared
+            .coordinators
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(group_id)
+            .or_default()
+            .apply(&entry.data);
+        if let Err(e) = &outcome {
+            tracing::error!(
+                group = group_id,
+                index = entry.index,
+                "group record skipped: {e}"
+            );
+        }
+        if let Some(context) = ProposalContext::decode(&entry.context)
+            && context.is_ours(self.node, self.boot)
+            && let Some(group) = self.groups.get_mut(&group_id)
+            && let Some(reply) = group.appends.remove(&context.id)
+        {
+            let _ = reply.send(
+                outcome
+                    .map(|()| 0)
+                    .map_err(|e| AppendError::Dropped(e.to_string())),
+            );
+        }
+    }
+
+    /// Where each Raft term's entries begin in the partition's offsets:
+    /// Kafka's leader epoch cache, for OffsetForLeaderEpoch (epoch = term).
+    fn note_leader_epoch(&self, group_id: u64, term: u64) {
+        if let Some(log) = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&group_id)
+        {
+            log.begin_epoch(term);
         }
     }
 
