@@ -21,10 +21,11 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None):
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, groups=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;
         `kafka`: settings for every node's [kafka] table (see
-        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
+        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5};
+        `groups`: every node's [groups] table (coordinator::GroupsConfig)."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -43,6 +44,8 @@ class Cluster:
                 assert found == 1, f"no [raft] key {key} in {path}"
             if kafka:
                 text += "\n[kafka]\n" + "".join(f"{k} = {v}\n" for k, v in kafka.items())
+            if groups:
+                text += "\n[groups]\n" + "".join(f"{k} = {v}\n" for k, v in groups.items())
             path.write_text(text)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}
