@@ -29,7 +29,8 @@ class Member:
             cmd = ["node", str(HERE / "js" / "member.js"), bootstrap, topic, group]
         elif client == "kcat":
             cmd = [
-                "kcat", "-q", "-b", bootstrap, "-G", group, "-o", "beginning",
+                "kcat", "-q", "-u", "-b", bootstrap, "-G", group,
+                "-X", "auto.offset.reset=earliest",
                 "-X", f"session.timeout.ms={SESSION_S * 1000}",
                 "-X", "heartbeat.interval.ms=1000",
                 "-X", "auto.commit.interval.ms=300",
