@@ -38,17 +38,23 @@
 //! - [`batch`]: a produced partition's records checked as Kafka checks them
 //!   (size limit, one batch, `partition_log::record_batch`).
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod auto_create;
 pub mod batch;
 pub mod codec;
+pub mod configs;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;

@@ -394,6 +394,21 @@ async fn dispatch(
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, &r, version))
         }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(super::describe_configs::handle(broker, &r, version))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(super::alter_configs::handle(broker, &r, version).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            super::incremental_alter_configs::handle(broker, &r, version).await,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            super::create_partitions::handle(broker, &r, version).await,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(super::describe_cluster::handle(broker, &r, version))
+        }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(transactions::add_partitions(&r, version))
         }

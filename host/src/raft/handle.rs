@@ -114,9 +114,10 @@ impl RaftCommand {
         match self {
             RaftCommand::Append { batch, .. } => BASE + batch.len(),
             RaftCommand::AppendGroupRecord { record, .. } => BASE + record.len(),
-            RaftCommand::Propose(Command::CreateTopic { replicas, .. }, _) => {
-                BASE + replicas.iter().map(|r| 8 * r.len() + 8).sum::<usize>()
-            }
+            RaftCommand::Propose(
+                Command::CreateTopic { replicas, .. } | Command::CreatePartitions { replicas, .. },
+                _,
+            ) => BASE + replicas.iter().map(|r| 8 * r.len() + 8).sum::<usize>(),
             _ => BASE,
         }
     }

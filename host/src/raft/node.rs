@@ -923,14 +923,19 @@ impl RaftLoop {
             self.propose_write(next);
         }
         match &outcome {
-            Applied::TopicCreated { groups, .. } => self.open_topic_groups(groups),
+            Applied::TopicCreated { groups, .. } | Applied::PartitionsCreated { groups } => {
+                self.open_topic_groups(groups);
+            }
             Applied::TopicDeleted { groups } => {
                 for &group in groups {
                     self.close_group(group);
                 }
             }
-            Applied::LeaderSet | Applied::IsrSet | Applied::ProducerId(_) | Applied::Refused(_) => {
-            }
+            Applied::LeaderSet
+            | Applied::IsrSet
+            | Applied::ProducerId(_)
+            | Applied::ConfigsSet
+            | Applied::Refused(_) => {}
         }
         if let Some(context) = ProposalContext::decode(&entry.context)
             && context.is_ours(self.node, self.boot)
