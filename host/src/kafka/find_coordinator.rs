@@ -3,9 +3,11 @@
 //! hook plugins keep equal to Raft's leader — so coordinators follow
 //! elections like every partition. The first request creates the offsets
 //! topic (COORDINATOR_NOT_AVAILABLE until it has a leader, as in Kafka).
-//! Transactions are not supported: a transaction coordinator lookup is
-//! answered TRANSACTIONAL_ID_AUTHORIZATION_FAILED with a message saying
-//! so, the same refusal InitProducerId gives a transactional id.
+//! Transactions are not supported. A transaction coordinator lookup names
+//! the node asked, whose InitProducerId then refuses the transactional id
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, the documented refusal): an
+//! error here would not reach the user in every client (kafkajs retries
+//! every broker and reports only "coordinator not found").
 
 use super::Broker;
 use kafka_protocol::ResponseError;
@@ -70,10 +72,17 @@ fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
             },
             Err(e) => failed(e, format!("group {key}: no coordinator available yet")),
         },
-        TRANSACTION => failed(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            NO_TRANSACTIONS.into(),
-        ),
+        TRANSACTION => match broker.endpoint(broker.node) {
+            Some((host, port)) => Coordinator::default()
+                .with_key(key.clone())
+                .with_node_id(BrokerId(broker.node as i32))
+                .with_host(host)
+                .with_port(port),
+            None => failed(
+                ResponseError::CoordinatorNotAvailable,
+                NO_TRANSACTIONS.into(),
+            ),
+        },
         other => failed(
             ResponseError::InvalidRequest,
             format!("unknown coordinator key type {other}"),
