@@ -14,7 +14,13 @@
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
 //! full fetch), ListOffsets (latest, earliest, max timestamp, by
-//! timestamp). Not yet: consumer groups, transactions.
+//! timestamp), OffsetForLeaderEpoch, consumer groups (FindCoordinator,
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+//! ListGroups, DescribeGroups, DeleteGroups, OffsetDelete: see
+//! `coordinator`), auto topic creation through Metadata, CreatePartitions,
+//! DescribeConfigs / AlterConfigs / IncrementalAlterConfigs (topic
+//! configs), DescribeCluster. Transactions are refused
+//! ([`transactions`]).
 //!
 //! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
 //!
