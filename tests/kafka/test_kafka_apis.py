@@ -343,3 +343,46 @@ def test_transactions_are_refused_clearly(cluster):
         p.init_transactions(30)
     print(f"confluent-kafka: {e.value}")
     assert e.value.args[0].name() == "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", e.value
+
+
+def test_the_offsets_topic_is_the_brokers_own(cluster):
+    """Clients cannot write to, delete or create the offsets topic; a group
+    deleted and created again under the same name starts afresh."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = create_topic(cluster.bootstrap, "owned", partitions=1)
+    produce(cluster.bootstrap, "owned", [f"v{i}" for i in range(5)])
+    first = Member("confluent", cluster.bootstrap, "owned", "reused")
+    wait_consumed([first], [f"v{i}" for i in range(5)], 60, "first life")
+    first.leave()
+    md = admin.list_topics("__consumer_offsets", timeout=10).topics["__consumer_offsets"]
+    assert md.error is None and len(md.partitions) == 10
+    # Produce into it: refused, the coordinator untouched.
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "message.timeout.ms": 5000})
+    errors = []
+    p.produce("__consumer_offsets", value=b"\x01garbage", partition=0,
+              on_delivery=lambda e, m: errors.append(e))
+    p.flush(15)
+    assert errors and errors[0] is not None, "a client wrote into the offsets topic"
+    for call in (lambda: admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"],
+                 lambda: admin.create_topics([NewTopic("__consumer_offsets", 1, 1)])[
+                     "__consumer_offsets"]):
+        with pytest.raises(KafkaException):
+            call().result(20)
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("reused")])["reused"].result(20)
+    assert [tp.offset for tp in offsets.topic_partitions] == [5]
+    # The same name after a deletion: no offsets, consumed from the start.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            admin.delete_consumer_groups(["reused"])["reused"].result(20)
+            break
+        except KafkaException:  # still leaving
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    second = Member("confluent", cluster.bootstrap, "owned", "reused")
+    try:
+        wait_consumed([second], [f"v{i}" for i in range(5)], 60, "second life")
+    finally:
+        second.kill()
