@@ -9,9 +9,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,
-# kafka-python and kcat against loopback clusters of the debug binary that
+# kafka-python, aiokafka, kafkajs (tests/kafka/js, pinned in its
+# package.json) and kcat against loopback clusters of the debug binary that
 # `cargo test` built.
-python3 -m pip install --quiet kafka-python confluent-kafka pytest
+python3 -m pip install --quiet kafka-python confluent-kafka pytest aiokafka==0.14.0
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update && apt-get install -y nodejs npm
+fi
+npm install --prefix tests/kafka/js --no-audit --no-fund
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi

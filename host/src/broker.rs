@@ -110,6 +110,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         shared: shared.clone(),
         store: store_for_purge.clone(),
         raft: raft.clone(),
+        coordinator: Arc::new(crate::coordinator::service::Coordinator::new(
+            config.node_id,
+            config.groups.clone(),
+            shared.clone(),
+            raft.clone(),
+        )),
+        auto_create: Default::default(),
     });
     let admin = Arc::new(Admin {
         node: config.node_id,

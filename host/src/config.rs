@@ -13,6 +13,9 @@
 //! fetch_max_bytes = 57671680
 //! connection_in_flight_bytes = 104857600
 //! connections_max_idle_ms = 600000
+//! auto_create_topics_enable = true     # Metadata creates unknown topics clients ask for
+//! num_partitions = 1                   # ...with this many partitions
+//! default_replication_factor = 3       # ...and replicas (at most the live nodes)
 //! [security]                         # required: `cluster init` writes it (keep the file private)
 //! cluster_id = "4f0c…"                 # the same on every node of the cluster
 //! secret = "9a1e…"                     # the same on every node; at least 32 characters
@@ -33,6 +36,16 @@
 //! snapshot_every_entries = 10000        # metadata snapshots: after this many entries
 //! snapshot_every_bytes = 67108864       # ...or bytes applied
 //! snapshot_keep_entries = 1000          # entries kept behind a snapshot
+//! [groups]                             # consumer groups (coordinator::GroupsConfig)
+//! offsets_topic_partitions = 10
+//! offsets_topic_replication = 3
+//! initial_rebalance_delay_ms = 3000
+//! min_session_timeout_ms = 6000
+//! max_session_timeout_ms = 1800000
+//! max_members = 1000
+//! max_groups = 10000                   # per offsets partition
+//! max_member_metadata_bytes = 1048576
+//! max_offset_metadata_bytes = 4096
 //! [topics]
 //! max_partitions_per_topic = 10000
 //! max_partitions_per_request = 10000
@@ -78,6 +91,9 @@ pub struct NodeConfig {
     pub topics: crate::metadata::TopicLimits,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Consumer groups and their offsets topic.
+    #[serde(default)]
+    pub groups: crate::coordinator::GroupsConfig,
     /// Cluster id and secret: required (checked by [`NodeConfig::from_file`]).
     #[serde(default)]
     pub security: SecurityConfig,
@@ -334,6 +350,14 @@ pub struct KafkaConfig {
     /// A connection that sends nothing for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
+    /// A Metadata request that allows it creates the unknown topics it
+    /// names (Kafka's `auto.create.topics.enable`; on, as in Kafka).
+    pub auto_create_topics_enable: bool,
+    /// Partitions of an auto-created topic (Kafka's `num.partitions`).
+    pub num_partitions: u32,
+    /// Replicas per partition of an auto-created topic, at most the live
+    /// nodes (Kafka's `default.replication.factor`).
+    pub default_replication_factor: u32,
 }
 
 impl Default for KafkaConfig {
@@ -345,6 +369,9 @@ impl Default for KafkaConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             connection_in_flight_bytes: 100 * 1024 * 1024,
             connections_max_idle_ms: 600_000,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 3,
         }
     }
 }
@@ -379,6 +406,11 @@ impl KafkaConfig {
         }
         if self.connections_max_idle_ms == 0 {
             return Err("kafka.connections_max_idle_ms must be at least 1".into());
+        }
+        if self.num_partitions == 0 || self.default_replication_factor == 0 {
+            return Err(
+                "kafka.num_partitions and default_replication_factor must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -484,6 +516,7 @@ impl NodeConfig {
             ));
         }
         self.kafka.validate()?;
+        self.groups.validate()?;
         if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
             return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".into());
         }

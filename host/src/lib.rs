@@ -10,7 +10,8 @@
 //! - [`raft`]: multi-Raft (storage, transport, the Raft loop).
 //! - [`metadata`]: the replicated topics and assignments.
 //! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
-//! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`).
+//! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`);
+//!   [`coordinator`]: consumer groups, coordinated by offsets-partition leaders.
 //! - [`auth`]: cluster id and secret, the proofs of membership;
 //!   [`log_limit`]: rate-limited logs.
 //! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
@@ -23,6 +24,7 @@ pub mod builtin;
 pub mod caps;
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
 pub mod demo;
 pub mod kafka;
 pub mod log_limit;

@@ -21,11 +21,12 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None):
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None, groups=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;
         `storage`: settings for every node's [storage] table;
         `kafka`: settings for every node's [kafka] table (see
-        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
+        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5};
+        `groups`: every node's [groups] table (coordinator::GroupsConfig)."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -42,7 +43,7 @@ class Cluster:
             for key, value in (raft or {}).items():
                 text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
                 assert found == 1, f"no [raft] key {key} in {path}"
-            for table, settings in (("kafka", kafka), ("storage", storage)):
+            for table, settings in (("kafka", kafka), ("storage", storage), ("groups", groups)):
                 if settings:
                     text += f"\n[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
             path.write_text(text)

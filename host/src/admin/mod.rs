@@ -402,6 +402,8 @@ fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
         Applied::LeaderSet => Ok(serde_json::json!("leader set")),
         Applied::IsrSet => Ok(serde_json::json!("isr set")),
         Applied::ProducerId(id) => Ok(serde_json::json!({ "producer_id": id })),
+        Applied::PartitionsCreated { groups } => Ok(serde_json::json!({ "groups": groups })),
+        Applied::ConfigsSet => Ok(serde_json::json!("configs set")),
     }
 }
 

@@ -10,9 +10,12 @@
 //! progress and wrote to the metadata group (all replicas until then). The
 //! controller is the metadata group's leader as this node knows it (this
 //! node while it knows none); any node accepts CreateTopics and
-//! DeleteTopics (they are proposals to the metadata group). Topics are
-//! never auto-created.
+//! DeleteTopics (they are proposals to the metadata group). An unknown
+//! topic a request names is created when it allows it and the node's
+//! `auto_create_topics_enable` is on (`auto_create`): LEADER_NOT_AVAILABLE
+//! until it has leaders. The offsets topic is shown as internal.
 
+use super::auto_create::NotCreated;
 use super::{Broker, CLUSTER_ID, epoch, resolve_topic};
 use crate::metadata::{Metadata, TopicMeta};
 use kafka_protocol::ResponseError;
@@ -59,7 +62,20 @@ pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> Metad
                         .with_error_code(if name.is_empty() {
                             ResponseError::UnknownTopicId.code()
                         } else {
-                            ResponseError::UnknownTopicOrPartition.code()
+                            match broker.auto_create.create(
+                                broker,
+                                name,
+                                request.allow_auto_topic_creation,
+                            ) {
+                                // Being created: no leader yet, as Kafka answers.
+                                Ok(()) => ResponseError::LeaderNotAvailable.code(),
+                                Err(NotCreated::InvalidName(_)) => {
+                                    ResponseError::InvalidTopicException.code()
+                                }
+                                Err(NotCreated::Disabled) => {
+                                    ResponseError::UnknownTopicOrPartition.code()
+                                }
+                            }
                         }),
                 }
             })
@@ -109,6 +125,7 @@ fn topic(meta: &TopicMeta, live: &BTreeSet<NodeId>) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
         .with_topic_id(meta.id.0)
+        .with_is_internal(meta.name == crate::coordinator::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -165,9 +182,16 @@ mod tests {
             peers,
             config: KafkaConfig::default(),
             topic_limits: TopicLimits::default(),
+            coordinator: Arc::new(crate::coordinator::service::Coordinator::new(
+                1,
+                Default::default(),
+                shared.clone(),
+                RaftHandle::new(std::sync::mpsc::sync_channel(1).0).0,
+            )),
             shared,
             store,
             raft: RaftHandle::new(wake).0,
+            auto_create: Default::default(),
         }
     }
 
@@ -265,8 +289,67 @@ mod tests {
     }
 
     #[test]
+    fn unknown_topics_are_created_only_when_allowed_and_enabled() {
+        let (wake, _inbox) = std::sync::mpsc::sync_channel(8);
+        let (raft, commands) = RaftHandle::new(wake);
+        let mut b = broker();
+        b.raft = raft;
+        let ask = |b: &Broker, name: &'static str, allow: bool| {
+            let request = MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_static_str(name)))),
+                ]))
+                .with_allow_auto_topic_creation(allow);
+            handle(b, &request, 12).topics[0].error_code
+        };
+        let proposed = |commands: &crate::raft::handle::CommandQueue| {
+            std::iter::from_fn(|| commands.try_next())
+                .filter_map(|c| match c {
+                    crate::raft::handle::RaftCommand::Propose(
+                        Command::CreateTopic { name, replicas, .. },
+                        _,
+                    ) => Some((name, replicas.len(), replicas[0].len())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ask(&b, "nope", false),
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(proposed(&commands).is_empty());
+        assert_eq!(
+            ask(&b, "fresh", true),
+            ResponseError::LeaderNotAvailable.code()
+        );
+        // A client polling Metadata proposes it once.
+        assert_eq!(
+            ask(&b, "fresh", true),
+            ResponseError::LeaderNotAvailable.code()
+        );
+        assert_eq!(proposed(&commands), vec![("fresh".to_string(), 1, 3)]);
+        assert_eq!(
+            ask(&b, "bad name", true),
+            ResponseError::InvalidTopicException.code()
+        );
+        assert_eq!(
+            ask(&b, "__consumer_offsets", true),
+            ResponseError::InvalidTopicException.code()
+        );
+        assert!(proposed(&commands).is_empty());
+        b.config.auto_create_topics_enable = false;
+        assert_eq!(
+            ask(&b, "other", true),
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(proposed(&commands).is_empty());
+    }
+
+    #[test]
     fn unknown_topics_are_reported_and_never_created() {
-        let b = broker();
+        let mut b = broker();
+        b.config.auto_create_topics_enable = false;
         let request = MetadataRequest::default()
             .with_topics(Some(vec![
                 MetadataRequestTopic::default()

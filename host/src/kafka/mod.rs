@@ -14,7 +14,13 @@
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
 //! full fetch), ListOffsets (latest, earliest, max timestamp, by
-//! timestamp). Not yet: consumer groups, transactions.
+//! timestamp), OffsetForLeaderEpoch, consumer groups (FindCoordinator,
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+//! ListGroups, DescribeGroups, DeleteGroups, OffsetDelete: see
+//! `coordinator`), auto topic creation through Metadata, CreatePartitions,
+//! DescribeConfigs / AlterConfigs / IncrementalAlterConfigs (topic
+//! configs), DescribeCluster. Transactions are refused
+//! ([`transactions`]).
 //!
 //! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
 //!
@@ -38,17 +44,37 @@
 //! - [`batch`]: a produced partition's records checked as Kafka checks them
 //!   (size limit, one batch, `partition_log::record_batch`).
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod auto_create;
 pub mod batch;
 pub mod codec;
+pub mod configs;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod server;
+pub mod sync_group;
+pub mod transactions;
 
 use crate::config::{KafkaConfig, Peer};
 use crate::metadata::{Metadata, PartitionMeta, TopicId};
@@ -72,6 +98,18 @@ pub struct Broker {
     /// Where partition records are read from (their Raft logs).
     pub store: crate::raft::storage::LogStore,
     pub raft: RaftHandle,
+    /// Consumer groups this node coordinates.
+    pub coordinator: Arc<crate::coordinator::service::Coordinator>,
+    pub auto_create: auto_create::AutoCreate,
+}
+
+/// Who sent a request (DescribeGroups shows members by it).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The request header's client id.
+    pub id: String,
+    /// Kafka's form of the client's address: "/127.0.0.1".
+    pub host: String,
 }
 
 /// Kafka error code of `e`.

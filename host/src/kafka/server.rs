@@ -38,6 +38,7 @@ pub const IN_FLIGHT: usize = 64;
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+    broker.coordinator.start_timers();
     let max = broker.config.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let mut refusals = RateLimit::new(REFUSAL_LOG_EVERY);
@@ -205,8 +206,16 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         };
         let broker = broker.clone();
         let correlation_id = header.correlation_id;
+        let client = super::Client {
+            id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            host: format!("/{}", peer.ip()),
+        };
         let task = tokio::spawn(async move {
-            let reply = answer(broker, key, version, correlation_id, work, peer).await;
+            let reply = answer(broker, key, version, correlation_id, work, &client).await;
             // From here on only the response's bytes are held.
             let keep = match &reply {
                 Reply::Frame(frame) => frame.len(),
@@ -308,7 +317,7 @@ async fn answer(
     version: i16,
     correlation_id: i32,
     work: Work,
-    peer: SocketAddr,
+    client: &super::Client,
 ) -> Reply {
     use super::produce::Finished;
     let (response, version) = match work {
@@ -322,7 +331,7 @@ async fn answer(
             ResponseKind::Fetch(super::fetch::handle(&broker, request, version, room).await),
             version,
         ),
-        Work::Request(body) => match dispatch(&broker, body, version).await {
+        Work::Request(body) => match dispatch(&broker, body, version, client).await {
             Some(response) => (response, version),
             None => return Reply::Close(format!("no handler for {key:?}")),
         },
@@ -331,14 +340,85 @@ async fn answer(
         Ok(frame) => Reply::Frame(frame),
         // Skipping it would hand the next response to this request.
         Err(e) => {
-            tracing::warn!(%peer, "cannot encode the {key:?} v{version} response: {e}");
+            tracing::warn!(peer = %client.host, "cannot encode the {key:?} v{version} response: {e}");
             Reply::Close(format!("the {key:?} response could not be encoded"))
         }
     }
 }
 
-async fn dispatch(broker: &Arc<Broker>, body: RequestKind, version: i16) -> Option<ResponseKind> {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    body: RequestKind,
+    version: i16,
+    client: &super::Client,
+) -> Option<ResponseKind> {
+    use super::{
+        delete_groups, describe_groups, find_coordinator, heartbeat, join_group, leave_group,
+        list_groups, offset_commit, offset_delete, offset_fetch, offset_for_leader_epoch,
+        sync_group, transactions,
+    };
     Some(match body {
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_group::handle(broker, r, version, client).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(heartbeat::handle(broker, &r, version))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, &r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, &r, version))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, &r, version))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r, version).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r, version).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, &r, version))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(super::describe_configs::handle(broker, &r, version))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(super::alter_configs::handle(broker, &r, version).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            super::incremental_alter_configs::handle(broker, &r, version).await,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            super::create_partitions::handle(broker, &r, version).await,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(super::describe_cluster::handle(broker, &r, version))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(&r, version))
+        }
+        RequestKind::AddOffsetsToTxn(_) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets())
+        }
+        RequestKind::EndTxn(_) => ResponseKind::EndTxn(transactions::end()),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(transactions::offset_commit(&r))
+        }
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(super::metadata::handle(broker, &r, version))

@@ -52,6 +52,21 @@ pub enum Command {
     /// InitProducerId: takes the next idempotent producer id. Replicated
     /// so ids are unique across the cluster and across restarts.
     AllocateProducerId,
+    /// CreatePartitions: new partitions (new Raft groups) appended to a
+    /// topic, per partition its replicas, preferred first. Refused unless
+    /// the topic has exactly `from` partitions, so two racing requests
+    /// cannot both add theirs.
+    CreatePartitions {
+        topic_id: TopicId,
+        from: u32,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// AlterConfigs / IncrementalAlterConfigs: the topic's configs become
+    /// these (validated by the proposer).
+    SetTopicConfigs {
+        topic_id: TopicId,
+        configs: TopicConfigs,
+    },
 }
 
 /// A stored entry that this release cannot read.
@@ -108,6 +123,10 @@ pub enum Applied {
     LeaderSet,
     IsrSet,
     ProducerId(i64),
+    PartitionsCreated {
+        groups: Vec<u64>,
+    },
+    ConfigsSet,
     /// The command was valid Raft-wise but refused by the state machine.
     Refused(Refusal),
 }
@@ -121,6 +140,14 @@ pub enum Refusal {
     TopicIdInUse(TopicId),
     #[error("unknown topic {0}")]
     UnknownTopic(TopicId),
+    #[error("topic {0} is internal to the broker")]
+    InternalTopic(String),
+    #[error("topic {topic} has {has} partitions, not {expected}")]
+    PartitionCountChanged {
+        topic: TopicId,
+        has: u32,
+        expected: u32,
+    },
     #[error("unknown partition {0} (its topic was deleted or never existed)")]
     UnknownPartition(TopicPartition),
     #[error("topic {0}: every partition needs replicas")]

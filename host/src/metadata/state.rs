@@ -111,6 +111,16 @@ impl Metadata {
                 replicas,
                 configs,
             } => self.create_topic(name, topic_id, replicas, configs),
+            Command::DeleteTopic { topic_id }
+                if self
+                    .topics
+                    .get(&topic_id)
+                    .is_some_and(|t| t.name == crate::coordinator::OFFSETS_TOPIC) =>
+            {
+                Applied::Refused(Refusal::InternalTopic(
+                    crate::coordinator::OFFSETS_TOPIC.into(),
+                ))
+            }
             Command::DeleteTopic { topic_id } => match self.topics.remove(&topic_id) {
                 Some(topic) => {
                     self.names.remove(&topic.name);
@@ -184,7 +194,67 @@ impl Metadata {
                 self.next_producer_id += 1;
                 Applied::ProducerId(id)
             }
+            Command::CreatePartitions {
+                topic_id,
+                from,
+                replicas,
+            } => self.create_partitions(topic_id, from, replicas),
+            Command::SetTopicConfigs { topic_id, configs } => {
+                match self.topics.get_mut(&topic_id) {
+                    Some(topic) => {
+                        topic.configs = configs;
+                        Applied::ConfigsSet
+                    }
+                    None => Applied::Refused(Refusal::UnknownTopic(topic_id)),
+                }
+            }
         }
+    }
+
+    fn create_partitions(
+        &mut self,
+        topic_id: TopicId,
+        from: u32,
+        replicas: Vec<Vec<NodeId>>,
+    ) -> Applied {
+        let first = self.next_group.max(METADATA_GROUP + 1);
+        let Some(topic) = self.topics.get_mut(&topic_id) else {
+            return Applied::Refused(Refusal::UnknownTopic(topic_id));
+        };
+        let has = topic.partitions.len() as u32;
+        if has != from {
+            return Applied::Refused(Refusal::PartitionCountChanged {
+                topic: topic_id,
+                has,
+                expected: from,
+            });
+        }
+        if replicas.is_empty() || replicas.iter().any(Vec::is_empty) {
+            return Applied::Refused(Refusal::NoReplicas(topic.name.clone()));
+        }
+        let mut groups = Vec::new();
+        for (i, replicas) in replicas.into_iter().enumerate() {
+            let group = first + i as u64;
+            let index = has + i as u32;
+            topic.partitions.push(PartitionMeta {
+                group,
+                isr: sorted(&replicas),
+                replicas,
+                leader: None,
+                epoch: 0,
+            });
+            self.by_group.insert(
+                group,
+                TopicPartition {
+                    topic: topic_id,
+                    partition: index,
+                },
+            );
+            groups.push(group);
+        }
+        // Group ids are never reused.
+        self.next_group = first + groups.len() as u64;
+        Applied::PartitionsCreated { groups }
     }
 
     fn create_topic(
@@ -511,6 +581,62 @@ mod tests {
             Metadata::decode_snapshot(b"{}"),
             Err(DecodeError::UnknownFormat(b'{'))
         ));
+    }
+
+    #[test]
+    fn partitions_are_added_with_new_groups_once() {
+        let mut m = Metadata::default();
+        let t = create(&mut m, "orders", 2);
+        let other = create(&mut m, "other", 1);
+        let add = |from| Command::CreatePartitions {
+            topic_id: t,
+            from,
+            replicas: vec![vec![3, 1], vec![1, 2]],
+        };
+        assert_eq!(
+            m.apply(add(2)),
+            Applied::PartitionsCreated { groups: vec![5, 6] }
+        );
+        // A second request that raced with the first is refused.
+        assert!(matches!(
+            m.apply(add(2)),
+            Applied::Refused(Refusal::PartitionCountChanged { has: 4, .. })
+        ));
+        assert_eq!(m.topic(&t).unwrap().partitions.len(), 4);
+        assert_eq!(
+            m.partition_of_group(6).map(|(id, _)| id),
+            Some(PartitionId::new("orders", 3))
+        );
+        assert_eq!(m.key_of_group(4), Some(key(other, 0)));
+        // Snapshots keep them.
+        assert_eq!(Metadata::decode_snapshot(&m.encode_snapshot()).unwrap(), m);
+    }
+
+    #[test]
+    fn configs_are_replaced_and_the_offsets_topic_is_never_deleted() {
+        let mut m = Metadata::default();
+        let t = create(&mut m, "orders", 1);
+        let configs = TopicConfigs::from([("max.message.bytes".to_string(), "2048".to_string())]);
+        assert_eq!(
+            m.apply(Command::SetTopicConfigs {
+                topic_id: t,
+                configs: configs.clone()
+            }),
+            Applied::ConfigsSet
+        );
+        assert_eq!(m.topic(&t).unwrap().configs, configs);
+        let offsets = TopicId::random();
+        m.apply(Command::CreateTopic {
+            name: crate::coordinator::OFFSETS_TOPIC.into(),
+            topic_id: offsets,
+            replicas: vec![vec![1]],
+            configs: TopicConfigs::new(),
+        });
+        assert!(matches!(
+            m.apply(Command::DeleteTopic { topic_id: offsets }),
+            Applied::Refused(Refusal::InternalTopic(_))
+        ));
+        assert!(m.topic(&offsets).is_some());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("topic name cannot be {name:?}"));
     }
+    if name == crate::coordinator::OFFSETS_TOPIC {
+        return Err(format!("{name} is the broker's internal offsets topic"));
+    }
     if name.len() > MAX_NAME_LEN {
         return Err(format!(
             "topic name is {} characters long; the limit is {MAX_NAME_LEN}",
@@ -229,7 +232,16 @@ mod tests {
         for good in ["orders", "a.b_c-D9", &"x".repeat(249)] {
             assert_eq!(validate_name(good), Ok(()), "{good}");
         }
-        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            "ü",
+            &"x".repeat(250),
+            "__consumer_offsets",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -136,6 +136,10 @@ pub struct Checkpoint {
     /// batch holding it (ListOffsets max-timestamp).
     pub max_timestamp: Option<(i64, u64)>,
     pub producers: Producers,
+    /// (leader epoch = Raft term, first offset of that epoch), ascending:
+    /// Kafka's leader epoch cache, for OffsetForLeaderEpoch.
+    #[serde(default)]
+    pub epochs: Vec<(u64, i64)>,
 }
 
 impl Default for PartitionLog {
@@ -195,6 +199,9 @@ impl PartitionLog {
             bytes_since_point: INDEX_INTERVAL,
             max_timestamp: None,
             producers: self.state.producers.clone(),
+            // The epochs that began before the cut still tell where later
+            // ones begin (OffsetForLeaderEpoch after a truncation).
+            epochs: self.state.epochs.clone(),
         }
     }
 
@@ -254,6 +261,38 @@ impl PartitionLog {
                 }
             }
         }
+    }
+
+    /// Entries of Raft term `term` are applied from here on. The first
+    /// entry of a term (a new leader's empty entry, or its first batch)
+    /// starts that leader epoch at the current end of the log; an epoch
+    /// that appended nothing is replaced by the next, as Kafka's leader
+    /// epoch cache does.
+    pub fn begin_epoch(&mut self, term: u64) {
+        let s = &mut self.state;
+        match s.epochs.last() {
+            Some((last, _)) if *last >= term => {}
+            Some((_, start)) if *start == s.next_offset => {
+                *s.epochs.last_mut().expect("checked") = (term, s.next_offset);
+            }
+            _ => s.epochs.push((term, s.next_offset)),
+        }
+    }
+
+    /// OffsetForLeaderEpoch, as Kafka answers it: the largest epoch at or
+    /// below `epoch` and the offset where the epoch after it begins (the
+    /// log end for the latest epoch); `None` for an epoch above any known.
+    /// An epoch below every known one answers itself and the first
+    /// epoch's start.
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, i64)> {
+        let epochs = &self.state.epochs;
+        let (latest, _) = epochs.last()?;
+        if epoch == *latest {
+            return Some((epoch, self.state.next_offset));
+        }
+        let higher = epochs.iter().find(|(e, _)| *e > epoch)?;
+        let floor = epochs.iter().rev().find(|(e, _)| *e <= epoch);
+        Some((floor.map_or(epoch, |(e, _)| *e), higher.1))
     }
 
     /// Changes whenever records are appended (its value: the high
@@ -438,6 +477,35 @@ mod tests {
             last_sequence: 1,
         };
         assert_eq!(log.producers().check(&retry), Ok(Some(0)));
+    }
+
+    #[test]
+    fn leader_epochs_answer_where_the_next_epoch_begins() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.end_offset_for_epoch(1), None);
+        log.begin_epoch(2);
+        log.apply(1, &stored(-1, -1, 3, 0), 0).unwrap(); // epoch 2: 0..3
+        log.begin_epoch(3); // a leader that appended nothing...
+        log.begin_epoch(5); // ...is replaced by the next at the same offset
+        log.begin_epoch(5);
+        log.apply(2, &stored(-1, -1, 2, 3), 0).unwrap(); // epoch 5: 3..5
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 5)), "latest: log end");
+        assert_eq!(log.end_offset_for_epoch(2), Some((2, 3)));
+        assert_eq!(log.end_offset_for_epoch(3), Some((2, 3)), "no entries of 3");
+        assert_eq!(log.end_offset_for_epoch(4), Some((2, 3)));
+        assert_eq!(
+            log.end_offset_for_epoch(1),
+            Some((1, 0)),
+            "before the first"
+        );
+        assert_eq!(log.end_offset_for_epoch(6), None, "from the future");
+        // An older term never moves the cache back.
+        log.begin_epoch(4);
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, 5)));
+        // Checkpoints and snapshots carry the cache.
+        let back = decode_checkpoint(&encode_checkpoint(log.checkpoint())).unwrap();
+        assert_eq!(back.epochs, log.checkpoint().epochs);
+        assert_eq!(log.snapshot_at(2, 3).epochs, log.checkpoint().epochs);
     }
 
     #[tokio::test]

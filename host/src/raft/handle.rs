@@ -98,6 +98,15 @@ pub enum RaftCommand {
         entry: Vec<u8>,
         reply: AppendReply,
     },
+    /// Append a group record (`coordinator::record`) to an offsets
+    /// partition this node leads at `term` (the coordinator's view: a
+    /// record of an earlier term's live state is refused).
+    AppendGroupRecord {
+        group: u64,
+        record: Vec<u8>,
+        term: u64,
+        reply: AppendReply,
+    },
 }
 
 impl RaftCommand {
@@ -106,9 +115,11 @@ impl RaftCommand {
         const BASE: usize = 64;
         match self {
             RaftCommand::Append { entry, .. } => BASE + entry.len(),
-            RaftCommand::Propose(Command::CreateTopic { replicas, .. }, _) => {
-                BASE + replicas.iter().map(|r| 8 * r.len() + 8).sum::<usize>()
-            }
+            RaftCommand::AppendGroupRecord { record, .. } => BASE + record.len(),
+            RaftCommand::Propose(
+                Command::CreateTopic { replicas, .. } | Command::CreatePartitions { replicas, .. },
+                _,
+            ) => BASE + replicas.iter().map(|r| 8 * r.len() + 8).sum::<usize>(),
             _ => BASE,
         }
     }

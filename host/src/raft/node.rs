@@ -166,6 +166,9 @@ struct Group {
     raw: RawNode<crate::raft::storage::GroupStorage>,
     /// A serving partition leader's decided, proposed, unapplied appends.
     pending: Option<Pending>,
+    /// An offsets partition leader's group records waiting for their
+    /// apply, by proposal id.
+    group_records: HashMap<u64, crate::raft::handle::AppendReply>,
     /// Where the partition's last checkpoint was: (applied index, bytes).
     checkpointed: (u64, u64),
     /// What was last reported, to emit events on change.
@@ -408,6 +411,7 @@ impl RaftLoop {
             Group {
                 raw,
                 pending: None,
+                group_records: HashMap::new(),
                 checkpointed: (applied, 0),
                 seen: Seen {
                     role: Role::Follower,
@@ -427,6 +431,11 @@ impl RaftLoop {
 
     fn close_group(&mut self, id: u64) {
         self.groups.remove(&id);
+        self.shared
+            .coordinators
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         self.campaigns.retain(|(_, group, _)| *group != id);
         self.shared
             .replicas
@@ -703,6 +712,11 @@ impl RaftLoop {
                 reply,
             } => {
                 let (id, context) = self.proposal_context();
+                // Offsets partitions take group records only.
+                if self.is_offsets_partition(group_id) {
+                    let _ = reply.send(Err(AppendError::UnknownGroup));
+                    return;
+                }
                 let applied_next = self
                     .shared
                     .logs
@@ -745,6 +759,12 @@ impl RaftLoop {
                     }
                 }
             }
+            RaftCommand::AppendGroupRecord {
+                group,
+                record,
+                term,
+                reply,
+            } => self.propose_group_record(group, record, term, reply),
             RaftCommand::Transfer { group, to } => {
                 if let Some(group) = self.groups.get_mut(&group) {
                     // A follower forwards the request to its leader.
@@ -1143,16 +1163,25 @@ impl RaftLoop {
                     self.replayed = true;
                     self.sweep_orphan_groups();
                 }
-            } else if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                self.apply_records(group_id, &entry);
-            } else if let Some(log) = self
-                .shared
-                .logs
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_mut(&group_id)
-            {
-                log.skip(entry.index);
+            } else if self.is_offsets_partition(group_id) {
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    self.apply_group_record(group_id, &entry);
+                }
+            } else {
+                if entry.get_entry_type() == EntryType::EntryNormal {
+                    self.note_leader_epoch(group_id, entry.term);
+                }
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    self.apply_records(group_id, &entry);
+                } else if let Some(log) = self
+                    .shared
+                    .logs
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(&group_id)
+                {
+                    log.skip(entry.index);
+                }
             }
         }
     }
@@ -1184,14 +1213,19 @@ impl RaftLoop {
             self.propose_write(next);
         }
         match &outcome {
-            Applied::TopicCreated { groups, .. } => self.open_topic_groups(groups),
+            Applied::TopicCreated { groups, .. } | Applied::PartitionsCreated { groups } => {
+                self.open_topic_groups(groups);
+            }
             Applied::TopicDeleted { groups } => {
                 for &group in groups {
                     self.close_group(group);
                 }
             }
-            Applied::LeaderSet | Applied::IsrSet | Applied::ProducerId(_) | Applied::Refused(_) => {
-            }
+            Applied::LeaderSet
+            | Applied::IsrSet
+            | Applied::ProducerId(_)
+            | Applied::ConfigsSet
+            | Applied::Refused(_) => {}
         }
         if let Some(context) = ProposalContext::decode(&entry.context)
             && context.is_ours(self.node, self.boot)
@@ -1288,6 +1322,101 @@ impl RaftLoop {
         }
     }
 
+    /// Whether `group` is a partition of the offsets topic (its entries are
+    /// group records, `coordinator::record`, not Kafka record batches).
+    fn is_offsets_partition(&self, group: u64) -> bool {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        metadata
+            .key_of_group(group)
+            .and_then(|key| metadata.topic(&key.topic))
+            .is_some_and(|t| t.name == crate::coordinator::OFFSETS_TOPIC)
+    }
+
+    /// Proposes a group coordinator's record, if this replica leads the
+    /// offsets partition at `term` and serves.
+    fn propose_group_record(
+        &mut self,
+        group_id: u64,
+        record: Vec<u8>,
+        term: u64,
+        reply: crate::raft::handle::AppendReply,
+    ) {
+        if !self.is_offsets_partition(group_id) {
+            let _ = reply.send(Err(AppendError::UnknownGroup));
+            return;
+        }
+        let (id, context) = self.proposal_context();
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            let _ = reply.send(Err(AppendError::UnknownGroup));
+            return;
+        };
+        if group.raw.raft.state != StateRole::Leader
+            || !group.serving
+            || group.raw.raft.term != term
+        {
+            let leader = group.leader().filter(|l| *l != self.node);
+            let _ = reply.send(Err(AppendError::NotLeader(leader)));
+            return;
+        }
+        match group.raw.propose(context, record) {
+            Ok(()) => {
+                group.group_records.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+            }
+        }
+    }
+
+    /// Applies a group record to the offsets partition's store. One that
+    /// does not decode is skipped (alike on every replica) and logged.
+    fn apply_group_record(&mut self, group_id: u64, entry: &Entry) {
+        let outcome = self
+            .shared
+            .coordinators
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(group_id)
+            .or_default()
+            .apply(&entry.data);
+        if let Err(e) = &outcome {
+            tracing::error!(
+                group = group_id,
+                index = entry.index,
+                "group record skipped: {e}"
+            );
+        }
+        if let Some(context) = ProposalContext::decode(&entry.context)
+            && context.is_ours(self.node, self.boot)
+            && let Some(group) = self.groups.get_mut(&group_id)
+            && let Some(reply) = group.group_records.remove(&context.id)
+        {
+            let _ = reply.send(
+                outcome
+                    .map(|()| 0)
+                    .map_err(|e| AppendError::Dropped(e.to_string())),
+            );
+        }
+    }
+
+    /// Where each Raft term's entries begin in the partition's offsets:
+    /// Kafka's leader epoch cache, for OffsetForLeaderEpoch (epoch = term).
+    fn note_leader_epoch(&self, group_id: u64, term: u64) {
+        if let Some(log) = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&group_id)
+        {
+            log.begin_epoch(term);
+        }
+    }
+
     /// Publishes the replica's status and emits a leadership event if its
     /// role, leader or term changed.
     fn observe(&mut self, id: u64, term: u64) {
@@ -1305,6 +1434,9 @@ impl RaftLoop {
             // tell their clients now (they retry against the new leader).
             if let Some(pending) = group.pending.take() {
                 pending.abandon(now.leader);
+            }
+            for (_, reply) in group.group_records.drain() {
+                let _ = reply.send(Err(AppendError::NotLeader(now.leader)));
             }
         }
         let old = group.seen;

@@ -127,6 +127,9 @@ pub struct Shared {
     pub logs: RwLock<BTreeMap<u64, PartitionLog>>,
     pub liveness: RwLock<Liveness>,
     pub metadata_log: RwLock<LogStatus>,
+    /// Applied group records of every local offsets-partition replica, by
+    /// group (`coordinator`).
+    pub coordinators: RwLock<BTreeMap<u64, crate::coordinator::store::GroupStore>>,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Shared {
             logs: RwLock::default(),
             liveness: RwLock::new(Liveness::new(local, nodes, session_timeout)),
             metadata_log: RwLock::default(),
+            coordinators: RwLock::default(),
         }
     }
 
