@@ -5,12 +5,13 @@ use leaderhook_hooks::{HookEngine, guest_build};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub const PLUGINS: [&str; 5] = [
+pub const PLUGINS: [&str; 6] = [
     "assign-leader",
     "preferred-leader",
     "leader-balance",
     "drain",
     "audit-notify",
+    "adversary",
 ];
 
 pub fn root() -> PathBuf {

@@ -10,7 +10,9 @@ use crate::metadata::{Applied, Command, METADATA_GROUP, Metadata};
 use crate::partition_log::PartitionLog;
 use crate::raft::storage::{GroupStorage, LogStore, WriteBatch};
 use crate::raft::transport::{self, Envelope, Transport};
-use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionId, Transition};
+use leaderhook_hooks::{
+    HookRuntime, LeadershipEvent, NodeId, PartitionId, PartitionKey, Transition,
+};
 use raft::prelude::{Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use std::collections::{BTreeMap, HashMap};
@@ -678,7 +680,7 @@ impl RaftLoop {
         } else {
             return;
         };
-        self.hooks.submit(LeadershipEvent {
+        self.hooks.submit(PartitionKey(id), LeadershipEvent {
             partition,
             transition,
             observer: self.node,
@@ -718,7 +720,7 @@ impl RaftLoop {
             if meta.leader == Some(self.node) && meta.epoch == term {
                 continue;
             }
-            events.push(LeadershipEvent {
+            events.push((PartitionKey(id), LeadershipEvent {
                 partition,
                 transition: Transition::BecameLeader,
                 observer: self.node,
@@ -727,12 +729,12 @@ impl RaftLoop {
                 term,
                 replicas: meta.replicas.clone(),
                 at_ms: now_ms(),
-            });
+            }));
         }
         drop(metadata);
-        for event in events {
+        for (key, event) in events {
             tracing::debug!(partition = %event.partition, term = event.term, "resync: re-delivering leadership");
-            self.hooks.submit(event);
+            self.hooks.submit(key, event);
         }
         for update in isr_updates {
             self.command(RaftCommand::Propose(update, None));

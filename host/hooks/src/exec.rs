@@ -1,0 +1,35 @@
+//! Running plugin calls, which are futures (wasmtime's async API, so that a
+//! call blocked in a WASI host future can be abandoned at its deadline),
+//! from synchronous code: the plugin chain, loading, the harness.
+
+use std::future::Future;
+
+/// A single-threaded tokio runtime with timers: what WASI's clocks and a
+/// call's deadline need. One per worker thread.
+pub(crate) fn new_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("building a current-thread tokio runtime")
+}
+
+/// Runs `future` to completion on this thread's own runtime. Called from
+/// inside another tokio runtime (where blocking its thread is not allowed),
+/// it runs on a scoped helper thread instead.
+pub(crate) fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = new_runtime();
+    }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return std::thread::scope(|s| {
+            s.spawn(|| RUNTIME.with(|rt| rt.block_on(future)))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+    }
+    RUNTIME.with(|rt| rt.block_on(future))
+}
