@@ -226,12 +226,12 @@ fn hostile_chain() -> String {
     text += &attacker(
         "sleeper",
         "limits = { timeout_ms = 100 }",
-        "mode = \"sleep\"\nsleep_ms = 3000",
+        "mode = \"sleep\"\nsleep_ms = 600000",
     );
     text += &attacker(
         "reinit-blocker",
         "limits = { timeout_ms = 100 }",
-        "mode = \"block-reinit\"\nsleep_ms = 3000",
+        "mode = \"block-reinit\"\nsleep_ms = 600000",
     );
     text += &attacker(
         "retry-looper",

@@ -6,10 +6,24 @@
 
 mod support;
 
-use leaderhook_harness::Harness;
+use leaderhook_harness::{Harness, PluginFailure};
 use leaderhook_hooks::plugin::FailureKind;
-use leaderhook_hooks::{Grant, PluginConfig};
+use leaderhook_hooks::{Grant, NodeId, PluginConfig, PluginStats};
+use std::collections::BTreeMap;
+use std::time::Duration;
 use support::*;
+
+/// The blocking attackers sleep ten minutes: uncontained, a run would miss
+/// this deadline by far.
+const DEADLINE: Duration = Duration::from_secs(60);
+const SLEEP_MS: i64 = 600_000;
+
+/// What a run leaves to assert on: every failure, and the alive nodes'
+/// plugin stats.
+struct Outcome {
+    failures: Vec<PluginFailure>,
+    stats: BTreeMap<NodeId, Vec<PluginStats>>,
+}
 
 fn attacker(mode: &str, extra: &[(&str, toml::Value)]) -> PluginConfig {
     let mut config = PluginConfig::new("attacker", plugin("adversary"), &[Grant::Assignments]);
@@ -22,8 +36,21 @@ fn attacker(mode: &str, extra: &[(&str, toml::Value)]) -> PluginConfig {
 }
 
 /// A 3-node cluster running `attacker` then assign-leader: a topic of 3
-/// partitions, then node 1 killed. Returns the harness.
-fn failover_behind(attacker: PluginConfig) -> Harness {
+/// partitions, then node 1 killed; on its own thread, within `DEADLINE`.
+fn failover_behind(attacker: PluginConfig) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let h = failover_behind_here(attacker);
+        let _ = tx.send(Outcome {
+            failures: h.failures().to_vec(),
+            stats: h.stats(),
+        });
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the run ends within its deadline (or it failed: see above)")
+}
+
+fn failover_behind_here(attacker: PluginConfig) -> Harness {
     let default = PluginConfig::new(
         "assign-leader",
         "builtin:assign-leader",
@@ -46,16 +73,16 @@ fn failover_behind(attacker: PluginConfig) -> Harness {
 
 #[test]
 fn a_plugin_blocking_in_sleep_times_out_and_assignments_follow_raft() {
-    let h = failover_behind(attacker("sleep", &[("sleep_ms", 3_000.into())]));
-    assert!(!h.failures().is_empty());
+    let h = failover_behind(attacker("sleep", &[("sleep_ms", SLEEP_MS.into())]));
+    assert!(!h.failures.is_empty());
     assert!(
-        h.failures().iter().all(|f| f.kind == FailureKind::Timeout),
+        h.failures.iter().all(|f| f.kind == FailureKind::Timeout),
         "{:?}",
-        h.failures()
+        h.failures
     );
     // Counted under the attacker's name on each node (node 1 is dead).
-    for (node, stats) in h.stats() {
-        let failed = h.failures().iter().filter(|f| f.node == node).count();
+    for (node, stats) in h.stats {
+        let failed = h.failures.iter().filter(|f| f.node == node).count();
         assert_eq!(stats[0].name, "attacker");
         assert_eq!(stats[0].timeouts, failed as u64, "node {node}");
     }
@@ -63,8 +90,8 @@ fn a_plugin_blocking_in_sleep_times_out_and_assignments_follow_raft() {
 
 #[test]
 fn a_plugin_blocking_in_init_times_out_and_assignments_follow_raft() {
-    let h = failover_behind(attacker("block-reinit", &[("sleep_ms", 3_000.into())]));
-    let kinds: Vec<FailureKind> = h.failures().iter().map(|f| f.kind).collect();
+    let h = failover_behind(attacker("block-reinit", &[("sleep_ms", SLEEP_MS.into())]));
+    let kinds: Vec<FailureKind> = h.failures.iter().map(|f| f.kind).collect();
     assert!(kinds.contains(&FailureKind::Panic), "{kinds:?}");
     assert!(kinds.contains(&FailureKind::Timeout), "init blocked: {kinds:?}");
 }
@@ -72,8 +99,8 @@ fn a_plugin_blocking_in_init_times_out_and_assignments_follow_raft() {
 #[test]
 fn a_huge_error_is_reported_cut_and_assignments_follow_raft() {
     let h = failover_behind(attacker("huge-error", &[]));
-    assert!(!h.failures().is_empty());
-    for f in h.failures() {
+    assert!(!h.failures.is_empty());
+    for f in &h.failures {
         assert_eq!(f.kind, FailureKind::Error);
         assert!(f.message.len() < 5_000, "{}", f.message.len());
         assert!(f.message.ends_with("[truncated, 10485760 bytes in all]"));

@@ -28,8 +28,18 @@ const FOREVER_MS: i64 = 60_000;
 
 /// Runs `attacker` then assign-leader through a chain on `rounds` elections
 /// of partition 0 and returns the attacker's stats and failure kinds. The
-/// default plugin must have written every round.
+/// default plugin must have written every round, and the whole run must end
+/// by `DEADLINE` (the blocking attackers sleep far longer than that).
 fn chain_rounds(attacker: PluginConfig, rounds: u64) -> (PluginStats, Vec<Option<FailureKind>>) {
+    within_deadline("the attacker's calls", move || {
+        chain_rounds_here(attacker, rounds)
+    })
+}
+
+fn chain_rounds_here(
+    attacker: PluginConfig,
+    rounds: u64,
+) -> (PluginStats, Vec<Option<FailureKind>>) {
     init_tracing();
     let cluster = cluster();
     let mut chain =
@@ -56,8 +66,8 @@ fn sleeper(mode: &str, sleep_ms: i64, timeout_ms: u64) -> PluginConfig {
 
 #[test]
 fn a_blocking_sleep_in_on_events_times_out_and_is_counted() {
-    // Without the deadline each call would sleep its 3 s and return Ok.
-    let (stats, kinds) = chain_rounds(sleeper("sleep", 3_000, 100), 2);
+    // Uncontained, each call would sleep a minute (past the test's deadline).
+    let (stats, kinds) = chain_rounds(sleeper("sleep", FOREVER_MS, 100), 2);
     assert_eq!(kinds, [Some(FailureKind::Timeout); 2]);
     assert_eq!(stats.timeouts, 2);
     assert_eq!(stats.instances, 2, "a timed-out instance is discarded");
@@ -67,8 +77,9 @@ fn a_blocking_sleep_in_on_events_times_out_and_is_counted() {
 
 #[test]
 fn the_configured_time_limit_is_the_one_honoured() {
-    // The same 300 ms sleep: over a 100 ms limit, within a 2 s one.
-    let (short, kinds) = chain_rounds(sleeper("sleep", 300, 100), 1);
+    // A minute's sleep is cut at a 100 ms limit (or the test's deadline
+    // fails); a 300 ms sleep passes under a 2 s one.
+    let (short, kinds) = chain_rounds(sleeper("sleep", FOREVER_MS, 100), 1);
     assert_eq!(kinds, [Some(FailureKind::Timeout)]);
     assert_eq!(short.timeouts, 1);
     let (long, kinds) = chain_rounds(sleeper("sleep", 300, 2_000), 1);
@@ -97,10 +108,11 @@ fn a_host_call_loop_times_out() {
 #[test]
 fn a_blocking_init_at_load_is_refused_within_its_time_limit() {
     let cluster = cluster();
-    let config = sleeper("sleep-init", 3_000, 100);
-    let err = PluginChain::load(&engine(), &caps(&cluster), &[config])
-        .err()
-        .expect("a plugin whose init blocks is refused");
+    let config = sleeper("sleep-init", FOREVER_MS, 100);
+    let err = within_deadline("load", move || {
+        PluginChain::load(&engine(), &caps(&cluster), &[config]).err()
+    })
+    .expect("a plugin whose init blocks is refused");
     let message = err.to_string();
     assert!(message.contains("plugin `sleeper` refused to start"), "{message}");
     assert!(message.contains("init exceeded its time limit (100 ms)"), "{message}");
@@ -110,7 +122,7 @@ fn a_blocking_init_at_load_is_refused_within_its_time_limit() {
 fn a_blocking_reinit_times_out_and_the_default_plugin_goes_on() {
     // The first init (no leaders yet) passes; each batch then panics, and
     // the fresh instance's init blocks.
-    let (stats, kinds) = chain_rounds(sleeper("block-reinit", 3_000, 100), 3);
+    let (stats, kinds) = chain_rounds(sleeper("block-reinit", FOREVER_MS, 100), 3);
     assert_eq!(
         kinds,
         [
