@@ -26,7 +26,7 @@ struct Outcome {
 }
 
 fn attacker(mode: &str, extra: &[(&str, toml::Value)]) -> PluginConfig {
-    let mut config = PluginConfig::new("attacker", plugin("adversary"), &[Grant::Assignments]);
+    let mut config = PluginConfig::new("attacker", adversary(), &[Grant::Assignments]);
     config.config.insert("mode".into(), mode.into());
     for (k, v) in extra {
         config.config.insert((*k).into(), v.clone());

@@ -5,13 +5,12 @@ use leaderhook_hooks::{HookEngine, guest_build};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub const PLUGINS: [&str; 6] = [
+pub const PLUGINS: [&str; 5] = [
     "assign-leader",
     "preferred-leader",
     "leader-balance",
     "drain",
     "audit-notify",
-    "adversary",
 ];
 
 pub fn root() -> PathBuf {
@@ -29,6 +28,16 @@ pub fn plugin(name: &str) -> String {
         .position(|p| *p == name)
         .expect("a known plugin");
     paths[i].to_string_lossy().into_owned()
+}
+
+/// The hostile test plugin's .wasm (tests/plugins/adversary), built once.
+pub fn adversary() -> String {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        guest_build::build_guests(&root(), &["adversary"]).unwrap_or_else(|e| panic!("{e}"))[0]
+            .clone()
+    });
+    path.to_string_lossy().into_owned()
 }
 
 /// An engine with `builtin:assign-leader`, as the leaderhook binary has.
