@@ -60,7 +60,12 @@ impl Sinks {
     }
 
     pub fn emit(&self, sink: &str, payload: &str) -> Result<(), String> {
-        let payload = text::bounded(payload, MAX_PAYLOAD);
+        // Cut unless the runtime already did (its cut carries a marker).
+        let payload = if payload.len() > MAX_PAYLOAD + text::MAX_MARKER {
+            text::bounded(payload, MAX_PAYLOAD)
+        } else {
+            payload.to_owned()
+        };
         let size = payload.len();
         if !self.budget.try_reserve(size) {
             return Err(format!(

@@ -82,6 +82,7 @@ impl Cluster {
             .args(["broker", "--config"])
             .arg(&self.configs[node as usize - 1])
             .env("RUST_LOG", "warn,leaderhook::plugin=info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -331,10 +332,14 @@ fn hostile_plugins_before_the_default_one_stop_nothing_and_are_bounded() {
             ("logger", "plugin log lines suppressed"),
             ("printer", "truncated, 65536 bytes in all"),
         ] {
+            let tagged: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(&format!("plugin={name}")))
+                .collect();
             assert!(
-                log.lines()
-                    .any(|l| l.contains(&format!("plugin={name}")) && l.contains(what)),
-                "node {node}: no log line for {name} with {what:?}"
+                tagged.iter().any(|l| l.contains(what)),
+                "node {node}: no log line for {name} with {what:?}; its lines: {:.2000}",
+                tagged.join("\n")
             );
         }
         let status = c.status(node).unwrap();

@@ -8,6 +8,10 @@ pub const MAX_TEXT: usize = 4096;
 /// Notification payloads keep at most this many bytes.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
 
+/// The longest marker [`bound`] appends: a cut text is at most `max +
+/// MAX_MARKER` bytes long.
+pub const MAX_MARKER: usize = 64;
+
 /// Cuts `text` to at most `max` bytes (on a character boundary) and appends
 /// a marker naming the original length. Returns whether it cut. The cut
 /// string's spare capacity is released, so a 10 MB string does not live on
@@ -63,6 +67,11 @@ mod tests {
         assert!(bound(&mut s, 4096));
         assert_eq!(s, format!("{}… [truncated, 10000000 bytes in all]", "x".repeat(4096)));
         assert!(s.capacity() < 8192, "the big allocation is released");
+    }
+
+    #[test]
+    fn the_marker_fits_its_bound() {
+        assert!(marker(usize::MAX).len() <= MAX_MARKER);
     }
 
     #[test]
