@@ -223,16 +223,19 @@ impl Admin {
             (meta.group, meta.replicas.clone())
         };
         let key = leaderhook_hooks::PartitionKey(group);
-        let push = self.hooks.submit(key, leaderhook_hooks::LeadershipEvent {
-            partition: id,
-            transition: leaderhook_hooks::Transition::BecameLeader,
-            observer: self.node,
-            leader: Some(self.node),
-            previous_leader: None,
-            term,
-            replicas,
-            at_ms: crate::raft::node::now_ms(),
-        });
+        let push = self.hooks.submit(
+            key,
+            leaderhook_hooks::LeadershipEvent {
+                partition: id,
+                transition: leaderhook_hooks::Transition::BecameLeader,
+                observer: self.node,
+                leader: Some(self.node),
+                previous_leader: None,
+                term,
+                replicas,
+                at_ms: crate::raft::node::now_ms(),
+            },
+        );
         Ok(serde_json::json!(format!("{push:?}")))
     }
 

@@ -7,8 +7,7 @@
 use anyhow::{Context, bail};
 use leaderhook_hooks::{
     Capabilities, Grant, HookEngine, HookRuntime, HooksConfig, LeadershipEvent, MemoryCluster,
-    PartitionKey,
-    NodeId, PartitionId, PluginConfig, Transition,
+    NodeId, PartitionId, PartitionKey, PluginConfig, Transition,
 };
 use std::collections::BTreeMap;
 use std::io::Write;

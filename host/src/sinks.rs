@@ -231,7 +231,11 @@ mod tests {
                 assert!(last.ends_with(&format!("[truncated, {} bytes in all]", MAX_PAYLOAD * 4)));
                 break;
             }
-            assert!(Instant::now() < deadline, "only {} lines written", text.lines().count());
+            assert!(
+                Instant::now() < deadline,
+                "only {} lines written",
+                text.lines().count()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(sinks.files_opened(), 1, "opened once for 101 notifications");

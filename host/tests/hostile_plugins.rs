@@ -297,7 +297,11 @@ fn hostile_plugins_before_the_default_one_stop_nothing_and_are_bounded() {
     for &node in c.nodes.keys() {
         let status = c.status(node).expect("status answers");
         let json = serde_json::to_string(&status.plugins).unwrap();
-        assert!(json.len() < 64 * 1024, "node {node}: status of {} bytes", json.len());
+        assert!(
+            json.len() < 64 * 1024,
+            "node {node}: status of {} bytes",
+            json.len()
+        );
         let shouted = plugin_stats(&status, "shouter")["last_error"]
             .as_str()
             .unwrap_or_default();

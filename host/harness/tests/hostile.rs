@@ -93,7 +93,10 @@ fn a_plugin_blocking_in_init_times_out_and_assignments_follow_raft() {
     let h = failover_behind(attacker("block-reinit", &[("sleep_ms", SLEEP_MS.into())]));
     let kinds: Vec<FailureKind> = h.failures.iter().map(|f| f.kind).collect();
     assert!(kinds.contains(&FailureKind::Panic), "{kinds:?}");
-    assert!(kinds.contains(&FailureKind::Timeout), "init blocked: {kinds:?}");
+    assert!(
+        kinds.contains(&FailureKind::Timeout),
+        "init blocked: {kinds:?}"
+    );
 }
 
 #[test]

@@ -149,7 +149,10 @@ impl Lane {
     /// events dropped) or back on.
     pub(crate) fn set_enabled(&self, enabled: bool) {
         let _state = self.shared.lock();
-        self.shared.counters.disabled.store(!enabled, Ordering::Relaxed);
+        self.shared
+            .counters
+            .disabled
+            .store(!enabled, Ordering::Relaxed);
         if !enabled {
             self.shared.cancel.cancel();
             self.shared.work.notify_one();

@@ -107,7 +107,8 @@ impl Bucket {
     pub(crate) fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * f64::from(self.per_sec)).min(f64::from(self.per_sec));
+        self.tokens =
+            (self.tokens + elapsed * f64::from(self.per_sec)).min(f64::from(self.per_sec));
     }
 
     pub(crate) fn take(&mut self) -> bool {
@@ -150,10 +151,18 @@ impl std::fmt::Display for OverQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OverQuota::PerBatch(call, n) => {
-                write!(f, "over quota: {} is limited to {n} calls per batch", call.name())
+                write!(
+                    f,
+                    "over quota: {} is limited to {n} calls per batch",
+                    call.name()
+                )
             }
             OverQuota::PerSec(call, n) => {
-                write!(f, "over quota: {} is limited to {n} calls per second", call.name())
+                write!(
+                    f,
+                    "over quota: {} is limited to {n} calls per second",
+                    call.name()
+                )
             }
         }
     }
@@ -298,7 +307,11 @@ mod tests {
             quotas.take(Quoted::SetLeader),
             Err(OverQuota::PerBatch(Quoted::SetLeader, 2))
         );
-        assert_eq!(quotas.take(Quoted::Transfer), Ok(()), "each call its own quota");
+        assert_eq!(
+            quotas.take(Quoted::Transfer),
+            Ok(()),
+            "each call its own quota"
+        );
         quotas.begin_batch(Instant::now());
         assert_eq!(quotas.take(Quoted::SetLeader), Ok(()));
     }

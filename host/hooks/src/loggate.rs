@@ -41,13 +41,25 @@ impl LogGate {
         per_batch: u32,
         per_sec: u32,
     ) -> Self {
-        Self::new(plugin, "plugin log lines", Some(counters), per_batch, per_sec)
+        Self::new(
+            plugin,
+            "plugin log lines",
+            Some(counters),
+            per_batch,
+            per_sec,
+        )
     }
 
     /// The gate for the host's warnings about a plugin's failed calls
     /// (the failures themselves are counted anyway).
     pub(crate) fn failures(plugin: Arc<str>) -> Self {
-        Self::new(plugin, "failure warnings", None, u32::MAX, FAILURE_WARNINGS_PER_SEC)
+        Self::new(
+            plugin,
+            "failure warnings",
+            None,
+            u32::MAX,
+            FAILURE_WARNINGS_PER_SEC,
+        )
     }
 
     fn new(

@@ -286,7 +286,10 @@ impl Plugin {
     /// retries at most `retries` times and starts no retry later than
     /// `max_retry_ms` after the first attempt; a cancel ends the batch at
     /// once, backoff included.
-    pub(crate) async fn deliver_async(&mut self, events: &[LeadershipEvent]) -> Result<(), Failure> {
+    pub(crate) async fn deliver_async(
+        &mut self,
+        events: &[LeadershipEvent],
+    ) -> Result<(), Failure> {
         if self.is_disabled() {
             return Ok(());
         }

@@ -343,7 +343,10 @@ mod tests {
         q.push(PartitionKey(1), old.clone());
         q.take_batch(10);
         // Deleted and re-created under the same name: new key, term 1.
-        let reborn = LeadershipEvent { term: 1, ..old.clone() };
+        let reborn = LeadershipEvent {
+            term: 1,
+            ..old.clone()
+        };
         assert_eq!(q.push(PartitionKey(2), reborn.clone()), Push::Queued);
         assert_eq!(q.take_batch(10), [reborn]);
         // The old incarnation's memory is still keyed by its own id.
@@ -365,7 +368,11 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.bytes(), event_bytes(&event(1, 1, 1).1));
         assert_eq!(q.known_partitions(), 1);
-        assert_eq!(push(&mut q, event(0, 1, 1)), Push::Queued, "no memory of term 5");
+        assert_eq!(
+            push(&mut q, event(0, 1, 1)),
+            Push::Queued,
+            "no memory of term 5"
+        );
         assert_eq!(terms(&q.take_batch(10)), [(1, 1), (0, 1)]);
     }
 

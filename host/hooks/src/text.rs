@@ -65,7 +65,10 @@ mod tests {
     fn long_text_is_cut_with_a_marker() {
         let mut s = "x".repeat(10_000_000);
         assert!(bound(&mut s, 4096));
-        assert_eq!(s, format!("{}… [truncated, 10000000 bytes in all]", "x".repeat(4096)));
+        assert_eq!(
+            s,
+            format!("{}… [truncated, 10000000 bytes in all]", "x".repeat(4096))
+        );
         assert!(s.capacity() < 8192, "the big allocation is released");
     }
 

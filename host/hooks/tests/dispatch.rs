@@ -32,7 +32,10 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
     for term in 2..=51 {
         for partition in 0..4 {
             let leader = (term + partition as u64) % 3 + 1;
-            outcomes.push(submit(&runtime, became_leader(&cluster, partition, leader, term)));
+            outcomes.push(submit(
+                &runtime,
+                became_leader(&cluster, partition, leader, term),
+            ));
         }
     }
     // Every submit returned while the plugin was still stuck in its first call.
@@ -42,11 +45,7 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
         "the first call has not even timed out yet"
     );
     let stuck_queue = &during.plugins[0].queue;
-    assert!(
-        stuck_queue.pending <= 8,
-        "bounded: {}",
-        stuck_queue.pending
-    );
+    assert!(stuck_queue.pending <= 8, "bounded: {}", stuck_queue.pending);
     assert!(stuck_queue.coalesced > 0);
     assert_eq!(
         during.queue.dropped, 0,

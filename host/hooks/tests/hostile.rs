@@ -114,8 +114,14 @@ fn a_blocking_init_at_load_is_refused_within_its_time_limit() {
     })
     .expect("a plugin whose init blocks is refused");
     let message = err.to_string();
-    assert!(message.contains("plugin `sleeper` refused to start"), "{message}");
-    assert!(message.contains("init exceeded its time limit (100 ms)"), "{message}");
+    assert!(
+        message.contains("plugin `sleeper` refused to start"),
+        "{message}"
+    );
+    assert!(
+        message.contains("init exceeded its time limit (100 ms)"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -138,8 +144,7 @@ fn a_blocking_reinit_times_out_and_the_default_plugin_goes_on() {
 #[test]
 fn the_memory_limit_is_the_one_configured() {
     let alloc = |memory_mib| {
-        let mut config =
-            adversary_with("allocator", "alloc", &[], &[("alloc_mib", 32.into())]);
+        let mut config = adversary_with("allocator", "alloc", &[], &[("alloc_mib", 32.into())]);
         config.limits.memory_mib = memory_mib;
         chain_rounds(config, 1)
     };
@@ -158,10 +163,17 @@ fn a_huge_error_string_is_cut_and_the_stats_stay_small() {
     assert_eq!(kinds, [Some(FailureKind::Error); 2]);
     let last = stats.last_error.clone().unwrap();
     assert!(last.len() <= MAX_TEXT + 100, "{}", last.len());
-    assert!(last.ends_with("… [truncated, 10485760 bytes in all]"), "{last:.60}…");
+    assert!(
+        last.ends_with("… [truncated, 10485760 bytes in all]"),
+        "{last:.60}…"
+    );
     assert_eq!(stats.truncated, 2);
     let json = serde_json::to_string(&stats).unwrap();
-    assert!(json.len() < 2 * MAX_TEXT, "status stays small: {}", json.len());
+    assert!(
+        json.len() < 2 * MAX_TEXT,
+        "status stays small: {}",
+        json.len()
+    );
 }
 
 /// The host log written while `f` runs on this thread.
@@ -203,9 +215,17 @@ fn spam(mode: &str) -> (PluginStats, String) {
     let mut stats = None;
     let log = captured_log(|| {
         let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[config]).unwrap();
-        assert!(chain.deliver(&[became_leader(&cluster, 0, 1, 1)]).is_empty());
+        assert!(
+            chain
+                .deliver(&[became_leader(&cluster, 0, 1, 1)])
+                .is_empty()
+        );
         std::thread::sleep(Duration::from_millis(1_100));
-        assert!(chain.deliver(&[became_leader(&cluster, 0, 2, 2)]).is_empty());
+        assert!(
+            chain
+                .deliver(&[became_leader(&cluster, 0, 2, 2)])
+                .is_empty()
+        );
         stats = Some(chain.stats().remove(0));
     });
     (stats.unwrap(), log)
@@ -218,7 +238,11 @@ fn log_spam_is_cut_rate_limited_and_summarised() {
     assert_eq!(stats.log_lines, 200);
     assert_eq!(stats.log_suppressed, 1800);
     assert_eq!(stats.truncated, 200);
-    assert!(log.len() < 200 * (MAX_TEXT + 300), "{} bytes of log", log.len());
+    assert!(
+        log.len() < 200 * (MAX_TEXT + 300),
+        "{} bytes of log",
+        log.len()
+    );
     assert!(log.contains("… [truncated, 65536 bytes in all]"));
     assert!(
         log.contains("plugin log lines suppressed") && log.contains("spammer"),
@@ -233,7 +257,11 @@ fn stdout_spam_is_cut_rate_limited_and_summarised() {
     assert_eq!(stats.log_lines, 200);
     assert_eq!(stats.log_suppressed, 1802);
     assert_eq!(stats.truncated, 200);
-    assert!(log.len() < 200 * (MAX_TEXT + 300), "{} bytes of log", log.len());
+    assert!(
+        log.len() < 200 * (MAX_TEXT + 300),
+        "{} bytes of log",
+        log.len()
+    );
     assert!(log.contains("stdout") && log.contains("… [truncated, 65536 bytes in all]"));
     assert!(log.contains("plugin log lines suppressed"));
 }
@@ -249,7 +277,11 @@ fn huge_notifications_are_cut_to_the_payload_bound() {
     );
     config.limits.timeout_ms = 5_000;
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[config]).unwrap();
-    assert!(chain.deliver(&[became_leader(&cluster, 0, 1, 1)]).is_empty());
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 0, 1, 1)])
+            .is_empty()
+    );
     let sent = cluster.notifications();
     assert_eq!(sent.len(), 50);
     for (_, payload) in &sent {
@@ -288,10 +320,21 @@ fn a_write_storm_is_stopped_by_the_configured_quotas() {
     per_sec.limits.set_leader_per_sec = 25;
     let mut chain = PluginChain::load(&engine(), &caps(&cluster), &[per_sec]).unwrap();
     let first = chain.deliver(&[became_leader(&cluster, 0, 2, 2)]);
-    assert!(first[0].1.message.starts_with("25 accepted, then:"), "{first:?}");
-    assert!(first[0].1.message.ends_with("limited to 25 calls per second"));
+    assert!(
+        first[0].1.message.starts_with("25 accepted, then:"),
+        "{first:?}"
+    );
+    assert!(
+        first[0]
+            .1
+            .message
+            .ends_with("limited to 25 calls per second")
+    );
     let second = chain.deliver(&[became_leader(&cluster, 0, 3, 3)]);
-    assert!(second[0].1.message.starts_with("0 accepted, then:"), "{second:?}");
+    assert!(
+        second[0].1.message.starts_with("0 accepted, then:"),
+        "{second:?}"
+    );
     assert_eq!(chain.stats()[0].over_quota.set_leader, 2);
 }
 
@@ -314,7 +357,10 @@ fn a_transfer_storm_is_stopped_by_the_configured_quota() {
 
 // --- Through the runtime: one lane per plugin. ---
 
-fn runtime(plugins: Vec<PluginConfig>, cluster: &std::sync::Arc<leaderhook_hooks::MemoryCluster>) -> HookRuntime {
+fn runtime(
+    plugins: Vec<PluginConfig>,
+    cluster: &std::sync::Arc<leaderhook_hooks::MemoryCluster>,
+) -> HookRuntime {
     init_tracing();
     let config = HooksConfig {
         plugins,
@@ -371,9 +417,13 @@ fn disable_takes_effect_while_a_plugin_is_stuck() {
     let cluster = cluster();
     let runtime = runtime(vec![stuck("stuck", &[])], &cluster);
     submit(&runtime, became_leader(&cluster, 0, 1, 1));
-    eventually("the plugin takes the batch", || runtime.stats().plugins[0].queue.pending == 0);
+    eventually("the plugin takes the batch", || {
+        runtime.stats().plugins[0].queue.pending == 0
+    });
     runtime.set_enabled("stuck", false).unwrap();
-    eventually("the stuck call is abandoned", || runtime.stats().plugins[0].cancelled == 1);
+    eventually("the stuck call is abandoned", || {
+        runtime.stats().plugins[0].cancelled == 1
+    });
     assert!(runtime.wait_idle(DEADLINE));
     let stats = &runtime.stats().plugins[0];
     assert_eq!(stats.failures(), 0, "a cancel is not the plugin's failure");
@@ -385,7 +435,9 @@ fn reload_takes_effect_while_a_plugin_is_stuck_and_the_new_version_gets_the_batc
     let cluster = cluster();
     let runtime = runtime(vec![stuck("policy", &[Grant::Assignments])], &cluster);
     submit(&runtime, became_leader(&cluster, 2, 3, 4));
-    eventually("the plugin takes the batch", || runtime.stats().plugins[0].queue.pending == 0);
+    eventually("the plugin takes the batch", || {
+        runtime.stats().plugins[0].queue.pending == 0
+    });
     let runtime = std::sync::Arc::new(runtime);
     let r = runtime.clone();
     within_deadline("reload", move || {
@@ -454,12 +506,21 @@ fn a_recreated_partition_is_a_new_key_and_forget_clears_the_old_one() {
     // with a new key, starting again at term 1.
     cluster.add_topic_partition("t", 0, &[1, 2, 3]);
     let reborn = PartitionKey(200);
-    assert_eq!(runtime.submit(reborn, became_leader(&cluster, 0, 3, 1)), Push::Queued);
+    assert_eq!(
+        runtime.submit(reborn, became_leader(&cluster, 0, 3, 1)),
+        Push::Queued
+    );
     assert!(runtime.wait_idle(DEADLINE));
     assert_eq!(cluster.assignment(&p(0)), Some((Some(3), 1)));
 
     // The old key still remembers term 9, until it is forgotten.
-    assert_eq!(runtime.submit(old, became_leader(&cluster, 0, 3, 1)), Push::Stale);
+    assert_eq!(
+        runtime.submit(old, became_leader(&cluster, 0, 3, 1)),
+        Push::Stale
+    );
     runtime.forget(old);
-    assert_eq!(runtime.submit(old, became_leader(&cluster, 0, 3, 1)), Push::Queued);
+    assert_eq!(
+        runtime.submit(old, became_leader(&cluster, 0, 3, 1)),
+        Push::Queued
+    );
 }

@@ -313,9 +313,17 @@ fn an_artifact_written_under_another_key_is_refused_and_rewritten() {
             written: 1
         }
     );
-    assert!(chain.deliver(&[became_leader(&cluster, 0, 2, 1)]).is_empty());
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 0, 2, 1)])
+            .is_empty()
+    );
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)));
-    assert_ne!(std::fs::read(&artifact).unwrap(), foreign, "rewritten under our key");
+    assert_ne!(
+        std::fs::read(&artifact).unwrap(),
+        foreign,
+        "rewritten under our key"
+    );
     // Which the next engine with our key loads.
     let again = cached_engine(dir.path(), 2);
     PluginChain::load(&again, &caps(&cluster), &[assign_leader()]).unwrap();
@@ -343,8 +351,16 @@ fn another_plugins_artifact_under_this_plugins_name_is_never_loaded() {
     let engine = cached_engine(dir.path(), 3);
     let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
     assert_eq!(engine.cache_stats().rejected, 1);
-    assert!(chain.deliver(&[became_leader(&cluster, 1, 3, 1)]).is_empty());
-    assert_eq!(cluster.assignment(&p(1)), Some((Some(3), 1)), "assign-leader ran");
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 1, 3, 1)])
+            .is_empty()
+    );
+    assert_eq!(
+        cluster.assignment(&p(1)),
+        Some((Some(3), 1)),
+        "assign-leader ran"
+    );
     assert!(cluster.notifications().is_empty());
 }
 
@@ -352,7 +368,12 @@ fn another_plugins_artifact_under_this_plugins_name_is_never_loaded() {
 fn a_tampered_artifact_is_refused_and_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster();
-    PluginChain::load(&cached_engine(dir.path(), 4), &caps(&cluster), &[assign_leader()]).unwrap();
+    PluginChain::load(
+        &cached_engine(dir.path(), 4),
+        &caps(&cluster),
+        &[assign_leader()],
+    )
+    .unwrap();
     let artifact = only_artifact(dir.path());
     let mut bytes = std::fs::read(&artifact).unwrap();
     let middle = bytes.len() / 2;
@@ -361,8 +382,15 @@ fn a_tampered_artifact_is_refused_and_recompiled() {
 
     let engine = cached_engine(dir.path(), 4);
     let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
-    assert_eq!((engine.cache_stats().rejected, engine.cache_stats().hits), (1, 0));
-    assert!(chain.deliver(&[became_leader(&cluster, 2, 1, 1)]).is_empty());
+    assert_eq!(
+        (engine.cache_stats().rejected, engine.cache_stats().hits),
+        (1, 0)
+    );
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 2, 1, 1)])
+            .is_empty()
+    );
     assert_eq!(cluster.assignment(&p(2)), Some((Some(1), 1)));
     assert_ne!(std::fs::read(&artifact).unwrap(), bytes, "rewritten");
 }

@@ -680,16 +680,19 @@ impl RaftLoop {
         } else {
             return;
         };
-        self.hooks.submit(PartitionKey(id), LeadershipEvent {
-            partition,
-            transition,
-            observer: self.node,
-            leader: (leader != 0).then_some(leader),
-            previous_leader: (old_leader != 0).then_some(old_leader),
-            term,
-            replicas,
-            at_ms: now_ms(),
-        });
+        self.hooks.submit(
+            PartitionKey(id),
+            LeadershipEvent {
+                partition,
+                transition,
+                observer: self.node,
+                leader: (leader != 0).then_some(leader),
+                previous_leader: (old_leader != 0).then_some(old_leader),
+                term,
+                replicas,
+                at_ms: now_ms(),
+            },
+        );
     }
 
     /// Re-delivers the leadership of every group this node leads whose
@@ -720,16 +723,19 @@ impl RaftLoop {
             if meta.leader == Some(self.node) && meta.epoch == term {
                 continue;
             }
-            events.push((PartitionKey(id), LeadershipEvent {
-                partition,
-                transition: Transition::BecameLeader,
-                observer: self.node,
-                leader: Some(self.node),
-                previous_leader: meta.leader,
-                term,
-                replicas: meta.replicas.clone(),
-                at_ms: now_ms(),
-            }));
+            events.push((
+                PartitionKey(id),
+                LeadershipEvent {
+                    partition,
+                    transition: Transition::BecameLeader,
+                    observer: self.node,
+                    leader: Some(self.node),
+                    previous_leader: meta.leader,
+                    term,
+                    replicas: meta.replicas.clone(),
+                    at_ms: now_ms(),
+                },
+            ));
         }
         drop(metadata);
         for (key, event) in events {
