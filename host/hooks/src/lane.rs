@@ -191,12 +191,12 @@ impl Lane {
     }
 
     pub(crate) fn stats(&self) -> PluginStats {
-        let (name, mut queue) = {
+        let (name, queue) = {
             let state = self.shared.lock();
-            (state.info.name.clone(), state.stats.clone())
+            let mut queue = state.stats.clone();
+            queue.pending = state.queue.len() as u64;
+            (state.info.name.clone(), queue)
         };
-        let pending = self.shared.lock().queue.len() as u64;
-        queue.pending = pending;
         let mut stats = self.shared.counters.snapshot(&name);
         stats.queue = queue;
         stats

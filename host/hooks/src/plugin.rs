@@ -26,6 +26,7 @@ use crate::text::{self, MAX_TEXT};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -87,6 +88,13 @@ async fn guarded<T>(
     deadline: Instant,
     cancel: &CancelToken,
 ) -> Ended<T> {
+    let mut call = std::pin::pin!(call);
+    // Most calls never wait on a host future: they finish in their first
+    // poll (the epoch callback bounds that), with no timer armed.
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = first {
+        return Ended::Returned(result);
+    }
     tokio::select! {
         biased;
         result = call => Ended::Returned(result),
