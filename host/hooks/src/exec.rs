@@ -26,10 +26,26 @@ where
     }
     if tokio::runtime::Handle::try_current().is_ok() {
         return std::thread::scope(|s| {
-            s.spawn(|| RUNTIME.with(|rt| rt.block_on(future)))
+            s.spawn(|| RUNTIME.with(|rt| run(rt, future)))
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
     }
-    RUNTIME.with(|rt| rt.block_on(future))
+    RUNTIME.with(|rt| run(rt, future))
+}
+
+/// Most plugin calls never wait on a host future: one poll inside the
+/// runtime's context finishes them, without the cost of `block_on`.
+fn run<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let first = {
+        let _context = runtime.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut cx)
+    };
+    match first {
+        std::task::Poll::Ready(output) => output,
+        // Polled again with a real waker, which replaces the no-op one.
+        std::task::Poll::Pending => runtime.block_on(future),
+    }
 }

@@ -6,7 +6,7 @@
 
 use crate::limits::Bucket;
 use crate::stats::PluginCounters;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,16 @@ pub(crate) struct LogGate {
     what: &'static str,
     /// Where suppressed lines are counted, if anywhere.
     counters: Option<Arc<PluginCounters>>,
+    per_batch: u32,
+    /// Outside the lock: reset on every call, which is the hot path.
+    used_in_batch: AtomicU32,
+    /// Some lines were suppressed since the last summary (read without the
+    /// lock after every call).
+    owes_summary: AtomicBool,
     state: Mutex<GateState>,
 }
 
 struct GateState {
-    per_batch: u32,
-    used_in_batch: u32,
     bucket: Bucket,
     /// Suppressed since the last summary.
     suppressed: u64,
@@ -74,9 +78,10 @@ impl LogGate {
             plugin,
             what,
             counters,
+            per_batch,
+            used_in_batch: AtomicU32::new(0),
+            owes_summary: AtomicBool::new(false),
             state: Mutex::new(GateState {
-                per_batch,
-                used_in_batch: 0,
                 bucket: Bucket::new(per_sec, now),
                 suppressed: 0,
                 last_summary: now,
@@ -90,7 +95,7 @@ impl LogGate {
 
     /// A batch starts: the per-batch allowance is renewed.
     pub(crate) fn begin_batch(&self) {
-        self.lock().used_in_batch = 0;
+        self.used_in_batch.store(0, Ordering::Relaxed);
     }
 
     /// Whether one more line may be written. Refusals are counted.
@@ -98,11 +103,13 @@ impl LogGate {
         let now = Instant::now();
         let mut state = self.lock();
         state.bucket.refill(now);
-        let admitted = state.used_in_batch < state.per_batch && state.bucket.take();
+        let used = self.used_in_batch.load(Ordering::Relaxed);
+        let admitted = used < self.per_batch && state.bucket.take();
         if admitted {
-            state.used_in_batch += 1;
+            self.used_in_batch.store(used + 1, Ordering::Relaxed);
         } else {
             state.suppressed += 1;
+            self.owes_summary.store(true, Ordering::Relaxed);
             if let Some(counters) = &self.counters {
                 counters.log_suppressed.fetch_add(1, Ordering::Relaxed);
             }
@@ -114,6 +121,9 @@ impl LogGate {
     /// Logs the summary if lines were suppressed and one is due (called
     /// on every line and after every batch).
     pub(crate) fn summarize(&self) {
+        if !self.owes_summary.load(Ordering::Relaxed) {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.lock();
         self.summarize_locked(&mut state, now);
@@ -124,6 +134,7 @@ impl LogGate {
             return;
         }
         let suppressed = std::mem::take(&mut state.suppressed);
+        self.owes_summary.store(false, Ordering::Relaxed);
         let since = now.duration_since(state.last_summary);
         state.last_summary = now;
         tracing::warn!(

@@ -174,12 +174,12 @@ impl Plugin {
     /// Creates the instance and runs init, unless one is live already;
     /// blocking (see [`exec::block_on`]).
     pub(crate) fn ensure_instance_blocking(&mut self) -> Result<(), Failure> {
-        exec::block_on(self.ensure_instance())
+        exec::block_on(self.ensure_instance(Instant::now()))
     }
 
     /// Creates the instance and runs init, unless one is live already.
-    /// Instantiation and init share one time limit.
-    async fn ensure_instance(&mut self) -> Result<(), Failure> {
+    /// Instantiation and init share one time limit, from `now`.
+    async fn ensure_instance(&mut self, now: Instant) -> Result<(), Failure> {
         if self.live.is_some() {
             return Ok(());
         }
@@ -206,8 +206,8 @@ impl Plugin {
             Ok(UpdateDeadline::Continue(1))
         });
         PluginCounters::bump(&self.ctx.counters.instances);
-        let deadline = Instant::now() + self.config.limits.timeout();
-        store.data_mut().begin_call(deadline);
+        let deadline = now + self.config.limits.timeout();
+        store.data_mut().begin_call(now, deadline);
         store.set_epoch_deadline(1);
         let config_json = self.config.config_json();
         let pre = &self.validated.pre;
@@ -245,16 +245,22 @@ impl Plugin {
         Err(failure)
     }
 
-    /// One attempt: instance (re)created if needed, then on-events.
-    async fn call_once(&mut self, events: &[LeadershipEvent]) -> Result<(), Failure> {
-        self.ensure_instance().await?;
+    /// One attempt, from `now`: instance (re)created if needed, then
+    /// on-events.
+    async fn call_once(&mut self, events: &[LeadershipEvent], now: Instant) -> Result<(), Failure> {
+        let now = if self.live.is_some() {
+            now
+        } else {
+            self.ensure_instance(now).await?;
+            Instant::now()
+        };
         let limits = &self.config.limits;
         let Live { store, bindings } = self
             .live
             .as_mut()
             .expect("ensure_instance leaves a live instance");
-        let deadline = Instant::now() + limits.timeout();
-        store.data_mut().begin_call(deadline);
+        let deadline = now + limits.timeout();
+        store.data_mut().begin_call(now, deadline);
         store.set_epoch_deadline(1);
         let ended = guarded(
             bindings.call_on_events(&mut *store, events),
@@ -327,7 +333,12 @@ impl Plugin {
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            match self.call_once(events).await {
+            let now = if attempt == 0 {
+                started
+            } else {
+                Instant::now()
+            };
+            match self.call_once(events, now).await {
                 Ok(()) => {
                     self.consecutive_failures = 0;
                     let c = &self.ctx.counters;

@@ -112,8 +112,7 @@ impl PluginState {
 
     /// A call (`init` or `on-events`) starts: fresh per-batch allowances,
     /// fresh trap evidence, and the deadline the epoch callback enforces.
-    pub(crate) fn begin_call(&mut self, deadline: Instant) {
-        let now = Instant::now();
+    pub(crate) fn begin_call(&mut self, now: Instant, deadline: Instant) {
         self.deadline = deadline;
         self.limiter.hit = false;
         self.stderr.clear_tail();

@@ -9,6 +9,7 @@ use crate::state::PluginContext;
 use crate::stats::PluginCounters;
 use crate::text::{self, MAX_TEXT};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
@@ -24,7 +25,15 @@ pub struct LogStream {
     stream: &'static str,
     gate: Arc<LogGate>,
     counters: Arc<PluginCounters>,
-    inner: Arc<Mutex<LineBuffer>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Anything written since the last `clear_tail` (checked without the
+    /// lock before and after every call: most calls write nothing).
+    written: AtomicBool,
+    buffer: Mutex<LineBuffer>,
 }
 
 #[derive(Default)]
@@ -48,12 +57,14 @@ impl LogStream {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LineBuffer> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets the recent output (called before each plugin call).
     pub fn clear_tail(&self) {
-        self.lock().tail.clear();
+        if self.inner.written.swap(false, Ordering::Relaxed) {
+            self.lock().tail.clear();
+        }
     }
 
     /// The output written since the last [`clear_tail`](Self::clear_tail),
@@ -64,6 +75,9 @@ impl LogStream {
 
     /// Writes out a line the plugin left unfinished (after each call).
     pub fn flush_partial(&self) {
+        if !self.inner.written.load(Ordering::Relaxed) {
+            return;
+        }
         let mut b = self.lock();
         if b.line_len > 0 {
             self.end_line(&mut b);
@@ -71,6 +85,7 @@ impl LogStream {
     }
 
     fn push(&self, bytes: &[u8]) {
+        self.inner.written.store(true, Ordering::Relaxed);
         let mut b = self.lock();
         let keep = bytes.len().min(TAIL);
         b.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
