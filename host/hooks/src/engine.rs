@@ -101,6 +101,13 @@ impl HookEngine {
         Ok(component)
     }
 
+    /// Ticks to allow for a call of `timeout`: rounded up, plus one because
+    /// the current tick may end right after the call starts.
+    pub fn deadline_ticks(timeout: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+
     /// What the precompiled-artifact cache did (all zero without one).
     pub fn cache_stats(&self) -> CacheStats {
         self.inner

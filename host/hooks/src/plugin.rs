@@ -4,7 +4,9 @@
 //! Every call (`init` with instantiation, or `on-events`) runs as a future
 //! with a deadline, and ends by its time limit whatever the plugin does:
 //! - running wasm: the epoch callback (every [`EPOCH_TICK`]) traps it once
-//!   the deadline has passed or the call was cancelled;
+//!   the time limit's worth of ticks has passed or the call was cancelled
+//!   (ticks, not the wall clock: a process starved of CPU ticks slower, so
+//!   a call that was merely descheduled is not cut short);
 //! - blocked in a WASI host future (sleep, poll, a clock subscription): the
 //!   deadline timer or the cancel token wins the race and the call future
 //!   is dropped. wasmtime then resumes the call's fiber with an error, so it
@@ -195,19 +197,21 @@ impl Plugin {
         );
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|store| {
-            let state = store.data();
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
             if state.cancel.is_cancelled() {
                 return Err(Interrupted::Cancelled.into());
             }
-            if Instant::now() >= state.deadline {
+            if state.ticks_left <= 1 {
                 return Err(Interrupted::Deadline.into());
             }
+            state.ticks_left -= 1;
             Ok(UpdateDeadline::Continue(1))
         });
         PluginCounters::bump(&self.ctx.counters.instances);
-        let deadline = now + self.config.limits.timeout();
-        store.data_mut().begin_call(now, deadline);
+        let timeout = self.config.limits.timeout();
+        let deadline = now + timeout;
+        store.data_mut().begin_call(now, timeout);
         store.set_epoch_deadline(1);
         let config_json = self.config.config_json();
         let pre = &self.validated.pre;
@@ -260,7 +264,7 @@ impl Plugin {
             .as_mut()
             .expect("ensure_instance leaves a live instance");
         let deadline = now + limits.timeout();
-        store.data_mut().begin_call(now, deadline);
+        store.data_mut().begin_call(now, limits.timeout());
         store.set_epoch_deadline(1);
         let ended = guarded(
             bindings.call_on_events(&mut *store, events),

@@ -69,8 +69,9 @@ pub struct PluginState {
     stdout: LogStream,
     pub(crate) stderr: LogStream,
     pub(crate) quotas: Quotas,
-    /// When the call in progress must end (read by the epoch callback).
-    pub(crate) deadline: Instant,
+    /// Epoch ticks the call in progress may still run (counted down by the
+    /// epoch callback).
+    pub(crate) ticks_left: u64,
     pub(crate) cancel: CancelToken,
     ctx: Arc<PluginContext>,
 }
@@ -104,16 +105,17 @@ impl PluginState {
             stdout,
             stderr,
             quotas,
-            deadline: Instant::now(),
+            ticks_left: 0,
             cancel,
             ctx,
         }
     }
 
-    /// A call (`init` or `on-events`) starts: fresh per-batch allowances,
-    /// fresh trap evidence, and the deadline the epoch callback enforces.
-    pub(crate) fn begin_call(&mut self, now: Instant, deadline: Instant) {
-        self.deadline = deadline;
+    /// A call (`init` or `on-events`) starts at `now`: fresh per-batch
+    /// allowances, fresh trap evidence, and the ticks the epoch callback
+    /// allows it.
+    pub(crate) fn begin_call(&mut self, now: Instant, timeout: std::time::Duration) {
+        self.ticks_left = crate::engine::HookEngine::deadline_ticks(timeout);
         self.limiter.hit = false;
         self.stderr.clear_tail();
         self.quotas.begin_batch(now);
