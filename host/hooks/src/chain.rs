@@ -1,8 +1,8 @@
 //! The plugins of a node in config order, called one after the other on
 //! each batch, on the caller's thread: the test harness and the benchmarks
 //! drive one directly, for determinism. (The runtime gives each plugin its
-//! own lane instead, see [`crate::dispatch`].) Not for use from inside an
-//! async task: each call blocks its thread until the plugins return.
+//! own lane instead, see [`crate::dispatch`].) Each call blocks its thread
+//! until the plugins return (each within its time limit).
 
 use crate::capabilities::Capabilities;
 use crate::config::PluginConfig;
