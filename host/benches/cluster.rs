@@ -33,12 +33,12 @@
 //! written to node<N>.log in the cluster's temporary directory, which
 //! `LEADERHOOK_BENCH_KEEP=1` keeps).
 
-use leaderhook::admin::{Request, Status};
+use leaderhook::admin::{AdminError, Connection, FailureKind, Request, Status};
+use leaderhook::auth::Secret;
 use leaderhook::cluster;
 use leaderhook::config::{NodeConfig, RaftConfig};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -171,7 +171,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     exe: PathBuf,
     configs: Vec<PathBuf>,
-    admins: Vec<SocketAddr>,
+    admins: Vec<(SocketAddr, Secret)>,
     nodes: BTreeMap<u64, Child>,
 }
 
@@ -185,7 +185,10 @@ impl Cluster {
         let configs = cluster::init(dir.path(), NODES, &RaftConfig::default())?;
         let admins = configs
             .iter()
-            .map(|f| NodeConfig::from_file(f).map(|c| c.admin_listen))
+            .map(|f| {
+                let config = NodeConfig::from_file(f)?;
+                Ok((config.admin_listen, config.auth()?.secret().clone()))
+            })
             .collect::<anyhow::Result<_>>()?;
         let mut cluster = Self {
             dir,
@@ -229,8 +232,8 @@ impl Cluster {
         self.nodes.get(&node).map(Child::id)
     }
 
-    fn admin(&self, node: u64) -> SocketAddr {
-        self.admins[node as usize - 1]
+    fn admin(&self, node: u64) -> (SocketAddr, Secret) {
+        self.admins[node as usize - 1].clone()
     }
 
     /// Creates a topic through node 1, retrying (bounded) while the metadata
@@ -245,11 +248,12 @@ impl Cluster {
                 partitions,
                 replication: 3,
             };
-            match leaderhook::admin::request(self.admin(1), &request, Duration::from_secs(30)) {
+            let (addr, secret) = self.admin(1);
+            match leaderhook::admin::request(addr, &secret, &request, Duration::from_secs(30)) {
                 Ok(_) => return Ok(()),
-                Err(e) if attempted && e.to_string().contains("already exists") => return Ok(()),
+                Err(e) if attempted && e.kind() == Some(FailureKind::Refused) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
-                    attempted |= !e.to_string().contains("cannot reach");
+                    attempted |= !matches!(e, AdminError::Unreachable { .. });
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => anyhow::bail!("create topic {name}: {e:#}"),
@@ -270,21 +274,20 @@ impl Drop for Cluster {
 // ---------------------------------------------------------------------------
 // Polling
 
-/// One kept-alive admin connection.
+/// One kept-alive admin connection (authenticated with the cluster secret).
 struct Client {
     addr: SocketAddr,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
-}
-
-#[derive(serde::Deserialize)]
-struct Answer {
-    ok: Option<Status>,
-    error: Option<String>,
+    secret: Secret,
+    conn: Option<Connection>,
 }
 
 impl Client {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+    fn new((addr, secret): (SocketAddr, Secret)) -> Self {
+        Self {
+            addr,
+            secret,
+            conn: None,
+        }
     }
 
     fn status(&mut self) -> Option<Status> {
@@ -297,23 +300,18 @@ impl Client {
 
     fn try_status(&mut self) -> Option<Status> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)).ok()?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .ok()?;
-            stream.set_nodelay(true).ok()?;
-            let reader = BufReader::new(stream.try_clone().ok()?);
-            self.conn = Some((stream, reader));
+            let conn = Connection::open(self.addr, &self.secret, Duration::from_secs(10)).ok()?;
+            self.conn = Some(conn);
         }
-        let (stream, reader) = self.conn.as_mut()?;
-        stream.write_all(b"{\"op\":\"status\"}\n").ok()?;
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let answer: Answer = serde_json::from_str(&line).ok()?;
-        if let Some(e) = answer.error {
-            eprintln!("status from {}: {e}", self.addr);
+        match self.conn.as_mut()?.call(&Request::Status) {
+            Ok(value) => serde_json::from_value(value).ok(),
+            Err(e) => {
+                if !matches!(e, AdminError::Io { .. } | AdminError::Unreachable { .. }) {
+                    eprintln!("status from {}: {e}", self.addr);
+                }
+                None
+            }
         }
-        answer.ok
     }
 }
 
@@ -357,7 +355,7 @@ impl Observations {
                 Some(p) => p,
                 None => self.parts.entry(r.partition.clone()).or_default(),
             };
-            if r.role == "Leader" {
+            if r.role == leaderhook::raft::shared::Role::Leader {
                 part.leaders.entry(r.term).or_insert((node, at));
             }
             if let Some(a) = r.assigned_leader {
@@ -407,7 +405,7 @@ impl Pollers {
         self.obs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(&self, node: u64, addr: SocketAddr, interval: Duration) {
+    fn run(&self, node: u64, addr: (SocketAddr, Secret), interval: Duration) {
         let slot = &self.slots[node as usize - 1];
         let mut client = Client::new(addr);
         while !self.stop.load(Ordering::Relaxed) {
@@ -500,7 +498,7 @@ fn with_pollers<T>(
     body: impl FnOnce(&mut Cluster, &Pollers) -> T,
 ) -> T {
     let pollers = Pollers::new();
-    let addrs: Vec<SocketAddr> = (1..=NODES).map(|n| cluster.admin(n)).collect();
+    let addrs: Vec<(SocketAddr, Secret)> = (1..=NODES).map(|n| cluster.admin(n)).collect();
     std::thread::scope(|scope| {
         let p = &pollers;
         for (i, addr) in addrs.into_iter().enumerate() {
@@ -526,7 +524,11 @@ fn with_pollers<T>(
 fn leaders<'a>(statuses: &[&'a Status]) -> HashMap<&'a str, (u64, u64)> {
     let mut out: HashMap<&'a str, (u64, u64)> = HashMap::new();
     for s in statuses {
-        for r in s.replicas.iter().filter(|r| r.role == "Leader") {
+        for r in s
+            .replicas
+            .iter()
+            .filter(|r| r.role == leaderhook::raft::shared::Role::Leader)
+        {
             let e = out.entry(&r.partition).or_insert((s.node, r.term));
             if r.term > e.1 {
                 *e = (s.node, r.term);

@@ -4,10 +4,13 @@
 
 use crate::admin::Admin;
 use crate::caps::BrokerCaps;
+use crate::caps::inflight::InflightWrites;
 use crate::config::NodeConfig;
-use crate::raft::node::{RaftHandle, RaftLoop, Shared};
+use crate::raft::handle::RaftHandle;
+use crate::raft::node::{RaftIo, RaftLoop, RaftLoopParts};
+use crate::raft::shared::Shared;
 use crate::raft::storage::LogStore;
-use crate::raft::transport::Transport;
+use crate::raft::transport::{Transport, TransportSettings};
 use crate::sinks::Sinks;
 use anyhow::Context;
 use leaderhook_hooks::{Capabilities, HookRuntime};
@@ -25,28 +28,30 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .build()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = LogStore::open(&config.data_dir.join("raft"))
-        .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
+    let store = LogStore::open_with(
+        &config.data_dir.join("raft"),
+        config.storage.store_options(),
+    )
+    .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
 
     let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX);
-    let peers = config
-        .peers
-        .iter()
-        .filter(|p| p.id != config.node_id)
-        .map(|p| (p.id, p.raft))
-        .collect();
     let transport = Transport::start(
-        config.node_id,
-        config.raft_listen,
-        peers,
+        TransportSettings::from_config(&config)?,
         inbox_tx.clone(),
         runtime.handle().clone(),
     )
     .with_context(|| format!("starting the Raft transport on {}", config.raft_listen))?;
 
-    let (commands_tx, commands) = std::sync::mpsc::channel();
-    let raft = RaftHandle::new(commands_tx, inbox_tx);
-    let shared = Arc::new(Shared::default());
+    let (raft, commands) = RaftHandle::new(inbox_tx);
+    let settings = config.raft_settings();
+    let shared = Arc::new(Shared::new(
+        config.node_id,
+        config.node_ids(),
+        settings.session_timeout,
+    ));
+    // A write not applied within two election timeouts was lost with a
+    // leader; the gate then lets it (or the resync's) through again.
+    let inflight = Arc::new(InflightWrites::new(settings.election_timeout() * 2));
     let caps: Arc<dyn Capabilities> = Arc::new(BrokerCaps {
         node: config.node_id,
         nodes: config
@@ -56,8 +61,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .collect(),
         shared: shared.clone(),
         raft: raft.clone(),
-        transport: transport.clone(),
         sinks: Sinks::start(&config.sinks),
+        inflight: inflight.clone(),
+        transfer_cooldown: config.raft.transfer_cooldown(),
+        last_transfer: Default::default(),
     });
     let engine = crate::builtin::engine_with_cache(config.dispatch.cache_dir.clone())?;
     let hooks = Arc::new(HookRuntime::start(engine, caps, &config.hooks())?);
@@ -66,35 +73,53 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let raft_loop = RaftLoop::new(
-        config.node_id,
-        config.node_ids(),
-        config.raft.settings(),
-        store,
-        transport.clone(),
-        inbox,
-        commands,
-        hooks.clone(),
-        shared.clone(),
-        stop.clone(),
-    )?;
-    let raft_thread = std::thread::Builder::new()
-        .name("leaderhook-raft".into())
-        .spawn(move || raft_loop.run())?;
+    let store_for_purge = store.clone();
+    let raft_loop = RaftLoop::new(RaftLoopParts {
+        node: config.node_id,
+        cluster: config.node_ids(),
+        settings,
+        io: RaftIo {
+            store,
+            transport: transport.clone(),
+            inbox,
+            commands,
+        },
+        hooks: hooks.clone(),
+        shared: shared.clone(),
+        inflight,
+        stop: stop.clone(),
+    })?;
+    // Reclaims log files of deleted groups and compacted entries.
+    let purger = store_for_purge.spawn_purger(config.storage.purge_interval(), stop.clone())?;
+    let raft_thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("leaderhook-raft".into())
+            .spawn(move || {
+                let ended =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft_loop.run()));
+                fail_stop(&stop, ended);
+            })?
+    };
 
     let kafka = Arc::new(crate::kafka::Broker {
         node: config.node_id,
         peers: config.peers.clone(),
         config: config.kafka.clone(),
+        topic_limits: config.topics,
         shared: shared.clone(),
+        store: store_for_purge.clone(),
         raft: raft.clone(),
     });
     let admin = Arc::new(Admin {
         node: config.node_id,
-        nodes: config.node_ids(),
+        topic_limits: config.topics,
         shared,
         raft,
         hooks,
+        transport: transport.clone(),
+        access: crate::admin::AdminAccess::from_config(&config)?,
+        store: store_for_purge,
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.admin_listen)
@@ -118,8 +143,41 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     })?;
     tracing::info!(node = config.node_id, "stopping");
     stop.store(true, Ordering::Relaxed);
+    // The loop sees the flag within a round.
     let _ = raft_thread.join();
+    let _ = purger.join();
     transport.shutdown();
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())
 }
+
+/// Fail stop: a Raft loop that ended for any reason but a requested stop
+/// (a failed log write, an undecodable entry, a panic) ends the process
+/// with a non-zero status, so a supervisor restarts it from its data
+/// directory. Serving on from frozen state would answer clients as a
+/// leader that no longer replicates anything.
+fn fail_stop(
+    stop: &AtomicBool,
+    ended: std::thread::Result<Result<(), crate::raft::node::LoopError>>,
+) {
+    let why = match ended {
+        Ok(Ok(())) if stop.load(Ordering::Relaxed) => return,
+        Ok(Ok(())) => "it returned without being asked to stop".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .map_or_else(
+                || "it panicked".to_string(),
+                |p| format!("it panicked: {p}"),
+            ),
+    };
+    tracing::error!(
+        "the Raft loop stopped ({why}); exiting so a supervisor restarts this node from its data directory"
+    );
+    std::process::exit(EXIT_RAFT_LOOP_FAILED);
+}
+
+/// Exit status of a node whose Raft loop failed.
+pub const EXIT_RAFT_LOOP_FAILED: i32 = 70;

@@ -2,7 +2,8 @@
 //! `leaderhook cluster up` runs one broker process per node in the
 //! foreground and stops them all on Ctrl-C (or SIGTERM).
 
-use crate::config::{Peer, RaftConfig};
+use crate::auth::{Secret, random_bytes};
+use crate::config::{Peer, RaftConfig, SecurityConfig};
 use anyhow::{Context, bail};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -54,13 +55,40 @@ pub fn config_path(dir: &Path, node: u64) -> PathBuf {
     dir.join(format!("node{node}.toml"))
 }
 
-/// Writes node1.toml … nodeN.toml in `dir`: loopback ports, the default
-/// plugin, a log sink named "audit".
+/// Choices of `cluster init` beyond size and Raft settings.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Writes `[testing] fault_injection = true`: the admin test hooks are
+    /// served. For test clusters only.
+    pub fault_injection: bool,
+}
+
+/// Writes node1.toml … nodeN.toml in `dir`: loopback ports, a fresh cluster
+/// id and secret (the same in every file; files readable by their owner
+/// only), the default plugin, a log sink named "audit".
 pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<PathBuf>> {
+    init_with(dir, nodes, raft, &InitOptions::default())
+}
+
+/// [`init`] with options.
+pub fn init_with(
+    dir: &Path,
+    nodes: u64,
+    raft: &RaftConfig,
+    options: &InitOptions,
+) -> anyhow::Result<Vec<PathBuf>> {
     if nodes == 0 {
         bail!("a cluster needs at least one node");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let security = SecurityConfig {
+        cluster_id: hex_id(),
+        secret: Secret::generate(),
+    };
+    let mut shared = format!("[security]\n{}\n", toml::to_string(&security)?);
+    if options.fault_injection {
+        shared += "[testing]\nfault_injection = true\n\n";
+    }
     let peers: Vec<Peer> = (1..=nodes)
         .map(|id| {
             Ok(Peer {
@@ -81,6 +109,7 @@ pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<Pat
              raft_listen = \"{raft}\"\n\
              admin_listen = \"{admin}\"\n\
              kafka_listen = \"{kafka}\"\n\n\
+             {shared}\
              [raft]\n{raft_table}\n",
             id = peer.id,
             raft = peer.raft,
@@ -101,10 +130,34 @@ pub fn init(dir: &Path, nodes: u64, raft: &RaftConfig) -> anyhow::Result<Vec<Pat
                  [[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\n\
                  grants = [\"assignments\"]\n";
         let file = config_path(dir, peer.id);
-        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        write_private(&file, &text).with_context(|| format!("writing {}", file.display()))?;
         files.push(file);
     }
     Ok(files)
+}
+
+/// A random cluster id: 128 bits as hex.
+fn hex_id() -> String {
+    random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a file only its owner can read (it holds the cluster secret),
+/// replacing any previous one.
+fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?;
+    // An existing file keeps its mode through open(2): tighten it.
+    out.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    out.write_all(text.as_bytes())
 }
 
 /// The node configs in `dir`, in node order.

@@ -1,6 +1,6 @@
-//! The leaderhook broker. For now: the plugins embedded in the binary and
-//! the demo; the Raft-replicated partitions and the Kafka front end join
-//! this crate next (see `../shared/DESIGN.md`).
+//! The leaderhook broker: Raft-replicated partitions behind a Kafka front
+//! end, whose leadership changes drive the plugin runtime
+//! (`leaderhook-hooks`); plus the CLI's pieces (local clusters, the demo).
 //!
 //! # Layout
 //!
@@ -11,9 +11,13 @@
 //! - [`metadata`]: the replicated topics and assignments.
 //! - [`caps`]: the plugins' capabilities over metadata and Raft; [`sinks`].
 //! - [`kafka`]: the Kafka front end (wire protocol on `kafka_listen`).
+//! - [`auth`]: cluster id and secret, the proofs of membership;
+//!   [`log_limit`]: rate-limited logs.
 //! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
+//! - [`supervisor`]: local clusters of broker processes (CLI, tests, benches).
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod builtin;
 pub mod caps;
@@ -21,7 +25,9 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod kafka;
+pub mod log_limit;
 pub mod metadata;
 pub mod partition_log;
 pub mod raft;
 pub mod sinks;
+pub mod supervisor;

@@ -2,13 +2,19 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use leaderhook::auth::Secret;
 use leaderhook::config::{NodeConfig, RaftConfig};
 use leaderhook::{admin, broker, builtin, cluster, demo};
 use leaderhook_harness::Scenario;
 use leaderhook_hooks::HooksConfig;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The environment variable holding the admin secret for `--admin ADDR`.
+const SECRET_ENV: &str = "LEADERHOOK_SECRET";
 
 #[derive(Parser)]
 #[command(
@@ -70,12 +76,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Write node1.toml … nodeN.toml for a loopback cluster.
+    /// Write node1.toml … nodeN.toml for a loopback cluster, with a fresh
+    /// cluster id and secret (the files are readable by their owner only).
     Init {
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         #[arg(long, default_value = "cluster")]
         dir: PathBuf,
+        /// Serve the admin test hooks that inject faults (drop events, invent
+        /// leadership events). For test clusters only.
+        #[arg(long)]
+        fault_injection: bool,
     },
     /// Run every node of DIR in the foreground (initialising a 3-node
     /// cluster there first if it has none); Ctrl-C stops them.
@@ -87,6 +98,8 @@ enum ClusterCommand {
 
 #[derive(Subcommand)]
 enum TopicsCommand {
+    /// Create a topic: its partitions, each a Raft group on `replication`
+    /// nodes.
     Create {
         name: String,
         #[arg(long, default_value_t = 1)]
@@ -96,6 +109,7 @@ enum TopicsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Delete a topic and its partitions' Raft groups on every node.
     Delete {
         name: String,
         #[command(flatten)]
@@ -103,22 +117,30 @@ enum TopicsCommand {
     },
 }
 
-/// Which node(s) to ask: an admin address, or the configs of a cluster dir.
+// Which node(s) to ask, and with which secret: an admin address, or the
+// configs of a cluster dir. (A plain comment: a doc comment here would become
+// the description of every command that flattens it.)
 #[derive(clap::Args)]
 struct Target {
-    /// A node's admin endpoint (127.0.0.1:PORT).
+    /// A node's admin endpoint (127.0.0.1:PORT); its secret comes from
+    /// --secret-file, else $LEADERHOOK_SECRET, else the config in --dir with
+    /// that admin address.
     #[arg(long)]
-    admin: Option<std::net::SocketAddr>,
-    /// A cluster directory written by `cluster init` (default: ./cluster).
+    admin: Option<SocketAddr>,
+    /// A file holding the cluster secret (for --admin).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// A cluster directory written by `cluster init` (default: ./cluster):
+    /// every node's admin address and secret are read from its config.
     #[arg(long, default_value = "cluster")]
     dir: PathBuf,
 }
 
 impl Target {
-    /// The admin addresses to try, in node order.
-    fn addresses(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    /// The admin addresses to ask, in node order, each with its secret.
+    fn nodes(&self) -> anyhow::Result<Vec<(SocketAddr, Secret)>> {
         if let Some(addr) = self.admin {
-            return Ok(vec![addr]);
+            return Ok(vec![(addr, self.secret_for(addr)?)]);
         }
         let files = cluster::configs(&self.dir);
         anyhow::ensure!(
@@ -128,33 +150,54 @@ impl Target {
         );
         files
             .iter()
-            .map(|f| Ok(NodeConfig::from_file(f)?.admin_listen))
+            .map(|f| {
+                let config = NodeConfig::from_file(f)?;
+                Ok((config.admin_listen, config.auth()?.secret().clone()))
+            })
             .collect()
+    }
+
+    /// The secret for `--admin ADDR`.
+    fn secret_for(&self, addr: SocketAddr) -> anyhow::Result<Secret> {
+        if let Some(file) = &self.secret_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the secret file {}", file.display()))?;
+            return Secret::new(&text).with_context(|| file.display().to_string());
+        }
+        if let Ok(text) = std::env::var(SECRET_ENV) {
+            return Secret::new(&text).with_context(|| format!("${SECRET_ENV}"));
+        }
+        for file in cluster::configs(&self.dir) {
+            let config = NodeConfig::from_file(&file)?;
+            if config.admin_listen == addr {
+                return Ok(config.auth()?.secret().clone());
+            }
+        }
+        anyhow::bail!(
+            "no admin secret for {addr}: pass --secret-file FILE, set ${SECRET_ENV}, or \
+             --dir the cluster directory whose config has that admin address"
+        )
     }
 
     /// Sends to the first node that answers, retrying for a while when
     /// the cluster is still electing its metadata leader.
     fn request(&self, request: &admin::Request) -> anyhow::Result<serde_json::Value> {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let nodes = self.nodes()?;
         loop {
             let mut last = None;
-            for addr in self.addresses()? {
-                match admin::request(addr, request, Duration::from_secs(15)) {
+            for (addr, secret) in &nodes {
+                match admin::request(*addr, secret, request, Duration::from_secs(15)) {
                     Ok(v) => return Ok(v),
-                    Err(e) => {
-                        let text = e.to_string();
-                        let transient = text.contains("cannot reach")
-                            || text.contains("proposal dropped")
-                            || text.contains("not committed");
-                        if !transient {
-                            return Err(e);
-                        }
-                        last = Some(e);
-                    }
+                    Err(e) if e.is_transient() => last = Some(e),
+                    Err(e) => return Err(e).with_context(|| format!("node at {addr}")),
                 }
             }
             if std::time::Instant::now() >= deadline {
-                return Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")));
+                return match last {
+                    Some(e) => Err(e.into()),
+                    None => Err(anyhow::anyhow!("no node answered")),
+                };
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -214,26 +257,72 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        // Colours only on a terminal: a log file gets no escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let mut out = Stdout(std::io::stdout().lock());
+    match run(Cli::parse(), &mut out) {
         Ok(()) => ExitCode::SUCCESS,
+        // `leaderhook status | head`: the reader has what it wanted.
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Standard output, whose broken pipe is told apart from any other
+/// (a socket's broken pipe is an error; stdout's means the reader is done).
+struct Stdout<W>(W);
+
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+struct StdoutClosed;
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes).map_err(mark_closed)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
+fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
     let engine = builtin::engine()?;
     match cli.command {
         Command::Broker { config } => broker::run(NodeConfig::from_file(&config)?),
         Command::Cluster {
-            command: ClusterCommand::Init { nodes, dir },
+            command:
+                ClusterCommand::Init {
+                    nodes,
+                    dir,
+                    fault_injection,
+                },
         } => {
-            for file in cluster::init(&dir, nodes, &RaftConfig::default())? {
-                println!("{}", file.display());
+            let options = cluster::InitOptions { fault_injection };
+            for file in cluster::init_with(&dir, nodes, &RaftConfig::default(), &options)? {
+                writeln!(out, "{}", file.display())?;
             }
             Ok(())
         }
@@ -259,22 +348,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 partitions,
                 replication,
             })?;
-            println!("created topic {name}: {answer}");
+            writeln!(out, "created topic {name}: {answer}")?;
             Ok(())
         }
         Command::Topics {
             command: TopicsCommand::Delete { name, target },
         } => {
             target.request(&admin::Request::DeleteTopic { name: name.clone() })?;
-            println!("deleted topic {name}");
+            writeln!(out, "deleted topic {name}")?;
             Ok(())
         }
         Command::Plugin {
             command: PluginCommand::Disable { name, target },
-        } => set_plugin_enabled(&target, name, false),
+        } => set_plugin_enabled(out, &target, name, false),
         Command::Plugin {
             command: PluginCommand::Enable { name, target },
-        } => set_plugin_enabled(&target, name, true),
+        } => set_plugin_enabled(out, &target, name, true),
         Command::Partitions {
             command:
                 PartitionsCommand::Transfer {
@@ -287,15 +376,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 partition: partition.clone(),
                 to,
             })?;
-            println!("asked {partition} to move its leadership to node {to}");
+            writeln!(out, "asked {partition} to move its leadership to node {to}")?;
             Ok(())
         }
         Command::Status { target, json } => {
-            for addr in target.addresses()? {
-                match admin::request(addr, &admin::Request::Status, Duration::from_secs(5)) {
-                    Ok(status) if json => println!("{status}"),
-                    Ok(status) => print_status(&status)?,
-                    Err(e) => println!("{addr}: {e:#}"),
+            for (addr, secret) in target.nodes()? {
+                let request = &admin::Request::Status;
+                match admin::request(addr, &secret, request, Duration::from_secs(5)) {
+                    Ok(status) if json => writeln!(out, "{status}")?,
+                    Ok(status) => print_status(out, &status)?,
+                    Err(e) => writeln!(out, "{addr}: {e:#}")?,
                 }
             }
             Ok(())
@@ -305,19 +395,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => HooksConfig::from_file(&path)?,
                 None => demo::default_config(),
             };
-            demo::run(engine, config, &mut std::io::stdout())
+            demo::run(engine, config, out)
         }
         Command::Plugin {
             command: PluginCommand::Check { plugin },
         } => {
             let validated = engine.load(&engine.source(&plugin)?)?;
-            println!("{plugin}: ok");
-            println!(
+            writeln!(out, "{plugin}: ok")?;
+            writeln!(
+                out,
                 "contract: leaderhook:plugin@{} (host implements {})",
                 validated.contract_version,
                 leaderhook_hooks::CONTRACT_VERSION
-            );
-            println!("imports: {}", validated.capabilities.join(", "));
+            )?;
+            writeln!(out, "imports: {}", validated.capabilities.join(", "))?;
             Ok(())
         }
         Command::Plugin {
@@ -329,7 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let report = scenario
                     .run(engine.clone(), Some(&plugin))
                     .with_context(|| format!("running {}", file.display()))?;
-                print!("{}", report.render());
+                write!(out, "{}", report.render())?;
                 if !report.passed() {
                     failed.push(file.display().to_string());
                 }
@@ -348,20 +439,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A plugin is switched per node: every node of the target must answer.
-fn set_plugin_enabled(target: &Target, name: String, enabled: bool) -> anyhow::Result<()> {
+fn set_plugin_enabled(
+    out: &mut impl Write,
+    target: &Target,
+    name: String,
+    enabled: bool,
+) -> anyhow::Result<()> {
     let request = admin::Request::SetPluginEnabled {
         plugin: name.clone(),
         enabled,
     };
     let mut failed = 0;
-    for addr in target.addresses()? {
-        match admin::request(addr, &request, Duration::from_secs(15)) {
-            Ok(_) => println!(
+    for (addr, secret) in target.nodes()? {
+        match admin::request(addr, &secret, &request, Duration::from_secs(15)) {
+            Ok(_) => writeln!(
+                out,
                 "{addr}: {name} {}",
                 if enabled { "enabled" } else { "disabled" }
-            ),
+            )?,
             Err(e) => {
-                println!("{addr}: {e:#}");
+                writeln!(out, "{addr}: {e:#}")?;
                 failed += 1;
             }
         }
@@ -370,20 +467,24 @@ fn set_plugin_enabled(target: &Target, name: String, enabled: bool) -> anyhow::R
     Ok(())
 }
 
-fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
+fn print_status(out: &mut impl Write, status: &serde_json::Value) -> anyhow::Result<()> {
     let status: admin::Status = serde_json::from_value(status.clone())?;
-    println!("node {}", status.node);
-    println!(
+    writeln!(out, "node {}", status.node)?;
+    writeln!(
+        out,
         "  partition            group  role        raft-leader  term  serving  assigned  epoch  isr"
-    );
+    )?;
     let show = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
     for r in &status.replicas {
-        let mark = if r.role == "Leader" && r.assigned_leader != Some(status.node) {
+        let mark = if r.role == leaderhook::raft::shared::Role::Leader
+            && r.assigned_leader != Some(status.node)
+        {
             "  <- assignment differs"
         } else {
             ""
         };
-        println!(
+        writeln!(
+            out,
             "  {:<20} {:>5}  {:<10}  {:>11}  {:>4}  {:>7}  {:>8}  {:>5}  {}{mark}",
             r.partition,
             r.group,
@@ -398,7 +499,7 @@ fn print_status(status: &serde_json::Value) -> anyhow::Result<()> {
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
-        );
+        )?;
     }
     Ok(())
 }

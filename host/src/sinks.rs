@@ -5,7 +5,8 @@
 //! payload wait for the writer (beyond that `emit` answers "unavailable"),
 //! and a payload keeps at most [`MAX_PAYLOAD`] bytes (the plugin runtime
 //! cuts it before it gets here). A file sink's file is opened once and kept
-//! open; it is reopened only after a write to it failed.
+//! open (reopened only after a write to it failed), and written a whole
+//! line at a time.
 
 use crate::config::{Sink, SinkKind};
 use leaderhook_hooks::text::{self, MAX_PAYLOAD};
@@ -169,7 +170,12 @@ impl Writer {
                     }
                 }
                 let file = self.files.get_mut(&sink).expect("opened above");
-                if let Err(e) = writeln!(file, "{payload}") {
+                // One write of the whole line: the buffer only ever holds
+                // whole lines, so each flush appends whole lines (a file
+                // several nodes append to gets no torn ones).
+                let mut line = payload;
+                line.push('\n');
+                if let Err(e) = file.write_all(line.as_bytes()) {
                     tracing::warn!(sink = %sink, file = %path.display(), "cannot write notification: {e}");
                     self.files.remove(&sink);
                 }

@@ -1,5 +1,5 @@
 //! The `leaderhook` binary: the demo with and without the default plugin,
-//! and `plugin check`.
+//! `plugin check`, `cluster up`, help texts, a closed stdout, log files.
 
 use std::process::{Command, Output};
 
@@ -208,6 +208,78 @@ fn cluster_up_topics_create_status_and_clean_stop() {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        // `status | head -1` stops quietly: exit 0, no panic.
+        let piped = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; '{}' status --dir '{dir_arg}' | head -1",
+                env!("CARGO_BIN_EXE_leaderhook")
+            ))
+            .output()
+            .unwrap();
+        assert!(piped.status.success(), "{}", text(&piped.stderr));
+        assert_eq!(text(&piped.stdout), "node 1\n");
+        assert!(
+            !text(&piped.stderr).contains("panicked"),
+            "{}",
+            text(&piped.stderr)
+        );
+
+        // `--admin ADDR` takes its secret from $LEADERHOOK_SECRET (or a file), and is refused
+        // with a wrong one.
+        let config =
+            leaderhook::config::NodeConfig::from_file(&dir.path().join("node2.toml")).unwrap();
+        let admin_addr = config.admin_listen.to_string();
+        let secret = config.security.secret.clone();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let by_env = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+            .args(["status", "--admin", &admin_addr])
+            .current_dir(elsewhere.path())
+            .env("LEADERHOOK_SECRET", &secret)
+            .output()
+            .unwrap();
+        assert!(
+            text(&by_env.stdout).starts_with("node 2\n"),
+            "{}",
+            text(&by_env.stdout)
+        );
+        let secret_file = elsewhere.path().join("secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        let by_file = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+            .args(["status", "--admin", &admin_addr, "--secret-file"])
+            .arg(&secret_file)
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        assert!(
+            text(&by_file.stdout).starts_with("node 2\n"),
+            "{}",
+            text(&by_file.stdout)
+        );
+        let wrong = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+            .args(["topics", "delete", "orders", "--admin", &admin_addr])
+            .current_dir(elsewhere.path())
+            .env("LEADERHOOK_SECRET", "x".repeat(64))
+            .output()
+            .unwrap();
+        assert!(!wrong.status.success());
+        assert!(
+            text(&wrong.stderr).contains("authentication failed: wrong admin secret"),
+            "{}",
+            text(&wrong.stderr)
+        );
+        let none = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+            .args(["status", "--admin", &admin_addr])
+            .current_dir(elsewhere.path())
+            .env_remove("LEADERHOOK_SECRET")
+            .output()
+            .unwrap();
+        assert!(
+            text(&none.stderr).contains("no admin secret for"),
+            "{}",
+            text(&none.stderr)
+        );
+
         // Deleting the topic removes its replicas from every node.
         let out = leaderhook(&["topics", "delete", "orders", "--dir", dir_arg]);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -236,4 +308,143 @@ fn cluster_up_topics_create_status_and_clean_stop() {
         "nodes still up: {}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn topics_create_help_describes_topics_create() {
+    let out = leaderhook(&["topics", "create", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(help.starts_with("Create a topic"), "{help}");
+    // Not the description of the flattened node-target options.
+    assert!(!help.contains("Which node(s) to ask"), "{help}");
+    let delete = text(&leaderhook(&["topics", "delete", "--help"]).stdout);
+    assert!(delete.starts_with("Delete a topic"), "{delete}");
+}
+
+/// Runs `args` with stdout a pipe whose reading end is already closed (as after
+/// `| head -1` has read its line): every write fails with EPIPE.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    // No node runs: status prints a "cannot reach" line per node.
+    assert!(
+        leaderhook(&["cluster", "init", "--dir", dir_arg])
+            .status
+            .success()
+    );
+    for args in [
+        &["status", "--dir", dir_arg][..],
+        &["plugin", "check", "builtin:assign-leader"],
+        &["demo"],
+    ] {
+        let out = with_closed_stdout(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+}
+
+#[test]
+fn cluster_init_writes_a_private_secret_and_fault_injection_only_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let init = |dir: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "cluster",
+            "init",
+            "--nodes",
+            "2",
+            "--dir",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        assert!(leaderhook(&args).status.success());
+        let configs: Vec<_> = (1..=2)
+            .map(|n| {
+                leaderhook::config::NodeConfig::from_file(&dir.join(format!("node{n}.toml")))
+                    .unwrap()
+            })
+            .collect();
+        for n in 1..=2 {
+            let mode = std::fs::metadata(dir.join(format!("node{n}.toml")))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "node{n}.toml is readable by others");
+        }
+        configs
+    };
+    let plain = init(a.path(), &[]);
+    let testing = init(b.path(), &["--fault-injection"]);
+    // One secret and id per cluster, another for the next cluster.
+    assert_eq!(plain[0].security.secret, plain[1].security.secret);
+    assert_eq!(plain[0].security.cluster_id, plain[1].security.cluster_id);
+    assert_ne!(plain[0].security.secret, testing[0].security.secret);
+    assert_ne!(plain[0].security.cluster_id, testing[0].security.cluster_id);
+    assert!(plain[0].security.secret.len() >= 64);
+    assert!(!plain[0].testing.fault_injection);
+    assert!(testing[0].testing.fault_injection);
+
+    // A config without [security] does not start, and says why.
+    let file = a.path().join("node1.toml");
+    let text_in = std::fs::read_to_string(&file).unwrap();
+    let start = text_in.find("[security]").unwrap();
+    let end = start + text_in[start..].find("\n\n").unwrap();
+    std::fs::write(&file, format!("{}{}", &text_in[..start], &text_in[end..])).unwrap();
+    let out = leaderhook(&["broker", "--config", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no [security] cluster_id and secret"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_log_file_gets_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    assert!(
+        leaderhook(&["cluster", "init", "--nodes", "1", "--dir", dir_arg])
+            .status
+            .success()
+    );
+    let log_path = dir.path().join("node1.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+        .args(["broker", "--config"])
+        .arg(dir.path().join("node1.toml"))
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Until the node has started and raft-rs has logged its election.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let bytes = loop {
+        let bytes = std::fs::read(&log_path).unwrap();
+        let logged = String::from_utf8_lossy(&bytes);
+        if logged.contains("node started") && logged.contains("became leader") {
+            break bytes;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            panic!("the node did not log its start: {logged}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(!bytes.contains(&0x1b), "escape codes in the log file");
 }

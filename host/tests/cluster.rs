@@ -3,21 +3,15 @@
 //! original bug without it; a trapping plugin stops nothing; a dropped event
 //! heals through the resync.
 
-use leaderhook::admin::{self, Request, Status};
-use leaderhook::cluster;
-use leaderhook::config::{NodeConfig, RaftConfig};
+use leaderhook::admin::{Request, Status};
+use leaderhook::config::RaftConfig;
+use leaderhook::raft::shared::Role;
+use leaderhook::supervisor::{ClusterSpec, LocalCluster, View};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Per node: (assigned leader, epoch).
-type Assigned = BTreeMap<u64, (Option<u64>, u64)>;
-/// Per partition: the Raft leader and its term, and every node's assignment.
-type View = BTreeMap<String, (Option<(u64, u64)>, Assigned)>;
 
 fn raft_config() -> RaftConfig {
     RaftConfig {
@@ -25,14 +19,14 @@ fn raft_config() -> RaftConfig {
         election_ticks: 10,
         heartbeat_ticks: 2,
         resync_ms: 1000,
+        ..RaftConfig::default()
     }
 }
 
+/// A 3-node cluster of the supervisor, failing the test on any error.
 struct Cluster {
     _dir: tempfile::TempDir,
-    configs: Vec<PathBuf>,
-    admins: Vec<SocketAddr>,
-    nodes: BTreeMap<u64, Child>,
+    nodes: LocalCluster,
 }
 
 impl Cluster {
@@ -43,96 +37,45 @@ impl Cluster {
 
     fn start_with(plugins: Option<&str>, raft: &RaftConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let configs = cluster::init(dir.path(), 3, raft).unwrap();
-        if let Some(plugins) = plugins {
-            for file in &configs {
-                let text = std::fs::read_to_string(file).unwrap();
-                let head = text.split("[[plugins]]").next().unwrap().to_owned();
-                std::fs::write(file, head + plugins).unwrap();
-            }
-        }
-        let admins = configs
-            .iter()
-            .map(|f| NodeConfig::from_file(f).unwrap().admin_listen)
-            .collect();
-        let mut cluster = Self {
-            _dir: dir,
-            configs,
-            admins,
-            nodes: BTreeMap::new(),
+        let spec = ClusterSpec {
+            raft: raft.clone(),
+            plugins: plugins.map(str::to_owned),
+            log: "error".into(),
+            // The drop-events and inject-became-leader test hooks.
+            fault_injection: true,
+            ..ClusterSpec::default()
         };
-        for node in 1..=3 {
-            cluster.spawn(node);
-        }
-        cluster
+        let nodes = LocalCluster::start(
+            Path::new(env!("CARGO_BIN_EXE_leaderhook")),
+            dir.path(),
+            &spec,
+        )
+        .unwrap();
+        Self { _dir: dir, nodes }
     }
 
     fn spawn(&mut self, node: u64) {
-        let child = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
-            .args(["broker", "--config"])
-            .arg(&self.configs[node as usize - 1])
-            .env("RUST_LOG", "error")
-            .spawn()
-            .unwrap();
-        self.nodes.insert(node, child);
+        self.nodes.spawn(node).unwrap();
     }
 
     fn kill9(&mut self, node: u64) {
-        let mut child = self.nodes.remove(&node).unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        self.nodes.kill9(node).unwrap();
     }
 
     fn request(&self, node: u64, request: &Request) -> anyhow::Result<serde_json::Value> {
-        admin::request(
-            self.admins[node as usize - 1],
-            request,
-            Duration::from_secs(15),
-        )
+        self.nodes.request(node, request)
     }
 
     fn status(&self, node: u64) -> Option<Status> {
-        let value = self.request(node, &Request::Status).ok()?;
-        serde_json::from_value(value).ok()
+        self.nodes.status(node).ok()
     }
 
-    /// Creates a topic, retrying while the metadata group has no leader.
     fn create_topic(&self, name: &str, partitions: u32) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let request = Request::CreateTopic {
-                name: name.into(),
-                partitions,
-                replication: 3,
-            };
-            match self.request(1, &request) {
-                Ok(_) => return,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("create topic: {e:#}; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("create topic {name}: {e:#}"),
-            }
-        }
+        self.nodes.create_topic(name, partitions, 3, WAIT).unwrap();
     }
 
-    /// Per partition: the Raft leader (the replica that says it leads at
-    /// the highest term) and each live node's stored assignment.
     fn view(&self) -> View {
-        let mut view = View::new();
-        for &node in self.nodes.keys() {
-            let Some(status) = self.status(node) else {
-                continue;
-            };
-            for r in status.replicas {
-                let entry = view.entry(r.partition.clone()).or_default();
-                if r.role == "Leader" && entry.0.is_none_or(|(_, t)| r.term > t) {
-                    entry.0 = Some((node, r.term));
-                }
-                entry.1.insert(node, (r.assigned_leader, r.epoch));
-            }
-        }
-        view
+        self.nodes.view()
     }
 
     /// Waits until every partition has a Raft leader and every live node's
@@ -146,34 +89,9 @@ impl Cluster {
         partitions: usize,
         within: Duration,
     ) -> BTreeMap<String, (u64, u64)> {
-        let deadline = Instant::now() + within;
-        loop {
-            let view = self.view();
-            let converged = view.len() == partitions
-                && view.values().all(|(leader, assigned)| {
-                    leader.is_some_and(|(l, t)| {
-                        assigned.len() == self.nodes.len()
-                            && assigned.values().all(|&(a, e)| a == Some(l) && e == t)
-                    })
-                });
-            if converged {
-                return view
-                    .into_iter()
-                    .map(|(p, (l, _))| (p, l.unwrap()))
-                    .collect();
-            }
-            assert!(Instant::now() < deadline, "did not converge: {view:#?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.nodes.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.nodes
+            .wait_converged(partitions, within)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.nodes.logs()))
     }
 }
 
@@ -220,6 +138,7 @@ fn a_killed_leader_is_replaced_before_any_election_timeout() {
         election_ticks: 100,
         heartbeat_ticks: 2,
         resync_ms: 1000,
+        ..RaftConfig::default()
     };
     let mut c = Cluster::start_with(None, &slow);
     c.create_topic("orders", 3);
@@ -353,7 +272,7 @@ fn transfer_requests_reach_raft_preferred_leaders_win() {
     // Every leader has committed an entry of its own term: it serves.
     for node in [1, 2, 3] {
         let status = c.status(node).unwrap();
-        for r in status.replicas.iter().filter(|r| r.role == "Leader") {
+        for r in status.replicas.iter().filter(|r| r.role == Role::Leader) {
             assert!(
                 r.serving,
                 "node {node} leads {} but does not serve",
@@ -429,4 +348,42 @@ fn delayed_and_duplicated_events_never_move_an_assignment_back() {
         "{}",
         status.plugins
     );
+}
+
+/// Fail stop: a node whose Raft log writes fail must not serve on from
+/// frozen state; it exits non-zero with a clear log line (a supervisor
+/// restarts it from its data directory), and the survivors carry on.
+#[test]
+fn a_node_whose_storage_fails_exits_and_the_others_carry_on() {
+    let mut c = Cluster::start(None);
+    c.create_topic("orders", 3);
+    let before = c.wait_converged(3);
+    let victim = before["orders-0"].0;
+    c.request(victim, &Request::FailStorage).unwrap();
+    // Metadata entries make every node write its log.
+    c.nodes
+        .create_topic("trigger", 1, 3, WAIT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.nodes.logs()));
+    let exit = c.nodes.wait_exit(victim, WAIT).unwrap();
+    assert_eq!(
+        exit.code(),
+        Some(leaderhook::broker::EXIT_RAFT_LOOP_FAILED),
+        "{exit}"
+    );
+    assert!(
+        c.nodes
+            .logs()
+            .contains("the Raft loop stopped (raft log write failed"),
+        "{}",
+        c.nodes.logs()
+    );
+    let after = c.wait_converged(4);
+    assert!(
+        after.values().all(|(leader, _)| *leader != victim),
+        "{after:?}"
+    );
+    // Its disk back (a fresh process), it rejoins from its data directory.
+    c.spawn(victim);
+    c.wait_converged(4);
+    assert_eq!(c.status(victim).unwrap().replicas.len(), 4);
 }

@@ -13,13 +13,10 @@
 //! `cluster.rs`); each attack is logged and counted under its plugin's
 //! name; the log, the sink file and the status stay small.
 
-use leaderhook::admin::{self, Request, Status};
-use leaderhook::cluster;
-use leaderhook::config::{NodeConfig, RaftConfig};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use leaderhook::admin::Status;
+use leaderhook::config::RaftConfig;
+use leaderhook::supervisor::{ClusterSpec, LocalCluster};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,175 +25,48 @@ const WAIT: Duration = Duration::from_secs(60);
 const PAYLOAD_LINE: u64 = 16 * 1024 + 128;
 const LOG_LINE: u64 = 4096 + 512;
 
-/// Per partition: the Raft leader and its term, and every node's assignment.
-type View = BTreeMap<String, (Option<(u64, u64)>, BTreeMap<u64, (Option<u64>, u64)>)>;
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    configs: Vec<PathBuf>,
-    admins: Vec<SocketAddr>,
-    nodes: BTreeMap<u64, Child>,
-}
-
-impl Cluster {
-    /// Elections time out after 5 s to 10 s: only the fast path (a closed
-    /// connection) elects sooner. `@NODE@` in `plugins` becomes the node id.
-    fn start(plugins: &str) -> Self {
-        let raft = RaftConfig {
+/// Elections time out after 5 s to 10 s: only the fast path (a closed
+/// connection) elects sooner.
+fn start(dir: &Path, plugins: String) -> LocalCluster {
+    let spec = ClusterSpec {
+        raft: RaftConfig {
             tick_ms: 50,
             election_ticks: 100,
             heartbeat_ticks: 2,
             resync_ms: 1000,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let configs = cluster::init(dir.path(), 3, &raft).unwrap();
-        for (i, file) in configs.iter().enumerate() {
-            let text = std::fs::read_to_string(file).unwrap();
-            let head = text.split("[[plugins]]").next().unwrap().to_owned();
-            let plugins = plugins.replace("@NODE@", &(i + 1).to_string());
-            std::fs::write(file, head + &plugins).unwrap();
-        }
-        let admins = configs
-            .iter()
-            .map(|f| NodeConfig::from_file(f).unwrap().admin_listen)
-            .collect();
-        let mut cluster = Self {
-            dir,
-            configs,
-            admins,
-            nodes: BTreeMap::new(),
-        };
-        for node in 1..=3 {
-            cluster.spawn(node);
-        }
-        cluster
-    }
-
-    fn log_path(&self, node: u64) -> PathBuf {
-        self.dir.path().join(format!("node{node}.log"))
-    }
-
-    fn spawn(&mut self, node: u64) {
-        let log = std::fs::File::create(self.log_path(node)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
-            .args(["broker", "--config"])
-            .arg(&self.configs[node as usize - 1])
-            .env("RUST_LOG", "warn,leaderhook::plugin=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.nodes.insert(node, child);
-    }
-
-    fn kill9(&mut self, node: u64) {
-        let mut child = self.nodes.remove(&node).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn request(&self, node: u64, request: &Request) -> anyhow::Result<serde_json::Value> {
-        admin::request(
-            self.admins[node as usize - 1],
-            request,
-            Duration::from_secs(15),
-        )
-    }
-
-    fn status(&self, node: u64) -> Option<Status> {
-        serde_json::from_value(self.request(node, &Request::Status).ok()?).ok()
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let deadline = Instant::now() + WAIT;
-        let request = Request::CreateTopic {
-            name: name.into(),
-            partitions,
-            replication: 3,
-        };
-        while let Err(e) = self.request(1, &request) {
-            assert!(Instant::now() < deadline, "create topic {name}: {e:#}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn view(&self) -> View {
-        let mut view = View::new();
-        for &node in self.nodes.keys() {
-            let Some(status) = self.status(node) else {
-                continue;
-            };
-            for r in status.replicas {
-                let entry = view.entry(r.partition.clone()).or_default();
-                if r.role == "Leader" && entry.0.is_none_or(|(_, t)| r.term > t) {
-                    entry.0 = Some((node, r.term));
-                }
-                entry.1.insert(node, (r.assigned_leader, r.epoch));
-            }
-        }
-        view
-    }
-
-    /// Waits until every partition has a Raft leader and every live node's
-    /// assignment names it at its term.
-    fn wait_converged(&self, partitions: usize, within: Duration) -> BTreeMap<String, (u64, u64)> {
-        let deadline = Instant::now() + within;
-        loop {
-            let view = self.view();
-            let converged = view.len() == partitions
-                && view.values().all(|(leader, assigned)| {
-                    leader.is_some_and(|(l, t)| {
-                        assigned.len() == self.nodes.len()
-                            && assigned.values().all(|&(a, e)| a == Some(l) && e == t)
-                    })
-                });
-            if converged {
-                return view
-                    .into_iter()
-                    .map(|(p, (l, _))| (p, l.unwrap()))
-                    .collect();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not converge within {within:?}: {view:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// One plugin's counter summed over the live nodes.
-    fn counter(&self, plugin: &str, counter: &str) -> u64 {
-        self.nodes
-            .keys()
-            .filter_map(|&node| self.status(node))
-            .map(|status| plugin_stats(&status, plugin)[counter].as_u64().unwrap_or(0))
-            .sum()
-    }
-
-    /// Waits until `counter` of `plugin` is positive on the live nodes.
-    fn wait_counted(&self, plugin: &str, counter: &str) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let n = self.counter(plugin, counter);
-            if n > 0 {
-                return n;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{plugin}: {counter} never counted"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+            ..RaftConfig::default()
+        },
+        plugins: Some(plugins),
+        // The attacks' warnings, and the plugins' own lines (info).
+        log: "warn,leaderhook::plugin=info".into(),
+        ..ClusterSpec::default()
+    };
+    LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_leaderhook")), dir, &spec).unwrap()
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.nodes.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// One plugin's counter summed over the running nodes.
+fn counter(c: &LocalCluster, plugin: &str, counter: &str) -> u64 {
+    c.running()
+        .into_iter()
+        .filter_map(|node| c.status(node).ok())
+        .map(|status| plugin_stats(&status, plugin)[counter].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until `counter` of `plugin` is positive on the running nodes.
+fn wait_counted(c: &LocalCluster, plugin: &str, name: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = counter(c, plugin, name);
+        if n > 0 {
+            return n;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{plugin}: {name} never counted\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -214,7 +84,8 @@ fn adversary_wasm() -> String {
 }
 
 /// The hostile chain, then the default plugin; a file sink for the
-/// notifier.
+/// notifier. The blocking attackers sleep ten minutes: were a call not cut
+/// at its limit, no timeout would be counted within the test's waits.
 fn hostile_chain() -> String {
     let wasm = adversary_wasm();
     let attacker = |name: &str, extra: &str, config: &str| {
@@ -258,43 +129,45 @@ fn hostile_chain() -> String {
     );
     text += "[[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\n\
              grants = [\"assignments\"]\n\n\
-             [[sinks]]\nname = \"file\"\nkind = \"file\"\npath = \"notifications-@NODE@.log\"\n";
+             [[sinks]]\nname = \"file\"\nkind = \"file\"\npath = \"notifications.log\"\n";
     text
 }
 
 #[test]
 fn hostile_plugins_before_the_default_one_stop_nothing_and_are_bounded() {
-    let mut c = Cluster::start(&hostile_chain());
-    c.create_topic("orders", 3);
-    let before = c.wait_converged(3, WAIT);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(dir.path(), hostile_chain());
+    c.create_topic("orders", 3, 3, WAIT).unwrap();
+    let before = c.wait_converged(3, WAIT).unwrap();
 
     // kill -9 the leader of orders-0: the survivors converge well within
     // one election timeout, attackers or not.
     let (victim, old_term) = before["orders-0"];
-    c.kill9(victim);
-    let after = c.wait_converged(3, Duration::from_secs(4));
+    c.kill9(victim).unwrap();
+    let after = c
+        .wait_converged(3, Duration::from_secs(4))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
     let (leader, term) = after["orders-0"];
     assert_ne!(leader, victim);
     assert!(term > old_term);
 
     // Each attack was counted under its plugin's name.
-    c.wait_counted("sleeper", "timeouts");
-    c.wait_counted("reinit-blocker", "timeouts");
-    c.wait_counted("retry-looper", "timeouts");
-    c.wait_counted("retry-looper", "retries");
-    c.wait_counted("shouter", "errors");
-    c.wait_counted("logger", "log_suppressed");
-    c.wait_counted("printer", "log_suppressed");
-    c.wait_counted("notifier", "truncated");
-    assert!(c.counter("assign-leader", "events") > 0);
-    assert_eq!(c.counter("assign-leader", "skipped_batches"), 0);
+    wait_counted(&c, "sleeper", "timeouts");
+    wait_counted(&c, "reinit-blocker", "timeouts");
+    wait_counted(&c, "retry-looper", "timeouts");
+    wait_counted(&c, "retry-looper", "retries");
+    wait_counted(&c, "shouter", "errors");
+    wait_counted(&c, "logger", "log_suppressed");
+    wait_counted(&c, "printer", "log_suppressed");
+    wait_counted(&c, "notifier", "truncated");
+    assert!(counter(&c, "assign-leader", "events") > 0);
+    assert_eq!(counter(&c, "assign-leader", "skipped_batches"), 0);
 
     // The brokers are up and their status stays small: the 10 MB error is
     // kept as 4 KiB.
-    for (&node, child) in &mut c.nodes {
-        assert!(child.try_wait().unwrap().is_none(), "node {node} exited");
-    }
-    for &node in c.nodes.keys() {
+    assert_eq!(c.running().len(), 2);
+    for node in c.running() {
+        assert!(c.pid(node).is_some());
         let status = c.status(node).expect("status answers");
         let json = serde_json::to_string(&status.plugins).unwrap();
         assert!(
@@ -308,38 +181,36 @@ fn hostile_plugins_before_the_default_one_stop_nothing_and_are_bounded() {
         assert!(shouted.len() < 5_000, "{}", shouted.len());
     }
 
-    // The sink got at most 16 KiB per notification, not 8 MiB. (Its
-    // writer runs behind the plugin: wait for one batch's 50 lines.)
-    for &node in c.nodes.keys() {
-        let file = c.dir.path().join(format!("notifications-{node}.log"));
-        let deadline = Instant::now() + WAIT;
-        let sink = loop {
-            let sink = std::fs::read_to_string(&file).unwrap_or_default();
-            if sink.matches('\n').count() >= 50 {
-                break sink;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {node}: {} lines",
-                sink.matches('\n').count()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        // Complete lines only: the writer may be in the middle of one.
-        let lines: Vec<&str> = sink
-            .split_inclusive('\n')
-            .filter_map(|l| l.strip_suffix('\n'))
-            .collect();
-        for line in lines {
-            assert!(line.len() as u64 <= PAYLOAD_LINE, "{} bytes", line.len());
-            assert!(line.ends_with("[truncated, 8388608 bytes in all]"));
+    // The sink (one file, appended to by every node, a line at a time) got
+    // at most 16 KiB per notification, not 8 MiB. Its writer runs behind
+    // the plugin: wait for one batch's 50 lines.
+    let file = dir.path().join("notifications.log");
+    let deadline = Instant::now() + WAIT;
+    let sink = loop {
+        let sink = std::fs::read_to_string(&file).unwrap_or_default();
+        if sink.matches('\n').count() >= 50 {
+            break sink;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{} lines",
+            sink.matches('\n').count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Complete lines only: a writer may be in the middle of one.
+    for line in sink
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+    {
+        assert!(line.len() as u64 <= PAYLOAD_LINE, "{} bytes", line.len());
+        assert!(line.ends_with("[truncated, 8388608 bytes in all]"));
     }
 
     // Each live node's log names every attacker, and holds at most the
     // admitted plugin lines (4 KiB each) plus the host's own lines.
-    for &node in c.nodes.keys() {
-        let log = std::fs::read_to_string(c.log_path(node)).unwrap();
+    for node in c.running() {
+        let log = std::fs::read_to_string(dir.path().join(format!("node{node}.log"))).unwrap();
         for (name, what) in [
             ("sleeper", "time limit"),
             ("reinit-blocker", "init exceeded its time limit"),

@@ -6,6 +6,7 @@ The binary is $LEADERHOOK_BIN or target/debug/leaderhook (built by
 
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,11 @@ BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderho
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True):
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None):
+        """`raft`: values for keys of the `[raft]` table cluster init writes;
+        `storage`: settings for every node's [storage] table;
+        `kafka`: settings for every node's [kafka] table (see
+        host/src/config.rs KafkaConfig), e.g. {"max_connections": 5}."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -31,9 +36,16 @@ class Cluster:
         self.configs = {}
         for n in range(1, nodes + 1):
             path = self.dir / f"node{n}.toml"
+            text = path.read_text()
             if not plugins:
-                text = path.read_text()
-                path.write_text(text[: text.index("[[plugins]]")])
+                text = text[: text.index("[[plugins]]")]
+            for key, value in (raft or {}).items():
+                text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+                assert found == 1, f"no [raft] key {key} in {path}"
+            for table, settings in (("kafka", kafka), ("storage", storage)):
+                if settings:
+                    text += f"\n[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+            path.write_text(text)
             self.configs[n] = tomllib.loads(path.read_text())
         self.procs = {}
         for n in self.configs:
@@ -56,6 +68,9 @@ class Cluster:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def pid(self, node):
+        return self.procs[node].pid
 
     def kill(self, node):
         proc = self.procs.pop(node)

@@ -1,14 +1,36 @@
-//! Checks on the record batches a producer sends, before they are
-//! replicated: record batch v2 (magic 2) framing and its CRC-32C.
+//! Checks on the records a producer sends for one partition, before they
+//! are proposed to Raft, answered with the errors Kafka gives:
+//!
+//! - larger than the partition's limit ([`max_message_bytes`]):
+//!   MESSAGE_TOO_LARGE;
+//! - not exactly one record batch: INVALID_RECORD;
+//! - a batch that fails [`record_batch::check`]: CORRUPT_MESSAGE for damaged
+//!   bytes (framing, CRC), INVALID_RECORD for content Kafka refuses (magic,
+//!   base offset, record count against `lastOffsetDelta`, records, …).
+//!
+//! # Size limit and the Raft transport
+//!
+//! A produced batch becomes one Raft entry, and a Raft message carrying it
+//! must fit one transport frame (`raft::transport::MAX_FRAME_LEN`, 16 MiB):
+//! an entry that does not is dropped by the transport on every retry, and
+//! its partition stops committing for good. So the limit a partition
+//! enforces is never above [`MAX_RAFT_BATCH_BYTES`], the frame less
+//! [`RAFT_MESSAGE_OVERHEAD`]; the broker's `[kafka] message_max_bytes` is
+//! checked against it when the config is loaded.
 
-use crate::partition_log::BATCH_HEADER_LEN;
+use crate::partition_log::record_batch::{self, BatchError};
+use crate::raft::transport::MAX_FRAME_LEN;
 use kafka_protocol::ResponseError;
+use std::collections::BTreeMap;
 
-const LENGTH: usize = 8;
-const MAGIC: usize = 16;
-const CRC: usize = 17;
-/// The CRC covers everything from the attributes field on.
-const CRC_FROM: usize = 21;
+/// Room in a transport frame for everything around one entry's batch: the
+/// frame's count, the envelope header, the Raft message and entry fields
+/// (about 200 bytes at their largest; the test below measures it).
+pub const RAFT_MESSAGE_OVERHEAD: usize = 64 * 1024;
+/// The largest record batch a Raft entry can carry between nodes.
+pub const MAX_RAFT_BATCH_BYTES: usize = MAX_FRAME_LEN - RAFT_MESSAGE_OVERHEAD;
+/// Kafka's topic config that overrides the broker's `message.max.bytes`.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 /// Why a produced record set is refused, as a Kafka error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,119 +43,156 @@ fn refuse(error: ResponseError, message: String) -> Refused {
     Refused { error, message }
 }
 
-/// Checks that `records` is exactly one well-formed v2 batch with a
-/// correct CRC (Kafka requires exactly one batch per partition).
-pub fn check_single_batch(records: &[u8]) -> Result<(), Refused> {
-    let batches = split(records)?;
-    if batches != 1 {
+impl From<BatchError> for Refused {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Corrupt(m) => refuse(ResponseError::CorruptMessage, m),
+            BatchError::Invalid(m) => refuse(ResponseError::InvalidRecord, m),
+        }
+    }
+}
+
+/// The largest record batch (in bytes, as sent) a partition of a topic
+/// with `topic_configs` accepts: its `max.message.bytes` if set, else the
+/// broker's `message_max_bytes` — never more than a Raft entry can carry.
+pub fn max_message_bytes(broker_default: usize, topic_configs: &BTreeMap<String, String>) -> usize {
+    topic_configs
+        .get(MAX_MESSAGE_BYTES)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(broker_default)
+        .min(MAX_RAFT_BATCH_BYTES)
+}
+
+/// Checks one partition's records from a Produce request: exactly one
+/// batch of at most `max_bytes`, acceptable to [`record_batch::check`].
+pub fn check_produced(records: &[u8], max_bytes: usize) -> Result<(), Refused> {
+    if records.len() > max_bytes {
         return Err(refuse(
-            ResponseError::InvalidRecord,
+            ResponseError::MessageTooLarge,
             format!(
-                "a produce request must carry exactly one record batch per partition, got {batches}"
+                "the record batch is {} bytes, over the partition's limit of {max_bytes} \
+                 (max.message.bytes)",
+                records.len()
             ),
         ));
     }
+    let batches = record_batch::split(records)?;
+    let [batch] = batches[..] else {
+        return Err(refuse(
+            ResponseError::InvalidRecord,
+            format!(
+                "a produce request must carry exactly one record batch per partition, got {}",
+                batches.len()
+            ),
+        ));
+    };
+    record_batch::check(batch)?;
     Ok(())
 }
 
-/// Validates every batch in `records` and returns how many there are.
-pub fn split(mut records: &[u8]) -> Result<usize, Refused> {
-    let mut count = 0;
-    while !records.is_empty() {
-        if records.len() < BATCH_HEADER_LEN {
-            return Err(refuse(
-                ResponseError::CorruptMessage,
-                format!("record batch truncated at {} bytes", records.len()),
-            ));
-        }
-        let length = i32::from_be_bytes(records[LENGTH..LENGTH + 4].try_into().expect("4 bytes"));
-        let total = usize::try_from(length)
-            .ok()
-            .and_then(|l| l.checked_add(12))
-            .filter(|t| (BATCH_HEADER_LEN..=records.len()).contains(t))
-            .ok_or_else(|| {
-                refuse(
-                    ResponseError::CorruptMessage,
-                    format!(
-                        "record batch length {length} does not fit the {} bytes sent",
-                        records.len()
-                    ),
-                )
-            })?;
-        let magic = records[MAGIC];
-        if magic != 2 {
-            return Err(refuse(
-                ResponseError::UnsupportedForMessageFormat,
-                format!("record batch magic {magic}: only v2 batches are accepted"),
-            ));
-        }
-        let stored = u32::from_be_bytes(records[CRC..CRC + 4].try_into().expect("4 bytes"));
-        let computed = crc32c::crc32c(&records[CRC_FROM..total]);
-        if stored != computed {
-            return Err(refuse(
-                ResponseError::CorruptMessage,
-                format!(
-                    "record batch CRC {stored:#010x} does not match its content ({computed:#010x})"
-                ),
-            ));
-        }
-        records = &records[total..];
-        count += 1;
-    }
-    Ok(count)
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::partition_log::record_batch::tests::{batch, resealed};
+    use raft::prelude::{Entry, Message, MessageType};
 
-    /// A minimal v2 batch of `records` (empty) records with a valid CRC.
-    pub(crate) fn batch(records: i32) -> Vec<u8> {
-        let mut b = vec![0u8; BATCH_HEADER_LEN];
-        let len = (b.len() - 12) as i32;
-        b[LENGTH..LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-        b[MAGIC] = 2;
-        b[23..27].copy_from_slice(&(records - 1).to_be_bytes());
-        b[57..61].copy_from_slice(&records.to_be_bytes());
-        let crc = crc32c::crc32c(&b[CRC_FROM..]);
-        b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        b
+    #[test]
+    fn each_defect_gets_the_error_kafka_gives() {
+        let good = batch(3);
+        assert_eq!(check_produced(&good, 1 << 20), Ok(()));
+        let error = |records: &[u8]| check_produced(records, 1 << 20).unwrap_err().error;
+        let mut bad = good.clone();
+        bad[70] ^= 1;
+        assert_eq!(error(&bad), ResponseError::CorruptMessage);
+        let two = [good.clone(), good.clone()].concat();
+        assert_eq!(error(&two), ResponseError::InvalidRecord);
+        assert_eq!(error(&[]), ResponseError::InvalidRecord);
+        assert_eq!(error(&good[..30]), ResponseError::CorruptMessage);
+        let mut lie = good.clone();
+        lie[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(error(&resealed(lie)), ResponseError::InvalidRecord);
+        let mut old = good.clone();
+        old[16] = 1;
+        assert_eq!(error(&resealed(old)), ResponseError::InvalidRecord);
+        let refused = check_produced(&good, good.len() - 1).unwrap_err();
+        assert_eq!(refused.error, ResponseError::MessageTooLarge);
+        assert!(refused.message.contains(&format!("{} bytes", good.len())));
+        assert_eq!(check_produced(&good, good.len()), Ok(()));
     }
 
     #[test]
-    fn crc_length_magic_and_count_are_checked() {
-        let good = batch(3);
-        assert_eq!(check_single_batch(&good), Ok(()));
-        let mut bad = good.clone();
-        bad[40] ^= 1;
+    fn the_topic_config_overrides_the_broker_limit_up_to_what_raft_carries() {
+        let none = BTreeMap::new();
+        assert_eq!(max_message_bytes(1000, &none), 1000);
+        let topic = |v: &str| BTreeMap::from([(MAX_MESSAGE_BYTES.to_string(), v.to_string())]);
+        assert_eq!(max_message_bytes(1000, &topic("5000")), 5000);
+        assert_eq!(max_message_bytes(1000, &topic("10")), 10);
         assert_eq!(
-            check_single_batch(&bad).unwrap_err().error,
-            ResponseError::CorruptMessage
+            max_message_bytes(1000, &topic(&u64::MAX.to_string())),
+            MAX_RAFT_BATCH_BYTES
         );
-        let two = [good.clone(), good.clone()].concat();
-        assert_eq!(
-            check_single_batch(&two).unwrap_err().error,
-            ResponseError::InvalidRecord
+        assert_eq!(max_message_bytes(usize::MAX, &none), MAX_RAFT_BATCH_BYTES);
+    }
+
+    #[test]
+    fn the_broker_limit_must_fit_a_raft_entry() {
+        use crate::config::KafkaConfig;
+        assert_eq!(KafkaConfig::default().validate(), Ok(()));
+        let at_most = KafkaConfig {
+            message_max_bytes: MAX_RAFT_BATCH_BYTES,
+            ..Default::default()
+        };
+        assert_eq!(at_most.validate(), Ok(()));
+        let over = KafkaConfig {
+            message_max_bytes: MAX_RAFT_BATCH_BYTES + 1,
+            ..Default::default()
+        };
+        let e = over.validate().unwrap_err();
+        assert!(
+            e.contains("message_max_bytes") && e.contains("MAX_FRAME_LEN"),
+            "{e}"
         );
-        assert_eq!(
-            check_single_batch(&good[..30]).unwrap_err().error,
-            ResponseError::CorruptMessage
+    }
+
+    /// The largest Raft message that carries a batch of the largest size
+    /// accepted, every numeric field at its widest, fits a transport frame
+    /// (payload: u32 count, then u64 group, u32 length, the message).
+    #[test]
+    fn the_largest_accepted_batch_fits_a_raft_frame() {
+        let entry = Entry {
+            term: u64::MAX,
+            index: u64::MAX,
+            data: vec![0xAB; MAX_RAFT_BATCH_BYTES].into(),
+            context: vec![0xCD; 16].into(), // the proposal context
+            sync_log: true,
+            ..Default::default()
+        };
+        let mut message = Message {
+            to: u64::MAX,
+            from: u64::MAX,
+            term: u64::MAX,
+            log_term: u64::MAX,
+            index: u64::MAX,
+            commit: u64::MAX,
+            commit_term: u64::MAX,
+            reject: true,
+            reject_hint: u64::MAX,
+            request_snapshot: u64::MAX,
+            priority: i64::MIN,
+            deprecated_priority: u64::MAX,
+            entries: vec![entry].into(),
+            ..Default::default()
+        };
+        message.set_msg_type(MessageType::MsgAppend);
+        let size = protobuf::Message::compute_size(&message) as usize;
+        let frame_payload = 4 + 8 + 4 + size;
+        assert!(
+            frame_payload <= MAX_FRAME_LEN,
+            "{frame_payload} > {MAX_FRAME_LEN}"
         );
-        let mut long = good.clone();
-        long[LENGTH..LENGTH + 4].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert_eq!(
-            check_single_batch(&long).unwrap_err().error,
-            ResponseError::CorruptMessage
-        );
-        let mut old = good;
-        old[MAGIC] = 1;
-        assert_eq!(
-            check_single_batch(&old).unwrap_err().error,
-            ResponseError::UnsupportedForMessageFormat
-        );
-        assert_eq!(
-            check_single_batch(&[]).unwrap_err().error,
-            ResponseError::InvalidRecord
+        assert!(
+            frame_payload - MAX_RAFT_BATCH_BYTES < 1024,
+            "overhead measured"
         );
     }
 }

@@ -1,7 +1,9 @@
 //! Framing and (de)coding: a Kafka frame is a big-endian `i32` size and
 //! that many bytes. A frame larger than `max_frame_bytes`, a negative
 //! size, or a frame that does not decode is a [`FrameError`]: the server
-//! closes that connection.
+//! closes that connection. A frame's buffer grows with the bytes that
+//! arrive (at most twice them, plus 16 KiB): the size prefix is a claim,
+//! not a reservation.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -27,11 +29,30 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// The first read of a frame body reserves at most this much; after that
+/// the buffer at most doubles with what has arrived, so a client claiming
+/// a large frame and sending little costs little.
+const FIRST_READ: usize = 16 * 1024;
+
 /// Reads one frame; `None` at a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    let Some(size) = read_size(reader, max).await? else {
+        return Ok(None);
+    };
+    read_body(reader, size, &mut BytesMut::new())
+        .await
+        .map(Some)
+}
+
+/// Reads a frame's size prefix, checked against `max`; `None` at a clean
+/// end of stream between frames.
+pub async fn read_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(_) => {}
@@ -39,18 +60,38 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     let size = i32::from_be_bytes(size);
-    if size < 0 {
+    let Ok(size) = usize::try_from(size) else {
         return Err(FrameError::Negative(size));
-    }
-    if size as usize > max {
+    };
+    if size > max {
         return Err(FrameError::Oversize {
-            size: i64::from(size),
+            size: size as i64,
             max,
         });
     }
-    let mut frame = vec![0u8; size as usize];
-    reader.read_exact(&mut frame).await?;
-    Ok(Some(Bytes::from(frame)))
+    Ok(Some(size))
+}
+
+/// Reads a frame body of `size` bytes into `buf` (emptied first; its
+/// spare capacity is reused) and hands it out. The buffer grows with the
+/// bytes that arrive, never by the size the client claims.
+pub async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+    buf: &mut BytesMut,
+) -> Result<Bytes, FrameError> {
+    buf.clear();
+    while buf.len() < size {
+        let missing = size - buf.len();
+        if buf.capacity() == buf.len() {
+            buf.reserve(missing.min(buf.len().max(FIRST_READ)));
+        }
+        let read = (&mut *reader).take(missing as u64).read_buf(buf).await?;
+        if read == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok(buf.split().freeze())
 }
 
 /// A decoded request. `body` is `None` for an ApiVersions request of a
@@ -143,6 +184,7 @@ pub fn encode_response(
 mod tests {
     use super::*;
     use kafka_protocol::messages::ApiVersionsRequest;
+    use tokio::io::AsyncWriteExt;
 
     fn all(_: ApiKey) -> Option<(i16, i16)> {
         Some((0, 4))
@@ -181,6 +223,39 @@ mod tests {
             read_frame(&mut truncated, 100).await,
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_claimed_size_reserves_nothing_until_the_bytes_arrive() {
+        let claimed = 100 * 1024 * 1024;
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        client
+            .write_all(&(claimed as i32).to_be_bytes())
+            .await
+            .unwrap();
+        client.write_all(&[7u8; 1000]).await.unwrap();
+        let size = read_size(&mut server, claimed).await.unwrap().unwrap();
+        assert_eq!(size, claimed);
+        let mut buf = BytesMut::new();
+        // The client sends no more: the read waits, holding what arrived.
+        let read = read_body(&mut server, size, &mut buf);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(100), read).await;
+        assert!(waited.is_err(), "the frame is not complete");
+        assert_eq!(buf.len(), 1000);
+        assert!(
+            buf.capacity() <= 64 * 1024,
+            "{} bytes reserved for 1000 that arrived",
+            buf.capacity()
+        );
+        // A frame that does arrive in full is read whole, in many reads.
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let body: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let sent = body.clone();
+        let writer = tokio::spawn(async move { client.write_all(&sent).await });
+        let frame = read_body(&mut server, body.len(), &mut buf).await.unwrap();
+        assert_eq!(frame.as_ref(), &body[..]);
+        writer.await.unwrap().unwrap();
+        assert!(buf.is_empty(), "handed out");
     }
 
     #[test]

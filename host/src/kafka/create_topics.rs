@@ -1,11 +1,17 @@
 //! CreateTopics: validated here, then proposed to the metadata group
 //! (answered once applied on this node). Partition count -1 means 1 and
-//! replication factor -1 means min(3, cluster size). Manual replica
-//! assignments are accepted when every partition lists distinct cluster
-//! nodes. Topic configs are ignored.
+//! replication factor -1 means min(3, live nodes). Replicas are placed on
+//! live nodes only; a replication factor above the live nodes is
+//! INVALID_REPLICATION_FACTOR. Partitions per topic and per request are
+//! bounded (`[topics]` in the node config; POLICY_VIOLATION beyond). Manual
+//! replica assignments are accepted when every partition lists the same
+//! number of distinct cluster nodes. Topic configs: only the supported ones
+//! (`metadata::topic::SUPPORTED_CONFIGS`), INVALID_CONFIG otherwise.
 
-use super::{Broker, uuid};
-use crate::metadata::{self, Applied, Command};
+use super::Broker;
+use crate::metadata::topic::{self, PlacementError};
+use crate::metadata::{Applied, Command, Refusal, TopicConfigs, TopicId};
+use crate::raft::handle::RaftError;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -17,6 +23,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 struct Invalid(ResponseError, String);
+
+impl From<PlacementError> for Invalid {
+    fn from(e: PlacementError) -> Self {
+        let code = match e {
+            PlacementError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            PlacementError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            PlacementError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        };
+        Invalid(code, e.to_string())
+    }
+}
+
+/// A topic that passed every check, ready to propose.
+struct Plan {
+    replicas: Vec<Vec<NodeId>>,
+    configs: TopicConfigs,
+}
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -31,6 +54,8 @@ pub async fn handle(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
+    let limits = broker.topic_limits;
+    let mut partitions_left = u64::from(limits.max_partitions_per_request);
     let mut results = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -46,13 +71,21 @@ pub async fn handle(
         } else {
             match plan(broker, &topic) {
                 Err(e) => Err(e),
-                Ok(replicas) => {
-                    result.num_partitions = replicas.len() as i32;
-                    result.replication_factor = replicas[0].len() as i16;
+                Ok(plan) if plan.replicas.len() as u64 > partitions_left => Err(Invalid(
+                    ResponseError::PolicyViolation,
+                    format!(
+                        "this request asks for more than {} partitions in all",
+                        limits.max_partitions_per_request
+                    ),
+                )),
+                Ok(plan) => {
+                    partitions_left -= plan.replicas.len() as u64;
+                    result.num_partitions = plan.replicas.len() as i32;
+                    result.replication_factor = plan.replicas[0].len() as i16;
                     if request.validate_only {
                         Ok(None)
                     } else {
-                        create(broker, name, replicas, timeout).await.map(Some)
+                        create(broker, name, plan, timeout).await.map(Some)
                     }
                 }
             }
@@ -61,7 +94,7 @@ pub async fn handle(
             Ok(id) => {
                 let result = result.with_configs(Some(Vec::new()));
                 match id {
-                    Some(id) => result.with_topic_id(uuid(id)),
+                    Some(id) => result.with_topic_id(id.0),
                     None => result,
                 }
             }
@@ -74,29 +107,29 @@ pub async fn handle(
     CreateTopicsResponse::default().with_topics(results)
 }
 
-/// The replicas of every partition, or why the topic cannot be created.
-fn plan(broker: &Broker, topic: &CreatableTopic) -> Result<Vec<Vec<NodeId>>, Invalid> {
+/// The replicas of every partition and the topic's configs, or why the
+/// topic cannot be created.
+fn plan(broker: &Broker, topic: &CreatableTopic) -> Result<Plan, Invalid> {
     let name = topic.name.0.as_str();
-    if name.is_empty()
-        || name.len() > 249
-        || name == "."
-        || name == ".."
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        return Err(Invalid(
-            ResponseError::InvalidTopicException,
-            format!("invalid topic name {name:?} (use [a-zA-Z0-9._-], at most 249)"),
-        ));
-    }
-    if broker.metadata().topics.contains_key(name) {
+    topic::validate_name(name).map_err(|e| Invalid(ResponseError::InvalidTopicException, e))?;
+    if broker.metadata().topic_by_name(name).is_some() {
         return Err(Invalid(
             ResponseError::TopicAlreadyExists,
             format!("topic {name} already exists"),
         ));
     }
-    let nodes: Vec<NodeId> = broker.peers.iter().map(|p| p.id).collect();
+    let mut configs = TopicConfigs::new();
+    for c in &topic.configs {
+        let Some(value) = &c.value else {
+            return Err(Invalid(
+                ResponseError::InvalidConfig,
+                format!("topic config {:?} has no value", c.name.as_str()),
+            ));
+        };
+        configs.insert(c.name.to_string(), value.to_string());
+    }
+    topic::validate_configs(&configs).map_err(|e| Invalid(ResponseError::InvalidConfig, e))?;
+    let limits = broker.topic_limits;
     if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err(Invalid(
@@ -106,29 +139,36 @@ fn plan(broker: &Broker, topic: &CreatableTopic) -> Result<Vec<Vec<NodeId>>, Inv
         }
         let mut assignments: Vec<_> = topic.assignments.iter().collect();
         assignments.sort_by_key(|a| a.partition_index);
-        let mut replicas = Vec::new();
-        for (i, a) in assignments.iter().enumerate() {
-            let ids: Vec<NodeId> = a.broker_ids.iter().map(|b| b.0 as NodeId).collect();
-            let distinct: HashSet<_> = ids.iter().collect();
-            if a.partition_index != i as i32
-                || ids.is_empty()
-                || distinct.len() != ids.len()
-                || a.broker_ids
-                    .iter()
-                    .any(|b| b.0 <= 0 || !nodes.contains(&(b.0 as NodeId)))
-            {
-                return Err(Invalid(
-                    ResponseError::InvalidReplicaAssignment,
-                    format!(
-                        "invalid replica assignment for partition {}",
-                        a.partition_index
-                    ),
-                ));
-            }
-            replicas.push(ids);
+        if let Some((i, a)) = assignments
+            .iter()
+            .enumerate()
+            .find(|(i, a)| a.partition_index != *i as i32)
+        {
+            return Err(Invalid(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "assignments must cover partitions 0..n once each; found {} at position {i}",
+                    a.partition_index
+                ),
+            ));
         }
-        return Ok(replicas);
+        let replicas: Vec<Vec<NodeId>> = assignments
+            .iter()
+            .map(|a| {
+                a.broker_ids
+                    .iter()
+                    .map(|b| u64::try_from(b.0).unwrap_or(0))
+                    .collect()
+            })
+            .collect();
+        let cluster: Vec<NodeId> = broker.peers.iter().map(|p| p.id).collect();
+        topic::check_assignment(&cluster, &replicas, &limits).map_err(|e| match e {
+            PlacementError::PolicyViolation(m) => Invalid(ResponseError::PolicyViolation, m),
+            other => Invalid(ResponseError::InvalidReplicaAssignment, other.to_string()),
+        })?;
+        return Ok(Plan { replicas, configs });
     }
+    let live: Vec<NodeId> = broker.shared.live_nodes().into_iter().collect();
     let partitions = match topic.num_partitions {
         -1 => 1,
         n if n > 0 => n as u32,
@@ -140,64 +180,45 @@ fn plan(broker: &Broker, topic: &CreatableTopic) -> Result<Vec<Vec<NodeId>>, Inv
         }
     };
     let replication = match topic.replication_factor {
-        -1 => nodes.len().min(3),
-        n if n > 0 && (n as usize) <= nodes.len() => n as usize,
+        -1 => live.len().min(3),
+        n if n > 0 => n as usize,
         n => {
             return Err(Invalid(
                 ResponseError::InvalidReplicationFactor,
-                format!(
-                    "replication factor {n} is invalid for a cluster of {} nodes",
-                    nodes.len()
-                ),
+                format!("replication factor {n} must be positive"),
             ));
         }
     };
-    metadata::place(&nodes, partitions, replication)
-        .map_err(|e| Invalid(ResponseError::InvalidRequest, e))
+    let replicas = topic::place(&live, partitions, replication, &limits)?;
+    Ok(Plan { replicas, configs })
 }
 
 async fn create(
     broker: &Arc<Broker>,
     name: String,
-    replicas: Vec<Vec<NodeId>>,
+    plan: Plan,
     timeout: Duration,
-) -> Result<[u8; 16], Invalid> {
-    let topic_id = random_id();
-    let raft = broker.raft.clone();
+) -> Result<TopicId, Invalid> {
+    let topic_id = TopicId::random();
     let command = Command::CreateTopic {
         name,
         topic_id,
-        replicas,
+        replicas: plan.replicas,
+        configs: plan.configs,
     };
-    let applied = tokio::task::spawn_blocking(move || super::propose(&raft, command, timeout))
-        .await
-        .map_err(|e| Invalid(ResponseError::UnknownServerError, e.to_string()))?;
-    match applied {
-        Ok(Applied::TopicCreated { .. }) => Ok(topic_id),
-        Ok(Applied::Refused(why)) if why.contains("already exists") => {
-            Err(Invalid(ResponseError::TopicAlreadyExists, why))
+    match broker.raft.propose(command, timeout).await {
+        Ok(Applied::TopicCreated { topic_id, .. }) => Ok(topic_id),
+        Ok(Applied::Refused(why @ Refusal::TopicExists(_))) => {
+            Err(Invalid(ResponseError::TopicAlreadyExists, why.to_string()))
         }
-        Ok(other) => Err(Invalid(ResponseError::InvalidRequest, format!("{other:?}"))),
-        Err(why) => Err(Invalid(ResponseError::RequestTimedOut, why)),
+        Ok(Applied::Refused(why)) => Err(Invalid(ResponseError::InvalidRequest, why.to_string())),
+        Ok(other) => Err(Invalid(
+            ResponseError::UnknownServerError,
+            format!("unexpected outcome {other:?}"),
+        )),
+        Err(e @ RaftError::Stopped) => {
+            Err(Invalid(ResponseError::UnknownServerError, e.to_string()))
+        }
+        Err(e) => Err(Invalid(ResponseError::RequestTimedOut, e.to_string())),
     }
-}
-
-/// 128 random bits (never all zero: the nil UUID means "no id" in Kafka).
-pub fn random_id() -> [u8; 16] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = [0u8; 16];
-    for (i, half) in id.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    if id == [0; 16] {
-        id[15] = 1;
-    }
-    id
 }

@@ -3,6 +3,7 @@
 
 use super::{Broker, resolve_topic};
 use crate::metadata::{Applied, Command};
+use crate::raft::handle::RaftError;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
@@ -32,7 +33,11 @@ pub async fn handle(
     let mut responses = Vec::new();
     for (name, id) in wanted {
         let given = name.as_ref().map_or("", |n| n.0.as_str()).to_string();
-        let found = resolve_topic(&broker.metadata(), &given, id);
+        let found = {
+            let metadata = broker.metadata();
+            resolve_topic(&metadata, &given, id)
+                .and_then(|id| metadata.topic(&id).map(|t| (t.id, t.name.clone())))
+        };
         let mut result = DeletableTopicResult::default()
             .with_name(name.clone())
             .with_topic_id(id);
@@ -45,25 +50,23 @@ pub async fn handle(
                 ResponseError::UnknownTopicOrPartition,
                 format!("unknown topic {given}"),
             )),
-            Some(topic) => {
-                if let Some(t) = broker.metadata().topics.get(&topic) {
-                    result.topic_id = super::uuid(t.id);
-                }
-                result.name = Some(TopicName(StrBytes::from_string(topic.clone())));
-                let raft = broker.raft.clone();
-                let command = Command::DeleteTopic { name: topic };
-                match tokio::task::spawn_blocking(move || super::propose(&raft, command, timeout))
-                    .await
-                {
-                    Ok(Ok(Applied::TopicDeleted { .. })) => None,
-                    Ok(Ok(Applied::Refused(why))) => {
-                        Some((ResponseError::UnknownTopicOrPartition, why))
+            Some((topic_id, topic)) => {
+                result.topic_id = topic_id.0;
+                result.name = Some(TopicName(StrBytes::from_string(topic)));
+                let command = Command::DeleteTopic { topic_id };
+                match broker.raft.propose(command, timeout).await {
+                    Ok(Applied::TopicDeleted { .. }) => None,
+                    Ok(Applied::Refused(why)) => {
+                        Some((ResponseError::UnknownTopicOrPartition, why.to_string()))
                     }
-                    Ok(Ok(other)) => {
-                        Some((ResponseError::UnknownServerError, format!("{other:?}")))
+                    Ok(other) => Some((
+                        ResponseError::UnknownServerError,
+                        format!("unexpected outcome {other:?}"),
+                    )),
+                    Err(e @ RaftError::Stopped) => {
+                        Some((ResponseError::UnknownServerError, e.to_string()))
                     }
-                    Ok(Err(why)) => Some((ResponseError::RequestTimedOut, why)),
-                    Err(e) => Some((ResponseError::UnknownServerError, e.to_string())),
+                    Err(e) => Some((ResponseError::RequestTimedOut, e.to_string())),
                 }
             }
         };

@@ -33,13 +33,12 @@ pub async fn handle(
     // A v3+ request may carry the producer's current id and epoch (KIP-360
     // epoch bump); without a transactional id Kafka ignores them and hands
     // out a new id at epoch 0, and so do we: its sequences start over.
-    let raft = broker.raft.clone();
-    let applied = tokio::task::spawn_blocking(move || {
-        super::propose(&raft, Command::AllocateProducerId, ALLOCATE_TIMEOUT)
-    })
-    .await;
+    let applied = broker
+        .raft
+        .propose(Command::AllocateProducerId, ALLOCATE_TIMEOUT)
+        .await;
     match applied {
-        Ok(Ok(Applied::ProducerId(id))) => answer
+        Ok(Applied::ProducerId(id)) => answer
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         other => {

@@ -1,13 +1,19 @@
-//! Metadata: brokers (every peer with a Kafka listener) and, per topic and
-//! partition, the leader and leader epoch of the replicated ASSIGNMENT —
-//! never this node's Raft state. A partition whose assignment names no
-//! leader has leader -1 and LEADER_NOT_AVAILABLE. The ISR is the one its
-//! leader last derived from its Raft progress and wrote to the metadata
-//! group (all replicas until then). Topics are never
-//! auto-created. Every node names itself as controller: any node accepts
-//! CreateTopics and DeleteTopics (they are proposals to the metadata group).
+//! Metadata: the brokers alive now (every node heard from within the
+//! session timeout, `raft.session_timeout_ms`) and, per topic and partition,
+//! the leader and leader epoch of the replicated ASSIGNMENT — never this
+//! node's Raft state. A partition answers leader -1 with
+//! LEADER_NOT_AVAILABLE when its assignment names no leader, names a node
+//! that is not alive, or when fewer than a majority of its replicas are
+//! alive (its quorum is lost): within one session timeout of a death,
+//! clients stop being sent to a dead node. Replicas not alive are listed as
+//! offline. The ISR is the one its leader last derived from its Raft
+//! progress and wrote to the metadata group (all replicas until then). The
+//! controller is the metadata group's leader as this node knows it (this
+//! node while it knows none); any node accepts CreateTopics and
+//! DeleteTopics (they are proposals to the metadata group). Topics are
+//! never auto-created.
 
-use super::{Broker, CLUSTER_ID, epoch, resolve_topic, uuid};
+use super::{Broker, CLUSTER_ID, epoch, resolve_topic};
 use crate::metadata::{Metadata, TopicMeta};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -15,11 +21,15 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use leaderhook_hooks::NodeId;
+use std::collections::BTreeSet;
 
 pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> MetadataResponse {
+    let live = broker.shared.live_nodes();
     let brokers = broker
         .peers
         .iter()
+        .filter(|p| live.contains(&p.id))
         .filter_map(|p| {
             let (host, port) = broker.endpoint(p.id)?;
             Some(
@@ -34,14 +44,15 @@ pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> Metad
     let metadata = broker.metadata();
     let topics = match &request.topics {
         // v0: an empty list means every topic; v1+: null does.
-        None => all(&metadata),
-        Some(list) if list.is_empty() && version == 0 => all(&metadata),
+        None => all(&metadata, &live),
+        Some(list) if list.is_empty() && version == 0 => all(&metadata, &live),
         Some(list) => list
             .iter()
             .map(|t| {
                 let name = t.name.as_ref().map_or("", |n| n.0.as_str());
-                match resolve_topic(&metadata, name, t.topic_id) {
-                    Some(found) => topic(&found, &metadata.topics[&found]),
+                match resolve_topic(&metadata, name, t.topic_id).and_then(|id| metadata.topic(&id))
+                {
+                    Some(found) => topic(found, &live),
                     None => MetadataResponseTopic::default()
                         .with_name(t.name.clone())
                         .with_topic_id(t.topic_id)
@@ -54,40 +65,50 @@ pub fn handle(broker: &Broker, request: &MetadataRequest, version: i16) -> Metad
             })
             .collect(),
     };
+    // While no metadata leader is known (an election), this node: any node
+    // takes CreateTopics and DeleteTopics, and clients such as librdkafka's
+    // admin wait for a controller without refreshing Metadata.
+    let controller = broker.shared.controller().unwrap_or(broker.node) as i32;
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(broker.node as i32))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
-fn all(metadata: &Metadata) -> Vec<MetadataResponseTopic> {
-    metadata.topics.iter().map(|(n, t)| topic(n, t)).collect()
+fn all(metadata: &Metadata, live: &BTreeSet<NodeId>) -> Vec<MetadataResponseTopic> {
+    metadata.topics().map(|t| topic(t, live)).collect()
 }
 
-fn topic(name: &str, meta: &TopicMeta) -> MetadataResponseTopic {
+fn broker_ids<'a>(nodes: impl IntoIterator<Item = &'a NodeId>) -> Vec<BrokerId> {
+    nodes.into_iter().map(|n| BrokerId(*n as i32)).collect()
+}
+
+fn topic(meta: &TopicMeta, live: &BTreeSet<NodeId>) -> MetadataResponseTopic {
     let partitions = meta
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+            let alive = p.replicas.iter().filter(|r| live.contains(r)).count();
+            let quorum = alive * 2 > p.replicas.len();
             let (leader, error) = match p.leader {
-                Some(l) => (BrokerId(l as i32), 0),
-                None => (BrokerId(-1), ResponseError::LeaderNotAvailable.code()),
+                Some(l) if quorum && live.contains(&l) => (BrokerId(l as i32), 0),
+                _ => (BrokerId(-1), ResponseError::LeaderNotAvailable.code()),
             };
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
                 .with_error_code(error)
                 .with_leader_id(leader)
                 .with_leader_epoch(epoch(p.epoch))
-                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r as i32)).collect())
-                .with_replica_nodes(replicas)
+                .with_isr_nodes(broker_ids(&p.isr))
+                .with_offline_replicas(broker_ids(p.replicas.iter().filter(|r| !live.contains(r))))
+                .with_replica_nodes(broker_ids(&p.replicas))
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-        .with_topic_id(uuid(meta.id))
+        .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
+        .with_topic_id(meta.id.0)
         .with_partitions(partitions)
 }
 
@@ -95,14 +116,20 @@ fn topic(name: &str, meta: &TopicMeta) -> MetadataResponseTopic {
 mod tests {
     use super::*;
     use crate::config::{KafkaConfig, Peer};
-    use crate::metadata::Command;
-    use crate::raft::node::{RaftHandle, Shared};
+    use crate::metadata::{Command, TopicConfigs, TopicId, TopicLimits, TopicPartition};
+    use crate::raft::handle::RaftHandle;
+    use crate::raft::shared::{ReplicaStatus, Role, Shared};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use leaderhook_hooks::PartitionId;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const ORDERS: uuid::Uuid = uuid::Uuid::from_bytes([9; 16]);
 
     fn broker() -> Broker {
-        let (commands, _) = std::sync::mpsc::channel();
+        // The tests read no records: a store in a directory removed at once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::raft::storage::LogStore::open(dir.path()).unwrap();
         let (wake, _) = std::sync::mpsc::sync_channel(1);
         let peers = (1..=3)
             .map(|id| Peer {
@@ -113,16 +140,21 @@ mod tests {
                 rack: (id == 2).then(|| "rack-b".to_string()),
             })
             .collect();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(1, vec![1, 2, 3], Duration::from_secs(5)));
         {
             let mut m = shared.metadata.write().unwrap();
             m.apply(Command::CreateTopic {
                 name: "orders".into(),
-                topic_id: [9; 16],
-                replicas: crate::metadata::place(&[1, 2, 3], 2, 3).unwrap(),
+                topic_id: TopicId(ORDERS),
+                replicas: crate::metadata::topic::place(&[1, 2, 3], 2, 3, &TopicLimits::default())
+                    .unwrap(),
+                configs: TopicConfigs::new(),
             });
             m.apply(Command::SetLeader {
-                partition: PartitionId::new("orders", 1),
+                partition: TopicPartition {
+                    topic: TopicId(ORDERS),
+                    partition: 1,
+                },
                 leader: 3,
                 epoch: 4,
                 attested: true,
@@ -132,21 +164,39 @@ mod tests {
             node: 1,
             peers,
             config: KafkaConfig::default(),
+            topic_limits: TopicLimits::default(),
             shared,
-            raft: RaftHandle::new(commands, wake),
+            store,
+            raft: RaftHandle::new(wake).0,
+        }
+    }
+
+    /// Pretends the node has heard from `alive` just now and from the other
+    /// peers long ago.
+    fn hear(b: &Broker, alive: &[NodeId]) {
+        let mut l = b.shared.liveness.write().unwrap();
+        l.started = Instant::now() - Duration::from_secs(60);
+        for peer in [2, 3] {
+            let at = if alive.contains(&peer) {
+                Instant::now()
+            } else {
+                Instant::now() - Duration::from_secs(30)
+            };
+            l.heard.insert(peer, at);
         }
     }
 
     #[test]
     fn leaders_come_from_the_assignments_only() {
         let b = broker();
+        hear(&b, &[2, 3]);
         // Local Raft state claiming leadership must not leak into the answer.
         b.shared.replicas.write().unwrap().insert(
             2,
-            crate::raft::node::ReplicaStatus {
+            ReplicaStatus {
                 group: 2,
                 partition: Some(PartitionId::new("orders", 0)),
-                role: "Leader".into(),
+                role: Role::Leader,
                 leader: Some(1),
                 term: 7,
                 serving: true,
@@ -158,7 +208,7 @@ mod tests {
         let racks: Vec<_> = response.brokers.iter().map(|b| b.rack.as_deref()).collect();
         assert_eq!(racks, vec![None, Some("rack-b"), None]);
         let topic = &response.topics[0];
-        assert_eq!(topic.topic_id, uuid::Uuid::from_bytes([9; 16]));
+        assert_eq!(topic.topic_id, ORDERS);
         let (p0, p1) = (&topic.partitions[0], &topic.partitions[1]);
         assert_eq!(p0.leader_id, BrokerId(-1));
         assert_eq!(p0.error_code, ResponseError::LeaderNotAvailable.code());
@@ -170,8 +220,48 @@ mod tests {
             p1.replica_nodes,
             vec![BrokerId(2), BrokerId(3), BrokerId(1)]
         );
+        assert!(p1.offline_replicas.is_empty());
         // No leader has reported its Raft progress yet: every replica.
         assert_eq!(p1.isr_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
+    }
+
+    #[test]
+    fn dead_nodes_leave_and_their_partitions_answer_no_leader() {
+        let b = broker();
+        b.shared.liveness.write().unwrap().controller = Some(2);
+        hear(&b, &[2]);
+        let response = handle(&b, &MetadataRequest::default().with_topics(None), 12);
+        let brokers: Vec<_> = response.brokers.iter().map(|b| b.node_id).collect();
+        assert_eq!(brokers, vec![BrokerId(1), BrokerId(2)]);
+        assert_eq!(response.controller_id, BrokerId(2));
+        let p1 = &response.topics[0].partitions[1];
+        // Assigned to node 3, which is dead: no leader, 3 offline.
+        assert_eq!(p1.leader_id, BrokerId(-1));
+        assert_eq!(p1.error_code, ResponseError::LeaderNotAvailable.code());
+        assert_eq!(p1.offline_replicas, vec![BrokerId(3)]);
+        // Quorum lost (only node 1 alive) while node 1 is assigned: no leader
+        // either, though node 1 itself is alive.
+        b.shared
+            .metadata
+            .write()
+            .unwrap()
+            .apply(Command::SetLeader {
+                partition: TopicPartition {
+                    topic: TopicId(ORDERS),
+                    partition: 1,
+                },
+                leader: 1,
+                epoch: 5,
+                attested: true,
+            });
+        hear(&b, &[]);
+        let response = handle(&b, &MetadataRequest::default().with_topics(None), 12);
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.topics[0].partitions[1].leader_id, BrokerId(-1));
+        // Quorum back: node 1 named again.
+        hear(&b, &[2]);
+        let response = handle(&b, &MetadataRequest::default().with_topics(None), 12);
+        assert_eq!(response.topics[0].partitions[1].leader_id, BrokerId(1));
     }
 
     #[test]
@@ -188,6 +278,6 @@ mod tests {
             response.topics[0].error_code,
             ResponseError::UnknownTopicOrPartition.code()
         );
-        assert_eq!(b.metadata().topics.len(), 1);
+        assert_eq!(b.metadata().topic_count(), 1);
     }
 }

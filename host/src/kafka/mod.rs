@@ -13,19 +13,30 @@
 //! idempotent producers deduplicated per producer id and sequence when a
 //! batch is applied), InitProducerId (idempotent producers only; ids from
 //! the replicated metadata), Fetch (no fetch sessions: every fetch is a
-//! full fetch), ListOffsets (earliest and latest). Not yet: consumer
-//! groups, transactions, ISR from Raft progress (ISR = replicas for now).
+//! full fetch), ListOffsets (latest, earliest, max timestamp, by
+//! timestamp). Not yet: consumer groups, transactions.
+//!
+//! # Bounds (all in `[kafka]` of the node config, see `config::KafkaConfig`)
+//!
+//! Connections (`max_connections`; more are closed at once), request frames
+//! (`max_frame_bytes`; buffers grow with the bytes that arrive), bytes and
+//! requests in flight per connection (`connection_in_flight_bytes`, 64),
+//! record batches (`message_max_bytes`, which a Raft entry must be able to
+//! carry: see [`batch`]), Fetch responses (`fetch_max_bytes`), idle
+//! connections (`connections_max_idle_ms`).
 //!
 //! # Layout
 //!
 //! - [`server`]: the listener (connection limit), one task per connection,
-//!   requests answered in order with pipelining, dispatch by API key.
+//!   requests answered in order with pipelining, bytes in flight bounded,
+//!   dispatch by API key.
 //! - [`codec`]: size-prefixed frames bounded by `max_frame_bytes`, request
 //!   header and body decoding, response encoding.
 //! - [`api_versions`], [`metadata`], [`create_topics`], [`delete_topics`],
 //!   [`produce`], [`fetch`], [`list_offsets`], [`init_producer_id`]: one
 //!   file per API.
-//! - [`batch`]: record batch checks (magic, length, CRC-32C).
+//! - [`batch`]: a produced partition's records checked as Kafka checks them
+//!   (size limit, one batch, `partition_log::record_batch`).
 
 pub mod api_versions;
 pub mod batch;
@@ -40,8 +51,9 @@ pub mod produce;
 pub mod server;
 
 use crate::config::{KafkaConfig, Peer};
-use crate::metadata::{Metadata, PartitionMeta};
-use crate::raft::node::{RaftHandle, Shared};
+use crate::metadata::{Metadata, PartitionMeta, TopicId};
+use crate::raft::handle::RaftHandle;
+use crate::raft::shared::{Role, Shared};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
@@ -55,7 +67,10 @@ pub struct Broker {
     pub node: NodeId,
     pub peers: Vec<Peer>,
     pub config: KafkaConfig,
+    pub topic_limits: crate::metadata::TopicLimits,
     pub shared: Arc<Shared>,
+    /// Where partition records are read from (their Raft logs).
+    pub store: crate::raft::storage::LogStore,
     pub raft: RaftHandle,
 }
 
@@ -84,7 +99,7 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner());
         replicas
             .get(&group)
-            .is_some_and(|r| r.serving && r.role == "Leader" && r.leader == Some(self.node))
+            .is_some_and(|r| r.serving && r.role == Role::Leader && r.leader == Some(self.node))
     }
 
     /// The leader a client should try instead of this node: the assigned
@@ -118,37 +133,10 @@ pub fn uuid(id: [u8; 16]) -> uuid::Uuid {
 }
 
 /// The topic named by `name` or, when `name` is empty, by `id`.
-pub fn resolve_topic(metadata: &Metadata, name: &str, id: uuid::Uuid) -> Option<String> {
+pub fn resolve_topic(metadata: &Metadata, name: &str, id: uuid::Uuid) -> Option<TopicId> {
     if !name.is_empty() {
-        return metadata.topics.contains_key(name).then(|| name.to_string());
+        return metadata.topic_by_name(name).map(|t| t.id);
     }
-    if id.is_nil() {
-        return None;
-    }
-    metadata
-        .topics
-        .iter()
-        .find(|(_, t)| t.id == *id.as_bytes())
-        .map(|(n, _)| n.clone())
-}
-
-/// Proposes a metadata command and waits (blocking: call it from
-/// `spawn_blocking`) until it is applied here. A proposal Raft dropped
-/// (no metadata leader yet, e.g. right after start) was never appended,
-/// so it is retried until `timeout`.
-pub fn propose(
-    raft: &RaftHandle,
-    command: crate::metadata::Command,
-    timeout: std::time::Duration,
-) -> Result<crate::metadata::Applied, String> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match raft.propose_and_wait(command.clone(), left) {
-            Err(e) if e.contains("dropped") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
+    let id = TopicId(id);
+    (!id.0.is_nil() && metadata.topic(&id).is_some()).then_some(id)
 }

@@ -1,10 +1,15 @@
-//! Produce: each partition's record batch (exactly one, v2, CRC-32C
-//! checked) is appended through the partition's Raft group by the replica
-//! that leads it and serves. acks=1 and acks=all both answer after the
-//! Raft commit and apply (there is no earlier point at which the leader
-//! alone has the batch); acks=0 appends and sends no response. A
-//! non-leader answers NOT_LEADER_OR_FOLLOWER with the assigned leader and
-//! its endpoint (KIP-951) for versions that carry them.
+//! Produce: each partition's record batch (exactly one, at most the
+//! partition's `max.message.bytes`, checked as Kafka checks it: see
+//! [`batch`]) is appended through the partition's Raft group by the
+//! replica that leads it and serves. acks=1 and acks=all both answer after
+//! the Raft commit and apply (there is no earlier point at which the leader
+//! alone has the batch); acks=0 sends no response, but its request stays
+//! in flight on its connection until the appends are done, so a client
+//! cannot queue appends faster than Raft commits them; if any partition
+//! was refused the connection is closed, as Kafka does. Waits are async
+//! (`oneshot` replies from the Raft loop), bounded by the request's
+//! timeout. A non-leader answers NOT_LEADER_OR_FOLLOWER with the assigned
+//! leader and its endpoint (KIP-951) for versions that carry them.
 //!
 //! Idempotent batches (with a producer id from InitProducerId) are
 //! deduplicated when applied (`partition_log`): a retry of a batch already
@@ -14,19 +19,24 @@
 
 use super::{Broker, batch, resolve_topic};
 use crate::partition_log::Refused;
-use crate::raft::node::{AppendError, RaftCommand};
+use crate::raft::handle::{AppendError, RaftCommand};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::error::Elapsed;
 
-type Pending = Receiver<Result<i64, AppendError>>;
+type Pending = oneshot::Receiver<Result<i64, AppendError>>;
+
+/// Topic configs until topics carry their own (`batch::max_message_bytes`
+/// takes them): none, so the broker's `message_max_bytes` applies.
+const NO_TOPIC_CONFIGS: &BTreeMap<String, String> = &BTreeMap::new();
 
 /// A partition's answer, or the append it waits for.
 enum Slot {
@@ -70,7 +80,8 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
             let Some(name) = &name else {
                 slots.push(Slot::Done(error(
                     index,
-                    if topic.name.0.is_empty() {
+                    // Topic ids name topics from v13 on.
+                    if topic.name.0.is_empty() && version >= 13 {
                         ResponseError::UnknownTopicId
                     } else {
                         ResponseError::UnknownTopicOrPartition
@@ -87,11 +98,19 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
                 )));
                 continue;
             }
-            let partition = broker.metadata().topics.get(name).and_then(|t| {
-                usize::try_from(index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
+            let (name, partition, limit) = {
+                let metadata = broker.metadata();
+                let topic = metadata.topic(name);
+                (
+                    topic.map_or_else(|| name.to_string(), |t| t.name.clone()),
+                    topic.and_then(|t| t.partition(index).cloned()),
+                    // The topic's max.message.bytes, else the broker's.
+                    batch::max_message_bytes(
+                        broker.config.message_max_bytes,
+                        topic.map_or(NO_TOPIC_CONFIGS, |t| &t.configs),
+                    ),
+                )
+            };
             let Some(partition) = partition else {
                 slots.push(Slot::Done(error(
                     index,
@@ -119,14 +138,14 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
                 continue;
             }
             let records = data.records.unwrap_or_default();
-            if let Err(refused) = batch::check_single_batch(&records) {
+            if let Err(refused) = batch::check_produced(&records, limit) {
                 slots.push(Slot::Done(error(index, refused.error, refused.message)));
                 continue;
             }
-            let (reply, pending) = std::sync::mpsc::channel();
+            let (reply, pending) = oneshot::channel();
             let sent = broker.raft.send(RaftCommand::Append {
                 group: partition.group,
-                batch: records.to_vec(),
+                entry: crate::partition_log::entry::records(&records),
                 reply,
             });
             match sent {
@@ -137,10 +156,16 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
                     partition.group,
                     pending,
                 )),
+                // A full queue is retriable: clients back off and retry.
+                Err(e) if e.is_retriable() => slots.push(Slot::Done(error(
+                    index,
+                    ResponseError::RequestTimedOut,
+                    e.to_string(),
+                ))),
                 Err(e) => slots.push(Slot::Done(error(
                     index,
                     ResponseError::UnknownServerError,
-                    e,
+                    e.to_string(),
                 ))),
             }
         }
@@ -154,43 +179,64 @@ pub fn submit(broker: &Broker, request: ProduceRequest, version: i16) -> Submitt
     }
 }
 
-/// Waits for the queued appends; `None` for acks=0 (no response is sent).
-pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Option<ProduceResponse> {
+/// How a produce request ends.
+pub enum Finished {
+    Respond(ProduceResponse),
+    /// acks=0, every append done: nothing is sent.
+    Silent,
+    /// acks=0 with a partition refused: like Kafka, the connection is
+    /// closed, the only way to tell such a client (it then refreshes its
+    /// metadata instead of sending on to a node that drops its records).
+    CloseConnection(String),
+}
+
+/// Waits for the queued appends (for acks=0 too: the wait holds the
+/// request in flight on its connection).
+pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Finished {
     let Submitted {
         acks,
         timeout,
         topics,
         hinted,
     } = submitted;
-    if acks == 0 {
-        return None;
+    // Every append waits at once in Raft; this collects them in order,
+    // bounded by the request's timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, id, slots) in topics {
+        let mut partitions = Vec::with_capacity(slots.len());
+        for slot in slots {
+            partitions.push(match slot {
+                Slot::Done(r) => r,
+                Slot::Waiting(r, group, pending) => {
+                    let outcome = tokio::time::timeout_at(deadline, pending).await;
+                    answer_partition(broker, r, group, outcome)
+                }
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(id)
+                .with_partition_responses(partitions),
+        );
     }
-    // Wait for every append at once, bounded by the request's timeout.
-    let broker2 = broker.clone();
-    let topics = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + timeout;
-        topics
-            .into_iter()
-            .map(|(name, id, slots)| {
-                let partitions = slots
-                    .into_iter()
-                    .map(|slot| match slot {
-                        Slot::Done(r) => r,
-                        Slot::Waiting(r, group, pending) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            answer_partition(&broker2, r, group, pending.recv_timeout(left))
-                        }
-                    })
-                    .collect();
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_topic_id(id)
-                    .with_partition_responses(partitions)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    if acks == 0 {
+        let refused = responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+            .find(|(_, p)| p.error_code != 0);
+        return match refused {
+            None => Finished::Silent,
+            Some((topic, p)) => Finished::CloseConnection(format!(
+                "acks=0 produce to {}-{} refused (error {}): {}",
+                topic.name.0,
+                p.index,
+                p.error_code,
+                p.error_message.as_ref().map_or("", |m| m.as_str())
+            )),
+        };
+    }
     let node_endpoints = hinted
         .into_iter()
         .filter_map(|id| {
@@ -203,9 +249,9 @@ pub async fn finish(broker: &Arc<Broker>, submitted: Submitted) -> Option<Produc
             )
         })
         .collect();
-    Some(
+    Finished::Respond(
         ProduceResponse::default()
-            .with_responses(topics)
+            .with_responses(responses)
             .with_node_endpoints(node_endpoints),
     )
 }
@@ -214,11 +260,29 @@ fn answer_partition(
     broker: &Broker,
     response: PartitionProduceResponse,
     group: u64,
-    outcome: Result<Result<i64, AppendError>, std::sync::mpsc::RecvTimeoutError>,
+    outcome: Result<Result<Result<i64, AppendError>, oneshot::error::RecvError>, Elapsed>,
 ) -> PartitionProduceResponse {
     let index = response.index;
+    let outcome = match outcome {
+        Ok(Ok(outcome)) => outcome,
+        // The group closed (its topic deleted) with the append pending.
+        Ok(Err(_)) => {
+            return error(
+                index,
+                ResponseError::UnknownTopicOrPartition,
+                "the partition closed before the batch was committed",
+            );
+        }
+        Err(_) => {
+            return error(
+                index,
+                ResponseError::RequestTimedOut,
+                "not committed within the request timeout",
+            );
+        }
+    };
     match outcome {
-        Ok(Ok(base)) => {
+        Ok(base) => {
             let start = broker
                 .shared
                 .logs
@@ -228,31 +292,28 @@ fn answer_partition(
                 .unwrap_or(0);
             response.with_base_offset(base).with_log_start_offset(start)
         }
-        Ok(Err(AppendError::NotLeader(_))) => error(
+        Err(AppendError::NotLeader(_)) => error(
             index,
             ResponseError::NotLeaderOrFollower,
             "leadership moved before the batch was committed",
         ),
-        Ok(Err(AppendError::UnknownGroup)) => error(
+        Err(AppendError::UnknownGroup) => error(
             index,
             ResponseError::UnknownTopicOrPartition,
             "the partition is not hosted here",
         ),
-        Ok(Err(AppendError::Refused(Refused::Malformed(why)))) => {
-            error(index, ResponseError::CorruptMessage, why)
+        // The produce checks refuse these first; the log refuses them too.
+        Err(AppendError::Refused(Refused::Batch(e))) => {
+            let refused = batch::Refused::from(e);
+            error(index, refused.error, refused.message)
         }
-        Ok(Err(AppendError::Refused(Refused::OutOfOrderSequence(why)))) => {
+        Err(AppendError::Refused(Refused::OutOfOrderSequence(why))) => {
             error(index, ResponseError::OutOfOrderSequenceNumber, why)
         }
         // Not PRODUCER_FENCED: that one is for transactional producers.
-        Ok(Err(AppendError::Refused(Refused::InvalidProducerEpoch(why)))) => {
+        Err(AppendError::Refused(Refused::InvalidProducerEpoch(why))) => {
             error(index, ResponseError::InvalidProducerEpoch, why)
         }
-        Ok(Err(AppendError::Dropped(why))) => error(index, ResponseError::NotLeaderOrFollower, why),
-        Err(_) => error(
-            index,
-            ResponseError::RequestTimedOut,
-            "not committed within the request timeout",
-        ),
+        Err(AppendError::Dropped(why)) => error(index, ResponseError::NotLeaderOrFollower, why),
     }
 }

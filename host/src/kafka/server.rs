@@ -1,63 +1,154 @@
 //! The Kafka listener and its connections.
 //!
-//! A connection permit is taken before `accept`, so at most
-//! `max_connections` clients are served; others wait in the listen
-//! backlog. Each connection reads frames in order and starts one task per
-//! request; a writer task answers them in request order (clients pipeline
-//! requests and match responses by order). A malformed, oversize or
-//! unsupported frame closes that connection with a warning; nothing a
-//! client sends stops the listener.
+//! At most `max_connections` clients are served. A connection over the
+//! limit is accepted and closed at once — the client sees it immediately
+//! and retries with its backoff, instead of waiting unseen in the listen
+//! backlog — counted, and logged at most every [`REFUSAL_LOG_EVERY`] with
+//! the count since the last report and in all.
+//!
+//! Each connection reads frames in order and starts one task per request;
+//! a writer task answers them in request order (clients pipeline requests
+//! and match responses by order). What one connection holds is bounded:
+//! [`IN_FLIGHT`] requests, and `connection_in_flight_bytes` — each request
+//! holds its frame's size, a Fetch also the room its response may take,
+//! and once answered it holds its response's size until that is written.
+//! A client that sends without reading its answers stops being read at
+//! either bound; a single request larger than the byte bound is handled
+//! alone. A connection with no complete request for
+//! `connections_max_idle_ms`, or whose response cannot be written for as
+//! long, is closed. A malformed, oversize or unsupported frame closes that
+//! connection with a warning; nothing a client sends stops the listener.
 
 use super::codec::{self, FrameError, Request};
 use super::{Broker, api_versions};
-use bytes::Bytes;
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{FetchRequest, RequestKind, ResponseKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// Requests of one connection in flight before it stops reading.
-const IN_FLIGHT: usize = 64;
+pub const IN_FLIGHT: usize = 64;
+/// Refused connections are logged at most this often (with a count).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
-    let permits = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
+    let max = broker.config.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let mut refusals = RateLimit::new(REFUSAL_LOG_EVERY);
+    let mut refused: u64 = 0;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return; // never closed
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("kafka listener: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if let Some(unlogged) = refusals.allow(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    "kafka listener: {max} connections open (max_connections), closing a new \
+                     one; {unlogged} more refused since the last report, {refused} in all"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let broker = broker.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             connection(broker, stream, peer).await;
         });
     }
 }
 
+/// Lets an event through at most once per `every`, counting the others.
+struct RateLimit {
+    every: Duration,
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RateLimit {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
+    /// `Some(events held back since the last one let through)`, or `None`
+    /// to hold this one back.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now < last + self.every) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// A request's answer and the connection bytes it holds until written.
+struct Answer {
+    reply: Reply,
+    held: OwnedSemaphorePermit,
+}
+
+/// What the writer does for a request.
+enum Reply {
+    Frame(Bytes),
+    /// acks=0 produce: no response.
+    Nothing,
+    /// Close the connection: an acks=0 produce was refused (Kafka's way
+    /// to tell the client), or no response can be given.
+    Close(String),
+}
+
 async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
     let (mut read, mut write) = stream.into_split();
-    let (queue, mut answers) = mpsc::channel::<JoinHandle<Option<Bytes>>>(IN_FLIGHT);
+    let (queue, mut answers) = mpsc::channel::<JoinHandle<Answer>>(IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(answer) = answers.recv().await {
             match answer.await {
-                Ok(Some(frame)) => {
-                    if let Err(e) = write.write_all(&frame).await {
+                Ok(Answer {
+                    reply: Reply::Frame(frame),
+                    held,
+                }) => match tokio::time::timeout(idle, write.write_all(&frame)).await {
+                    Ok(Ok(())) => drop(held),
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "kafka connection: write failed: {e}");
                         return;
                     }
+                    Err(_) => {
+                        tracing::info!(%peer, "kafka connection closed: the client read nothing for {idle:?}");
+                        return;
+                    }
+                },
+                Ok(Answer {
+                    reply: Reply::Nothing,
+                    ..
+                }) => {}
+                Ok(Answer {
+                    reply: Reply::Close(why),
+                    ..
+                }) => {
+                    tracing::debug!(%peer, "kafka connection closed: {why}");
+                    let _ = write.shutdown().await;
+                    return;
                 }
-                Ok(None) => {} // acks=0 produce: no response
                 Err(e) => {
                     tracing::warn!(%peer, "kafka request handler failed: {e}; closing the connection");
                     return;
@@ -66,22 +157,25 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         }
         let _ = write.shutdown().await;
     });
+    let budget = Budget::new(broker.config.connection_in_flight_bytes);
+    let mut buf = BytesMut::new();
     loop {
-        let frame = match codec::read_frame(&mut read, broker.config.max_frame_bytes).await {
-            Ok(Some(frame)) => frame,
+        let next = tokio::select! {
+            next = read_request(&broker, &mut read, &mut buf, &budget, idle) => next,
+            () = queue.closed() => break, // the writer stopped
+        };
+        let (request, held) = match next {
+            Ok(Some(next)) => next,
             Ok(None) => break,
-            Err(FrameError::Io(e)) => {
+            Err(ReadError::Idle) => {
+                tracing::info!(%peer, "kafka connection closed: no request for {idle:?}");
+                break;
+            }
+            Err(ReadError::Frame(FrameError::Io(e))) => {
                 tracing::debug!(%peer, "kafka connection closed: {e}");
                 break;
             }
-            Err(e) => {
-                tracing::warn!(%peer, "kafka connection closed: {e}");
-                break;
-            }
-        };
-        let request = match codec::decode_request(frame, api_versions::supported) {
-            Ok(request) => request,
-            Err(e) => {
+            Err(ReadError::Frame(e)) => {
                 tracing::warn!(%peer, "kafka connection closed: {e}");
                 break;
             }
@@ -92,6 +186,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             header,
             body,
         } = request;
+        let mut held = held;
         let work = match body {
             None => Work::TooNew,
             // Appends are queued here, in request order; only the wait for
@@ -99,14 +194,29 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             Some(RequestKind::Produce(r)) => {
                 Work::Produce(super::produce::submit(&broker, r, version))
             }
+            Some(RequestKind::Fetch(r)) => {
+                // Room for the response, reserved in request order (so the
+                // writer, which frees in that order, can always proceed).
+                let room = fetch_room(&broker, &r).min(budget.max - held.num_permits());
+                held.merge(budget.take(room).await);
+                Work::Fetch(r, room)
+            }
             Some(body) => Work::Request(body),
         };
         let broker = broker.clone();
         let correlation_id = header.correlation_id;
-        let task =
-            tokio::spawn(
-                async move { answer(broker, key, version, correlation_id, work, peer).await },
-            );
+        let task = tokio::spawn(async move {
+            let reply = answer(broker, key, version, correlation_id, work, peer).await;
+            // From here on only the response's bytes are held.
+            let keep = match &reply {
+                Reply::Frame(frame) => frame.len(),
+                Reply::Nothing | Reply::Close(_) => 0,
+            };
+            if held.num_permits() > keep {
+                drop(held.split(held.num_permits() - keep));
+            }
+            Answer { reply, held }
+        });
         if queue.send(task).await.is_err() {
             break; // the writer stopped
         }
@@ -115,11 +225,79 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = writer.await;
 }
 
+/// A connection's in-flight bytes, as semaphore permits.
+struct Budget {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        let max = bytes.clamp(1, u32::MAX as usize);
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Waits for `bytes` (at most the whole budget) to be free.
+    async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let n = bytes.min(self.max) as u32;
+        self.permits
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("never closed")
+    }
+}
+
+/// The most record bytes a Fetch may answer: what it asks (`max_bytes`;
+/// zero or less: one batch), never more than the broker's
+/// `fetch_max_bytes`.
+fn fetch_room(broker: &Broker, request: &FetchRequest) -> usize {
+    usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config.fetch_max_bytes)
+}
+
+enum ReadError {
+    Idle,
+    Frame(FrameError),
+}
+
+/// Reads and decodes the next request, holding its frame's size in the
+/// connection's budget before the frame is read.
+async fn read_request(
+    broker: &Broker,
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    budget: &Budget,
+    idle: Duration,
+) -> Result<Option<(Request, OwnedSemaphorePermit)>, ReadError> {
+    let size = tokio::time::timeout(idle, codec::read_size(read, broker.config.max_frame_bytes))
+        .await
+        .map_err(|_| ReadError::Idle)?
+        .map_err(ReadError::Frame)?;
+    let Some(size) = size else {
+        return Ok(None);
+    };
+    let held = budget.take(size).await;
+    let frame = tokio::time::timeout(idle, codec::read_body(read, size, buf))
+        .await
+        .map_err(|_| ReadError::Idle)?
+        .map_err(ReadError::Frame)?;
+    let request =
+        codec::decode_request(frame, api_versions::supported).map_err(ReadError::Frame)?;
+    Ok(Some((request, held)))
+}
+
 /// What is left to do for a request once it is read.
 enum Work {
     /// An ApiVersions request newer than ours.
     TooNew,
     Produce(super::produce::Submitted),
+    /// A Fetch and the most record bytes its response may carry.
+    Fetch(FetchRequest, usize),
     Request(RequestKind),
 }
 
@@ -131,20 +309,30 @@ async fn answer(
     correlation_id: i32,
     work: Work,
     peer: SocketAddr,
-) -> Option<Bytes> {
+) -> Reply {
+    use super::produce::Finished;
     let (response, version) = match work {
         Work::TooNew => (api_versions::unsupported(), 0),
-        Work::Produce(submitted) => (
-            ResponseKind::Produce(super::produce::finish(&broker, submitted).await?),
+        Work::Produce(submitted) => match super::produce::finish(&broker, submitted).await {
+            Finished::Respond(response) => (ResponseKind::Produce(response), version),
+            Finished::Silent => return Reply::Nothing,
+            Finished::CloseConnection(why) => return Reply::Close(why),
+        },
+        Work::Fetch(request, room) => (
+            ResponseKind::Fetch(super::fetch::handle(&broker, request, version, room).await),
             version,
         ),
-        Work::Request(body) => (dispatch(&broker, body, version).await?, version),
+        Work::Request(body) => match dispatch(&broker, body, version).await {
+            Some(response) => (response, version),
+            None => return Reply::Close(format!("no handler for {key:?}")),
+        },
     };
     match codec::encode_response(key, version, correlation_id, &response) {
-        Ok(frame) => Some(frame),
+        Ok(frame) => Reply::Frame(frame),
+        // Skipping it would hand the next response to this request.
         Err(e) => {
             tracing::warn!(%peer, "cannot encode the {key:?} v{version} response: {e}");
-            None
+            Reply::Close(format!("the {key:?} response could not be encoded"))
         }
     }
 }
@@ -161,23 +349,34 @@ async fn dispatch(broker: &Arc<Broker>, body: RequestKind, version: i16) -> Opti
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(super::delete_topics::handle(broker, r, version).await)
         }
-        RequestKind::Produce(r) => {
-            let submitted = super::produce::submit(broker, r, version);
-            ResponseKind::Produce(super::produce::finish(broker, submitted).await?)
-        }
-        RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(super::fetch::handle(broker, r, version).await)
-        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(super::list_offsets::handle(broker, &r, version))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(super::init_producer_id::handle(broker, r, version).await)
         }
-        // `api_versions::supported` lets no other key through.
+        // Produce and Fetch are `Work` of their own; `api_versions::supported`
+        // lets no other key through.
         other => {
             tracing::warn!("kafka: no handler for {other:?}");
             return None;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_reported_at_most_once_per_period_with_a_count() {
+        let mut limit = RateLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(limit.allow(t0), Some(0));
+        assert_eq!(limit.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(limit.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(30)), Some(1));
+    }
 }

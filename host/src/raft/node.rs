@@ -3,27 +3,32 @@
 //!
 //! Each round: step incoming messages, run queued commands, tick when due,
 //! then handle the Ready of every group in raft-rs's order, with the log
-//! writes of all groups persisted in one synced batch. Leadership changes
-//! become events for the hook runtime, which never blocks this thread.
+//! writes of all groups persisted in one synced batch. Partition groups
+//! apply Kafka record batches (`partition_log`); the metadata group applies
+//! [`Command`]s. Leadership changes become events for the hook runtime,
+//! which never blocks this thread.
+//!
+//! Nothing here waits on a disk per group or on anyone else: group creation
+//! and removal write unsynced (the round's synced write makes them durable),
+//! and a stalled round does not fire the missed ticks in a burst.
 
-use crate::metadata::{Applied, Command, METADATA_GROUP, Metadata};
-use crate::partition_log::PartitionLog;
-use crate::raft::storage::{GroupStorage, LogStore, WriteBatch};
+use crate::caps::inflight::{InflightWrites, LeaderWrite};
+use crate::metadata::{Applied, Command, METADATA_GROUP, TopicPartition};
+use crate::partition_log::entry::Control;
+use crate::partition_log::{Applied as PartitionApplied, PartitionLog};
+use crate::raft::appends::{Decision, Pending};
+use crate::raft::handle::{AppendError, CommandQueue, RaftCommand, RaftError, WAKE_GROUP, Waiter};
+use crate::raft::shared::{LogStatus, ReplicaStatus, Role, Shared};
+use crate::raft::storage::{LogStore, WriteBatch};
 use crate::raft::transport::{self, Envelope, Transport};
-use leaderhook_hooks::{
-    HookRuntime, LeadershipEvent, NodeId, PartitionId, PartitionKey, Transition,
-};
-use raft::prelude::{Entry, EntryType, Message};
+use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionKey, Transition};
+use raft::prelude::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
-
-/// Group id that carries no Raft message: it wakes the loop so a queued
-/// command runs without waiting for the next tick, or carries the
-/// transport's notice that a peer's connection ended.
-pub const WAKE_GROUP: u64 = transport::LOCAL_GROUP;
 
 /// After a peer's connection drops, how long the first surviving voter of
 /// each group it led waits before campaigning (so the other survivors have
@@ -31,6 +36,21 @@ pub const WAKE_GROUP: u64 = transport::LOCAL_GROUP;
 /// next voter in id order tries if there is still no leader.
 const FAST_CAMPAIGN_DELAY: Duration = Duration::from_millis(10);
 const FAST_CAMPAIGN_STAGGER: Duration = Duration::from_millis(60);
+
+/// Group id of the node-to-node liveness messages: never a Raft group
+/// (groups count up from 2).
+pub const LIVENESS_GROUP: u64 = u64::MAX;
+
+/// Messages for a group this node has not created yet (its topic's creation
+/// is not applied here yet) are held, so the new group's first election is
+/// not lost: at most this many per group, this many bytes in all, this long.
+const EARLY_PER_GROUP: usize = 64;
+const EARLY_BYTES: usize = 8 << 20;
+const EARLY_AGE: Duration = Duration::from_secs(5);
+
+/// Uncommitted bytes a group's leader accepts before dropping proposals
+/// (raft-rs `max_uncommitted_size`): bounds memory while followers lag.
+const MAX_UNCOMMITTED: u64 = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
@@ -40,6 +60,60 @@ pub struct RaftSettings {
     /// How often leaders re-deliver leadership that the stored assignment
     /// does not show yet.
     pub resync: Duration,
+    /// A silent node counts as dead after this long (Metadata leaves it out).
+    pub session_timeout: Duration,
+    /// When the metadata group snapshots its state and compacts its log.
+    pub snapshots: SnapshotPolicy,
+    /// Partition checkpoints, retention defaults, producer expiry.
+    pub storage: StoragePolicy,
+}
+
+/// How partitions keep their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoragePolicy {
+    /// A partition checkpoints its state after this many bytes or entries
+    /// applied since its last checkpoint: a restart replays at most that.
+    pub checkpoint_every_bytes: u64,
+    pub checkpoint_every_entries: u64,
+    /// Retention when a topic sets none (`retention.ms`, `retention.bytes`):
+    /// `None` keeps everything.
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    /// Idempotent producers not seen for this long are forgotten.
+    pub producer_expiry_ms: u64,
+}
+
+impl Default for StoragePolicy {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_bytes: 32 << 20,
+            checkpoint_every_entries: 20_000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            producer_expiry_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// When a group snapshots its state machine and compacts its Raft log: after
+/// `every_entries` entries or `every_bytes` bytes applied since the last
+/// snapshot, keeping the last `keep_entries` entries for followers that are
+/// only a little behind (further behind, they get the snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub every_entries: u64,
+    pub every_bytes: u64,
+    pub keep_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        Self {
+            every_entries: 10_000,
+            every_bytes: 64 << 20,
+            keep_entries: 1_000,
+        }
+    }
 }
 
 impl Default for RaftSettings {
@@ -49,67 +123,53 @@ impl Default for RaftSettings {
             election_ticks: 10,
             heartbeat_ticks: 3,
             resync: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(9),
+            snapshots: SnapshotPolicy::default(),
+            storage: StoragePolicy::default(),
         }
     }
 }
 
-/// What other threads see of a local replica.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReplicaStatus {
-    pub group: u64,
-    pub partition: Option<PartitionId>,
-    pub role: String,
+impl RaftSettings {
+    pub fn election_timeout(&self) -> Duration {
+        self.tick * self.election_ticks as u32
+    }
+}
+
+/// Role, leader and term a replica last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub role: Role,
     pub leader: Option<NodeId>,
     pub term: u64,
-    /// Leader with an entry of its own term committed: may serve.
-    pub serving: bool,
 }
 
-/// Shared read-only views, written by the Raft thread.
-#[derive(Default)]
-pub struct Shared {
-    pub metadata: RwLock<Metadata>,
-    pub replicas: RwLock<BTreeMap<u64, ReplicaStatus>>,
-    /// Applied records of every local partition replica, by group.
-    pub logs: RwLock<BTreeMap<u64, PartitionLog>>,
-}
-
-pub type Reply = Sender<Result<Applied, String>>;
-/// Answer to an append: the batch's base offset once committed and applied.
-pub type AppendReply = Sender<Result<i64, AppendError>>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppendError {
-    /// This replica does not lead the group (or has not committed an entry
-    /// of its term yet); carries the leader it knows.
-    NotLeader(Option<NodeId>),
-    UnknownGroup,
-    /// Applied but refused (a malformed batch, an idempotent producer's
-    /// sequence or epoch).
-    Refused(crate::partition_log::Refused),
-    /// Raft dropped the proposal.
-    Dropped(String),
-}
-
-pub enum RaftCommand {
-    /// Propose a metadata command; the reply comes once it is applied here.
-    Propose(Command, Option<Reply>),
-    /// Ask a partition's group to move leadership to `to`.
-    Transfer { group: u64, to: NodeId },
-    /// Append a Kafka record batch to a partition group this node leads.
-    Append {
-        group: u64,
-        batch: Vec<u8>,
-        reply: AppendReply,
-    },
+/// The leadership event a change from `old` to `new` is, if any: the pure
+/// rule behind every event a replica emits.
+pub fn transition(old: Seen, new: Seen) -> Option<Transition> {
+    let (was_leader, is_leader) = (old.role == Role::Leader, new.role == Role::Leader);
+    if is_leader && !was_leader {
+        Some(Transition::BecameLeader)
+    } else if was_leader && !is_leader {
+        Some(Transition::SteppedDown)
+    } else if !is_leader && new.leader != old.leader {
+        Some(match new.leader {
+            None => Transition::LeaderLost,
+            Some(_) => Transition::LeaderObserved,
+        })
+    } else {
+        None
+    }
 }
 
 struct Group {
-    raw: RawNode<GroupStorage>,
-    /// Appends proposed here, by proposal id, waiting for their apply.
-    appends: HashMap<u64, AppendReply>,
-    /// (role, leader, term) last reported, to emit events on change.
-    seen: (StateRole, u64, u64),
+    raw: RawNode<crate::raft::storage::GroupStorage>,
+    /// A serving partition leader's decided, proposed, unapplied appends.
+    pending: Option<Pending>,
+    /// Where the partition's last checkpoint was: (applied index, bytes).
+    checkpointed: (u64, u64),
+    /// What was last reported, to emit events on change.
+    seen: Seen,
     serving: bool,
     /// The commit index at the previous ISR check: a follower that has not
     /// reached it since is out of sync.
@@ -118,200 +178,336 @@ struct Group {
     heard: HashMap<NodeId, Instant>,
 }
 
+impl Group {
+    fn leader(&self) -> Option<NodeId> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+}
+
+/// Everything the loop reads and writes outside its own memory.
+pub struct RaftIo {
+    pub store: LogStore,
+    pub transport: Transport,
+    pub inbox: Receiver<Envelope>,
+    pub commands: CommandQueue,
+}
+
+/// What a Raft loop is made of (one struct, so wiring reads by name).
+pub struct RaftLoopParts {
+    pub node: NodeId,
+    pub cluster: Vec<NodeId>,
+    pub settings: RaftSettings,
+    pub io: RaftIo,
+    pub hooks: Arc<HookRuntime>,
+    pub shared: Arc<Shared>,
+    pub inflight: Arc<InflightWrites>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Why the loop ended other than by being asked to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("raft log write failed: {0:#}")]
+    LogWrite(anyhow::Error),
+    #[error("the inbox closed")]
+    InboxClosed,
+    #[error("metadata log entry {index}: {source}")]
+    Undecodable {
+        index: u64,
+        source: crate::metadata::DecodeError,
+    },
+    #[error("metadata snapshot at {index}: {source}")]
+    UndecodableSnapshot {
+        index: u64,
+        source: crate::metadata::DecodeError,
+    },
+    #[error("cannot save a metadata snapshot: {0:#}")]
+    Snapshot(anyhow::Error),
+    #[error("partition group {group}: {source}")]
+    Partition {
+        group: u64,
+        source: crate::partition_log::ApplyError,
+    },
+    #[error("partition group {group}: cannot save its state: {source:#}")]
+    PartitionState { group: u64, source: anyhow::Error },
+}
+
+/// Applied since the metadata group's last snapshot.
+#[derive(Debug, Default)]
+struct SinceSnapshot {
+    entries: u64,
+    bytes: u64,
+}
+
 pub struct RaftLoop {
     node: NodeId,
     cluster: Vec<NodeId>,
     settings: RaftSettings,
-    store: LogStore,
-    transport: Transport,
-    inbox: Receiver<Envelope>,
-    commands: Receiver<RaftCommand>,
+    io: RaftIo,
     hooks: Arc<HookRuntime>,
     shared: Arc<Shared>,
+    inflight: Arc<InflightWrites>,
     groups: BTreeMap<u64, Group>,
-    pending: HashMap<u64, Reply>,
+    /// Metadata proposals made here, by proposal id, waiting for their apply.
+    pending: HashMap<u64, Waiter>,
     /// (when, group, lost leader): campaigns scheduled by `peer_lost`.
     campaigns: Vec<(Instant, u64, NodeId)>,
     next_proposal: u64,
+    /// Random per start: proposal ids of an earlier life never match.
+    boot: u64,
+    /// When each peer was last heard from (published each tick).
+    heard: HashMap<NodeId, Instant>,
+    early: EarlyMessages,
+    /// The metadata commit index known at start: until it is applied, the
+    /// metadata is a replay in progress (no campaigns for "new" groups, no
+    /// sweep of groups on disk).
+    replay_until: u64,
+    replayed: bool,
+    since_snapshot: SinceSnapshot,
+    /// Retention decided (applied this round): (group, Raft index, new log
+    /// start offset), compacted after the round.
+    compactions: Vec<(u64, u64, i64)>,
+    /// The first error that ends the loop.
+    failed: Option<LoopError>,
     logger: slog::Logger,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Handle to queue commands and wake the loop.
-#[derive(Clone)]
-pub struct RaftHandle {
-    commands: Sender<RaftCommand>,
-    wake: SyncSender<Envelope>,
-}
-
-impl RaftHandle {
-    /// `wake` is a sender into the loop's inbox.
-    pub fn new(commands: Sender<RaftCommand>, wake: SyncSender<Envelope>) -> Self {
-        Self { commands, wake }
-    }
-
-    pub fn send(&self, command: RaftCommand) -> Result<(), String> {
-        self.commands
-            .send(command)
-            .map_err(|_| "the Raft loop has stopped".to_string())?;
-        // Full inbox: the loop is busy and will see the command anyway.
-        let _ = self.wake.try_send(Envelope {
-            group: WAKE_GROUP,
-            message: Message::default(),
-        });
-        Ok(())
-    }
-
-    /// Proposes and waits (bounded) for the command to be applied locally.
-    pub fn propose_and_wait(&self, command: Command, timeout: Duration) -> Result<Applied, String> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.send(RaftCommand::Propose(command, Some(tx)))?;
-        rx.recv_timeout(timeout)
-            .map_err(|_| format!("not committed within {timeout:?} (no metadata leader?)"))?
-    }
+    stop: Arc<AtomicBool>,
 }
 
 impl RaftLoop {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: NodeId,
-        cluster: Vec<NodeId>,
-        settings: RaftSettings,
-        store: LogStore,
-        transport: Transport,
-        inbox: Receiver<Envelope>,
-        commands: Receiver<RaftCommand>,
-        hooks: Arc<HookRuntime>,
-        shared: Arc<Shared>,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    ) -> anyhow::Result<Self> {
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+    pub fn new(parts: RaftLoopParts) -> anyhow::Result<Self> {
+        let logger = crate::raft::log_bridge::logger();
+        let RaftLoopParts {
+            node,
+            cluster,
+            settings,
+            io,
+            hooks,
+            shared,
+            inflight,
+            stop,
+        } = parts;
+        let metadata_storage = io.store.group(METADATA_GROUP);
+        let replay_until = metadata_storage.hard_state().commit;
+        // Start from the latest snapshot: only the log after it replays.
+        let mut applied = 0;
+        if let Some(snapshot) = metadata_storage.stored_snapshot() {
+            let index = snapshot.get_metadata().index;
+            let restored = crate::metadata::Metadata::decode_snapshot(&snapshot.data)
+                .map_err(|source| LoopError::UndecodableSnapshot { index, source })?;
+            *shared
+                .metadata
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = restored;
+            tracing::info!(
+                index,
+                "metadata restored from its snapshot; replaying the log after it"
+            );
+            applied = index;
+        }
         let mut this = Self {
             node,
             cluster,
             settings,
-            store,
-            transport,
-            inbox,
-            commands,
+            io,
             hooks,
             shared,
+            inflight,
             groups: BTreeMap::new(),
             pending: HashMap::new(),
             campaigns: Vec::new(),
             next_proposal: 1,
+            boot: uuid::Uuid::new_v4().as_u64_pair().0,
+            heard: HashMap::new(),
+            early: EarlyMessages::default(),
+            replay_until,
+            replayed: applied >= replay_until,
+            since_snapshot: SinceSnapshot::default(),
+            compactions: Vec::new(),
+            failed: None,
             logger,
             stop,
         };
         let voters = this.cluster.clone();
-        this.open_group(METADATA_GROUP, &voters)?;
+        this.open_group(METADATA_GROUP, &voters, applied)?;
+        this.reconcile_groups();
+        if this.replayed {
+            this.sweep_orphan_groups();
+        }
         Ok(this)
     }
 
-    /// Opens (creating if new) the local replica of a group.
-    fn open_group(&mut self, id: u64, voters: &[NodeId]) -> anyhow::Result<()> {
-        if self.groups.contains_key(&id) {
-            return Ok(());
+    /// Opens the local replicas of every partition the metadata places here
+    /// and closes those of partitions it no longer has: after a snapshot
+    /// replaced the metadata (at start, or received from the leader).
+    fn reconcile_groups(&mut self) {
+        let wanted: BTreeMap<u64, Vec<NodeId>> = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .partitions()
+            .filter(|(_, p)| p.replicas.contains(&self.node))
+            .map(|(_, p)| (p.group, p.replicas.clone()))
+            .collect();
+        let stale: Vec<u64> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|g| *g != METADATA_GROUP && !wanted.contains_key(g))
+            .collect();
+        for group in stale {
+            self.close_group(group);
         }
-        let storage = self.store.group(id);
-        storage.initialize(voters)?;
+        for (group, replicas) in wanted {
+            if let Err(e) = self.open_group(group, &replicas, 0) {
+                tracing::error!(group, "cannot open partition group: {e:#}");
+            }
+        }
+    }
+
+    /// Opens (creating if new) the local replica of a group whose state
+    /// machine holds everything up to `applied`. Returns true if the group
+    /// is new here.
+    fn open_group(&mut self, id: u64, voters: &[NodeId], applied: u64) -> anyhow::Result<bool> {
+        if self.groups.contains_key(&id) {
+            return Ok(false);
+        }
+        let storage = self.io.store.group(id);
+        let fresh = storage.initialize(voters)?;
+        let mut applied = applied;
+        if id != METADATA_GROUP {
+            // A partition resumes from its latest checkpoint or received
+            // snapshot, whichever is further: only the entries after replay.
+            let log =
+                partition_start(&storage).map_err(|e| anyhow::anyhow!("raft group {id}: {e}"))?;
+            applied = log.applied();
+            self.shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, log);
+        }
         let config = raft::Config {
             id: self.node,
             election_tick: self.settings.election_ticks,
             heartbeat_tick: self.settings.heartbeat_ticks,
-            // The metadata state lives in memory and is rebuilt by replaying
-            // the whole log on start, so it starts from index 0. Partition
-            // groups carry no state-machine data yet.
-            applied: 0,
+            // The state machine holds everything up to here already.
+            applied,
             pre_vote: true,
             check_quorum: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: MAX_UNCOMMITTED,
             ..Default::default()
         };
         config.validate()?;
-        let raw = RawNode::new(&config, storage, &self.logger)?;
-        if id != METADATA_GROUP {
-            // An empty partition has a log too (offsets 0..0), so ListOffsets
-            // and Fetch answer it rather than "not leader".
-            self.shared
-                .logs
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(id)
-                .or_default();
-        }
+        let raw = RawNode::new(&config, storage, &self.logger.new(slog::o!("group" => id)))?;
         self.groups.insert(
             id,
             Group {
                 raw,
-                appends: HashMap::new(),
-                seen: (StateRole::Follower, 0, 0),
+                pending: None,
+                checkpointed: (applied, 0),
+                seen: Seen {
+                    role: Role::Follower,
+                    leader: None,
+                    term: 0,
+                },
                 serving: false,
                 isr_mark: 0,
                 heard: HashMap::new(),
             },
         );
-        Ok(())
+        for envelope in self.early.take(id) {
+            self.step(envelope);
+        }
+        Ok(fresh)
     }
 
     fn close_group(&mut self, id: u64) {
         self.groups.remove(&id);
-        if let Ok(mut replicas) = self.shared.replicas.write() {
-            replicas.remove(&id);
-        }
-        if let Ok(mut logs) = self.shared.logs.write() {
-            logs.remove(&id);
-        }
-        if let Err(e) = self.store.remove_group(id) {
+        self.campaigns.retain(|(_, group, _)| *group != id);
+        self.shared
+            .replicas
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.shared
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Err(e) = self.io.store.remove_group(id) {
             tracing::warn!(group = id, "cannot remove the group's log: {e:#}");
         }
     }
 
-    /// Runs until the stop flag is set.
-    pub fn run(mut self) {
+    /// Runs until the stop flag is set (`Ok`) or the loop cannot go on
+    /// (`Err`: the caller must end the process, never serve on).
+    pub fn run(mut self) -> Result<(), LoopError> {
         let mut next_tick = Instant::now() + self.settings.tick;
         let mut next_resync = Instant::now() + self.settings.resync;
-        // The metadata leader this node knows (0: none). Plugin writes made
-        // while the metadata group had no live leader were dropped or
-        // forwarded to a dead one; a new leader re-delivers them at once.
-        let mut metadata_leader = 0;
-        while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let liveness_every = self.settings.tick * self.settings.heartbeat_ticks as u32;
+        let mut next_liveness = Instant::now();
+        // The metadata leader this node knows. Plugin writes made while the
+        // metadata group had no live leader were dropped or forwarded to a
+        // dead one; a new leader re-delivers them at once.
+        let mut metadata_leader = None;
+        // Peers not heard from yet get the benefit of the doubt for one
+        // session timeout from now, not from process start (loading plugins
+        // can take longer than that).
+        self.shared
+            .liveness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
             let next_campaign = self.campaigns.iter().map(|(at, _, _)| *at).min();
             let wake_at = next_campaign.map_or(next_tick, |at| at.min(next_tick));
             let wait = wake_at.saturating_duration_since(Instant::now());
-            match self.inbox.recv_timeout(wait) {
+            match self.io.inbox.recv_timeout(wait) {
                 Ok(envelope) => {
                     self.step(envelope);
-                    while let Ok(envelope) = self.inbox.try_recv() {
+                    while let Ok(envelope) = self.io.inbox.try_recv() {
                         self.step(envelope);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return Err(LoopError::InboxClosed),
             }
-            while let Ok(command) = self.commands.try_recv() {
+            while let Some(command) = self.io.commands.try_next() {
                 self.command(command);
             }
-            if Instant::now() >= next_tick {
-                next_tick += self.settings.tick;
+            let now = Instant::now();
+            if now >= next_tick {
+                // One tick per round, scheduled from now after a stall: a
+                // burst of missed ticks would run check-quorum twice with
+                // no time for replies and depose leaders everywhere.
+                next_tick = (next_tick + self.settings.tick).max(now);
                 for group in self.groups.values_mut() {
                     group.raw.tick();
                 }
+                self.publish();
+            }
+            if now >= next_liveness {
+                next_liveness = now + liveness_every;
+                self.send_liveness();
             }
             self.run_due_campaigns();
             self.on_ready();
-            let leader = self
-                .groups
-                .get(&METADATA_GROUP)
-                .map_or(0, |g| g.raw.raft.leader_id);
-            let new_metadata_leader = leader != 0 && leader != metadata_leader;
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            let leader = self.groups.get(&METADATA_GROUP).and_then(Group::leader);
+            let new_metadata_leader = leader.is_some() && leader != metadata_leader;
             metadata_leader = leader;
             if new_metadata_leader || Instant::now() >= next_resync {
                 next_resync = Instant::now() + self.settings.resync;
                 self.resync();
             }
         }
+        Ok(())
     }
 
     fn step(&mut self, envelope: Envelope) {
@@ -321,20 +517,84 @@ impl RaftLoop {
             }
             return;
         }
+        let from = envelope.message.from;
+        if from != self.node && self.cluster.contains(&from) {
+            self.heard.insert(from, Instant::now());
+        }
+        if envelope.group == LIVENESS_GROUP {
+            return;
+        }
         match self.groups.get_mut(&envelope.group) {
             Some(group) => {
                 // Only a leader's ISR check reads this.
                 if group.raw.raft.state == StateRole::Leader {
-                    group.heard.insert(envelope.message.from, Instant::now());
+                    group.heard.insert(from, Instant::now());
                 }
                 if let Err(e) = group.raw.step(envelope.message) {
                     tracing::debug!(group = envelope.group, "step: {e}");
                 }
             }
-            // A group this node has not created yet (its topic's creation
-            // is not applied here yet): Raft will retransmit.
-            None => tracing::trace!(group = envelope.group, "message for an unknown group"),
+            None => {
+                // A group this node has not created yet (its topic's
+                // creation is not applied here yet): hold the message for
+                // it. Groups below the next id are deleted ones: drop.
+                let next = self
+                    .shared
+                    .metadata
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .next_group();
+                if envelope.group >= next {
+                    self.early.hold(envelope, Instant::now());
+                }
+            }
         }
+    }
+
+    /// Every node tells every other it is alive, each heartbeat interval,
+    /// even with no group in common (Metadata lists only live brokers).
+    fn send_liveness(&self) {
+        let envelopes = self
+            .cluster
+            .iter()
+            .filter(|&&peer| peer != self.node)
+            .map(|&peer| {
+                let mut message = Message::default();
+                message.set_msg_type(MessageType::MsgHeartbeat);
+                message.from = self.node;
+                message.to = peer;
+                Envelope {
+                    group: LIVENESS_GROUP,
+                    message,
+                }
+            })
+            .collect();
+        self.io.transport.send(envelopes);
+    }
+
+    /// Publishes, once per tick, what other threads read of this loop:
+    /// liveness, the controller, where the metadata log stands.
+    fn publish(&self) {
+        if let Some(group) = self.groups.get(&METADATA_GROUP) {
+            let log = &group.raw.raft.raft_log;
+            *self
+                .shared
+                .metadata_log
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = LogStatus {
+                first_index: log.first_index(),
+                last_index: log.last_index(),
+                applied: log.applied,
+            };
+        }
+        let controller = self.groups.get(&METADATA_GROUP).and_then(Group::leader);
+        let mut liveness = self
+            .shared
+            .liveness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        liveness.heard.clone_from(&self.heard);
+        liveness.controller = controller;
     }
 
     /// A peer's connection to this node ended: most likely it died (a
@@ -398,64 +658,90 @@ impl RaftLoop {
             };
             let raft = &group.raw.raft;
             // Only while nobody else has taken over.
-            let leaderless = raft.leader_id == peer || raft.leader_id == 0;
+            let leaderless = raft.leader_id == peer || raft.leader_id == raft::INVALID_ID;
             if leaderless && raft.state == StateRole::Follower {
                 let _ = group.raw.campaign();
             }
         }
     }
 
+    fn proposal_context(&mut self) -> (u64, Vec<u8>) {
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        (id, ProposalContext::new(self.node, self.boot, id).encode())
+    }
+
     fn command(&mut self, command: RaftCommand) {
         match command {
-            RaftCommand::Propose(command, reply) => {
-                let id = self.next_proposal;
-                self.next_proposal += 1;
+            RaftCommand::Propose(command, waiter) => {
+                let (id, context) = self.proposal_context();
+                let write = command.leader_write();
                 let group = self
                     .groups
                     .get_mut(&METADATA_GROUP)
-                    .expect("metadata group");
-                match group
-                    .raw
-                    .propose(proposal_context(self.node, id), command.encode())
-                {
+                    .expect("the metadata group is opened in new()");
+                match group.raw.propose(context, command.encode()) {
                     Ok(()) => {
-                        if let Some(reply) = reply {
-                            self.pending.insert(id, reply);
+                        if let Some(waiter) = waiter {
+                            self.pending.insert(id, waiter);
                         }
                     }
                     Err(e) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(format!("proposal dropped: {e}")));
+                        tracing::debug!("metadata proposal dropped: {e}");
+                        if let Some((partition, _, _)) = write {
+                            self.inflight.dropped(partition);
+                        }
+                        if let Some(waiter) = waiter {
+                            waiter.reply.send(Err(RaftError::Dropped));
                         }
                     }
                 }
             }
             RaftCommand::Append {
                 group: group_id,
-                batch,
+                mut entry,
                 reply,
             } => {
-                let id = self.next_proposal;
-                self.next_proposal += 1;
+                let (id, context) = self.proposal_context();
+                let applied_next = self
+                    .shared
+                    .logs
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&group_id)
+                    .map(PartitionLog::high_watermark);
                 let Some(group) = self.groups.get_mut(&group_id) else {
                     let _ = reply.send(Err(AppendError::UnknownGroup));
                     return;
                 };
                 // Only a leader that has committed an entry of its own term
                 // accepts writes: it knows every earlier commit.
-                if group.raw.raft.state != StateRole::Leader || !group.serving {
-                    let leader = group.raw.raft.leader_id;
-                    let _ = reply.send(Err(AppendError::NotLeader(
-                        (leader != 0 && leader != self.node).then_some(leader),
-                    )));
+                let term = group.raw.raft.term;
+                let (Some(pending), Some(applied_next), StateRole::Leader, true) = (
+                    group.pending.as_mut(),
+                    applied_next,
+                    group.raw.raft.state,
+                    group.serving,
+                ) else {
+                    let leader = group.leader().filter(|l| *l != self.node);
+                    let _ = reply.send(Err(AppendError::NotLeader(leader)));
                     return;
-                }
-                match group.raw.propose(proposal_context(self.node, id), batch) {
-                    Ok(()) => {
-                        group.appends.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+                };
+                let (decision, reply) = pending.decide(&mut entry, term, applied_next, reply);
+                if let (
+                    Decision::Propose {
+                        base,
+                        records,
+                        producer,
+                    },
+                    Some(reply),
+                ) = (decision, reply)
+                {
+                    match group.raw.propose(context, entry) {
+                        Ok(()) => pending.proposed(id, reply, base, records, producer, now_ms()),
+                        Err(e) => {
+                            let _ = reply.send(Err(AppendError::Dropped(e.to_string())));
+                        }
                     }
                 }
             }
@@ -487,6 +773,14 @@ impl RaftLoop {
                     .into_iter()
                     .map(|message| Envelope { group: id, message }),
             );
+            if !ready.snapshot().is_empty() {
+                tracing::debug!(
+                    group = id,
+                    index = ready.snapshot().get_metadata().index,
+                    "snapshot received"
+                );
+                batch.snapshot(id, ready.snapshot());
+            }
             if !ready.entries().is_empty() {
                 batch.append(id, ready.entries());
             }
@@ -499,16 +793,17 @@ impl RaftLoop {
         if readies.is_empty() {
             return;
         }
-        self.transport.send(std::mem::take(&mut outgoing));
-        if !batch.is_empty()
-            && let Err(e) = self.store.write(batch)
-        {
-            // Without a durable log this node must not ack anything.
-            tracing::error!("raft log write failed, stopping the Raft loop: {e:#}");
-            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.io.transport.send(std::mem::take(&mut outgoing));
+        if let Err(e) = self.io.store.write(batch) {
+            // Without a durable log this node must not ack anything, nor
+            // serve what it has: the loop ends and the process with it.
+            self.failed = Some(LoopError::LogWrite(e));
             return;
         }
         for (id, mut ready, term) in readies {
+            if !ready.snapshot().is_empty() {
+                self.restore(id, ready.snapshot());
+            }
             let committed = ready.take_committed_entries();
             let persisted = ready.take_persisted_messages();
             outgoing.extend(
@@ -533,8 +828,288 @@ impl RaftLoop {
                 group.raw.advance_apply();
             }
             self.observe(id, term);
+            if self.failed.is_some() {
+                return;
+            }
         }
-        self.transport.send(outgoing);
+        self.io.transport.send(outgoing);
+        self.maybe_snapshot_metadata();
+        self.compact_partitions();
+        self.checkpoint_partitions();
+    }
+
+    /// A snapshot from the leader replaced a group's log: its state machine
+    /// takes the snapshot's state. Only the metadata group saves snapshots.
+    fn restore(&mut self, id: u64, snapshot: &raft::prelude::Snapshot) {
+        let index = snapshot.get_metadata().index;
+        if id != METADATA_GROUP {
+            match crate::partition_log::decode_checkpoint(&snapshot.data) {
+                Ok(state) => {
+                    tracing::info!(
+                        group = id,
+                        index,
+                        log_start_offset = state.log_start_offset,
+                        "partition restored from the leader's snapshot"
+                    );
+                    self.shared
+                        .logs
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, PartitionLog::from_checkpoint(state));
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.checkpointed = (index, 0);
+                    }
+                }
+                Err(source) => {
+                    self.failed = Some(LoopError::Partition {
+                        group: id,
+                        source: crate::partition_log::ApplyError::Entry { index, source },
+                    })
+                }
+            }
+            return;
+        }
+        match crate::metadata::Metadata::decode_snapshot(&snapshot.data) {
+            Ok(restored) => {
+                tracing::info!(index, "metadata restored from the leader's snapshot");
+                *self
+                    .shared
+                    .metadata
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = restored;
+                self.since_snapshot = SinceSnapshot::default();
+                self.reconcile_groups();
+            }
+            Err(source) => {
+                self.failed = Some(LoopError::UndecodableSnapshot { index, source });
+            }
+        }
+    }
+
+    /// Snapshots the metadata and compacts its log once the policy says so.
+    /// (Serialising the metadata is milliseconds even for 10,000
+    /// partitions, once per `every_entries` entries.)
+    fn maybe_snapshot_metadata(&mut self) {
+        let policy = self.settings.snapshots;
+        if self.since_snapshot.entries < policy.every_entries
+            && self.since_snapshot.bytes < policy.every_bytes
+        {
+            return;
+        }
+        let Some(group) = self.groups.get(&METADATA_GROUP) else {
+            return;
+        };
+        let raft = &group.raw.raft;
+        let index = raft.raft_log.applied;
+        let Ok(term) = raft.raft_log.term(index) else {
+            return;
+        };
+        let mut snapshot = raft::prelude::Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot
+            .mut_metadata()
+            .set_conf_state(raft.prs().conf().to_conf_state());
+        snapshot.data = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .encode_snapshot()
+            .into();
+        let compact_to = index.saturating_sub(policy.keep_entries);
+        match self
+            .io
+            .store
+            .save_snapshot(METADATA_GROUP, &snapshot, compact_to)
+        {
+            Ok(()) => {
+                tracing::debug!(
+                    index,
+                    compact_to,
+                    bytes = snapshot.data.len(),
+                    "metadata snapshot saved"
+                );
+                self.since_snapshot = SinceSnapshot::default();
+            }
+            Err(e) => self.failed = Some(LoopError::Snapshot(e)),
+        }
+    }
+
+    /// Retention decided this round: each replica compacts its Raft log up
+    /// to the decided index and keeps a snapshot of the partition there
+    /// (the checkpoint at the new log start: no records), which a follower
+    /// further behind receives instead of entries that are gone.
+    fn compact_partitions(&mut self) {
+        for (id, index, log_start_offset) in std::mem::take(&mut self.compactions) {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let Ok(term) = group.raw.raft.raft_log.term(index) else {
+                continue; // compacted already (a replayed decision)
+            };
+            let (snapshot_state, state) = {
+                let logs = self
+                    .shared
+                    .logs
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let Some(log) = logs.get(&id) else {
+                    continue;
+                };
+                (
+                    crate::partition_log::encode_checkpoint(
+                        &log.snapshot_at(index, log_start_offset),
+                    ),
+                    (
+                        log.checkpoint().applied,
+                        log.checkpoint().bytes_applied,
+                        crate::partition_log::encode_checkpoint(log.checkpoint()),
+                    ),
+                )
+            };
+            let mut snapshot = raft::prelude::Snapshot::default();
+            snapshot.mut_metadata().index = index;
+            snapshot.mut_metadata().term = term;
+            snapshot
+                .mut_metadata()
+                .set_conf_state(group.raw.raft.prs().conf().to_conf_state());
+            snapshot.data = snapshot_state.into();
+            let (applied, bytes, state) = state;
+            match self
+                .io
+                .store
+                .save_snapshot_with_state(id, &snapshot, index, Some(state))
+            {
+                Ok(()) => {
+                    group.checkpointed = (applied, bytes);
+                    tracing::debug!(
+                        group = id,
+                        index,
+                        log_start_offset,
+                        "retention: log compacted"
+                    );
+                }
+                Err(source) => self.failed = Some(LoopError::PartitionState { group: id, source }),
+            }
+        }
+    }
+
+    /// Forgets idempotent producers silent for longer than the expiry, on
+    /// this replica (applied state and a leader's pending decisions alike).
+    fn expire_producers(&mut self) {
+        let (now, max_age) = (now_ms(), self.settings.storage.producer_expiry_ms);
+        let mut logs = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, log) in logs.iter_mut() {
+            let expired = log.producers_mut().expire(now, max_age);
+            if let Some(pending) = self.groups.get_mut(id).and_then(|g| g.pending.as_mut()) {
+                pending.producers_mut().expire(now, max_age);
+            }
+            if expired > 0 {
+                tracing::debug!(group = id, expired, "idempotent producers expired");
+            }
+        }
+    }
+
+    /// A serving partition leader proposes deleting the prefix that its
+    /// topic's retention (or the broker default) lets go; every replica
+    /// applies it (moves its log start) and compacts ([`Self::compact_partitions`]).
+    fn apply_retention(&mut self) {
+        let policy = self.settings.storage;
+        let now = now_ms() as i64;
+        let mut proposals = Vec::new();
+        {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let logs = self
+                .shared
+                .logs
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (&id, group) in &self.groups {
+                if group.pending.is_none() {
+                    continue; // not a serving partition leader
+                }
+                let (Some(log), Some(key)) = (logs.get(&id), metadata.key_of_group(id)) else {
+                    continue;
+                };
+                let configs = metadata.topic(&key.topic).map(|t| &t.configs);
+                let setting = |key: &str| {
+                    configs
+                        .and_then(|c| c.get(key))
+                        .and_then(|v| v.parse::<i64>().ok())
+                };
+                let retention_ms = match setting("retention.ms") {
+                    Some(ms) => (ms >= 0).then_some(ms),
+                    None => policy.retention_ms,
+                };
+                let retention_bytes = match setting("retention.bytes") {
+                    Some(bytes) => u64::try_from(bytes).ok(),
+                    None => policy.retention_bytes,
+                };
+                let Some((index, log_start_offset)) = log.retention_cut(
+                    retention_ms.map(|ms| now.saturating_sub(ms)),
+                    retention_bytes,
+                ) else {
+                    continue;
+                };
+                if log_start_offset > log.log_start_offset() {
+                    proposals.push((id, index, log_start_offset));
+                }
+            }
+        }
+        for (id, index, log_start_offset) in proposals {
+            let (_, context) = self.proposal_context();
+            let control = Control::DeletePrefix {
+                index,
+                log_start_offset,
+            };
+            if let Some(group) = self.groups.get_mut(&id)
+                && let Err(e) = group
+                    .raw
+                    .propose(context, crate::partition_log::entry::control(&control))
+            {
+                tracing::debug!(group = id, "retention proposal dropped: {e}");
+            }
+        }
+    }
+
+    /// Saves the checkpoint of each partition that applied enough since its
+    /// last one (unsynced: the next round's synced write makes it durable).
+    fn checkpoint_partitions(&mut self) {
+        let policy = self.settings.storage;
+        let logs = self
+            .shared
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (&id, group) in &mut self.groups {
+            let Some(log) = logs.get(&id) else {
+                continue;
+            };
+            let state = log.checkpoint();
+            let (at, bytes) = group.checkpointed;
+            if state.applied.saturating_sub(at) < policy.checkpoint_every_entries
+                && state.bytes_applied.saturating_sub(bytes) < policy.checkpoint_every_bytes
+            {
+                continue;
+            }
+            let encoded = crate::partition_log::encode_checkpoint(state);
+            match self.io.store.save_state(id, encoded) {
+                Ok(()) => group.checkpointed = (state.applied, state.bytes_applied),
+                Err(source) => {
+                    self.failed = Some(LoopError::PartitionState { group: id, source });
+                    return;
+                }
+            }
+        }
     }
 
     fn apply(&mut self, group_id: u64, entries: Vec<Entry>) {
@@ -546,77 +1121,170 @@ impl RaftLoop {
             {
                 // An entry of the leader's own term is committed: it knows
                 // every earlier commit and may serve leader-only requests.
+                // Its appends continue from the applied state.
                 group.serving = true;
-            }
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
-                continue;
+                if group_id != METADATA_GROUP {
+                    group.pending = self
+                        .shared
+                        .logs
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&group_id)
+                        .map(Pending::new);
+                }
             }
             if group_id == METADATA_GROUP {
-                self.apply_metadata(&entry);
-            } else {
+                self.since_snapshot.entries += 1;
+                self.since_snapshot.bytes += entry.data.len() as u64;
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    self.apply_metadata(&entry);
+                }
+                if !self.replayed && entry.index >= self.replay_until {
+                    self.replayed = true;
+                    self.sweep_orphan_groups();
+                }
+            } else if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                 self.apply_records(group_id, &entry);
+            } else if let Some(log) = self
+                .shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&group_id)
+            {
+                log.skip(entry.index);
             }
         }
     }
 
     fn apply_metadata(&mut self, entry: &Entry) {
-        let outcome = match Command::decode(&entry.data) {
-            Ok(command) => {
-                let mut metadata = self
-                    .shared
-                    .metadata
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                metadata.apply(command)
+        let command = match Command::decode(&entry.data) {
+            Ok(command) => command,
+            Err(source) => {
+                // Not guessed at: a later release wrote it, or the disk lies.
+                self.failed = Some(LoopError::Undecodable {
+                    index: entry.index,
+                    source,
+                });
+                return;
             }
-            Err(e) => Applied::Refused(e),
         };
+        let write = command.leader_write();
+        let outcome = self
+            .shared
+            .metadata
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(command);
+        if let Some((partition, leader, epoch)) = write
+            && let Some(next) = self
+                .inflight
+                .settle(partition, leader, epoch, Instant::now())
+        {
+            self.propose_write(next);
+        }
         match &outcome {
-            Applied::TopicCreated { groups } => {
-                let to_open: Vec<(u64, Vec<NodeId>)> = {
-                    let metadata = self
-                        .shared
-                        .metadata
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner());
-                    groups
-                        .iter()
-                        .filter_map(|g| metadata.partition_of_group(*g))
-                        .filter(|(_, p)| p.replicas.contains(&self.node))
-                        .map(|(_, p)| (p.group, p.replicas.clone()))
-                        .collect()
-                };
-                for (group, replicas) in to_open {
-                    if let Err(e) = self.open_group(group, &replicas) {
-                        tracing::error!(group, "cannot open partition group: {e:#}");
-                    }
-                }
-            }
+            Applied::TopicCreated { groups, .. } => self.open_topic_groups(groups),
             Applied::TopicDeleted { groups } => {
-                for group in groups {
-                    self.close_group(*group);
+                for &group in groups {
+                    self.close_group(group);
                 }
             }
             Applied::LeaderSet | Applied::IsrSet | Applied::ProducerId(_) | Applied::Refused(_) => {
             }
         }
-        if let Some(id) = own_proposal(self.node, &entry.context)
-            && let Some(reply) = self.pending.remove(&id)
+        if let Some(context) = ProposalContext::decode(&entry.context)
+            && context.is_ours(self.node, self.boot)
+            && let Some(waiter) = self.pending.remove(&context.id)
         {
-            let _ = reply.send(Ok(outcome));
+            waiter.reply.send(Ok(outcome));
+        }
+    }
+
+    /// Opens the local replicas of a new topic's partitions. A group new
+    /// here whose preferred replica this node is campaigns at once (only
+    /// it, so no split vote): clients find a leader in milliseconds rather
+    /// than after a randomized election timeout.
+    fn open_topic_groups(&mut self, groups: &[u64]) {
+        let to_open: Vec<(u64, Vec<NodeId>)> = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            groups
+                .iter()
+                .filter_map(|g| metadata.partition_of_group(*g))
+                .filter(|(_, p)| p.replicas.contains(&self.node))
+                .map(|(_, p)| (p.group, p.replicas.clone()))
+                .collect()
+        };
+        for (group, replicas) in to_open {
+            match self.open_group(group, &replicas, 0) {
+                Ok(fresh) => {
+                    if fresh && self.replayed && replicas.first() == Some(&self.node) {
+                        let _ = self.groups.get_mut(&group).map(|g| g.raw.campaign());
+                    }
+                }
+                Err(e) => tracing::error!(group, "cannot open partition group: {e:#}"),
+            }
+        }
+    }
+
+    /// Removes from disk the groups no topic owns any more: a deletion
+    /// whose unsynced removal a crash lost. Runs once the metadata replay
+    /// at start has caught up (before that, every group looks unowned).
+    fn sweep_orphan_groups(&mut self) {
+        let owned: Vec<u64> = self
+            .io
+            .store
+            .group_ids()
+            .into_iter()
+            .filter(|g| *g != METADATA_GROUP && !self.groups.contains_key(g))
+            .collect();
+        for group in owned {
+            tracing::info!(group, "removing the log of a group no topic owns");
+            if let Err(e) = self.io.store.remove_group(group) {
+                tracing::warn!(group, "cannot remove the group's log: {e:#}");
+            }
         }
     }
 
     fn apply_records(&mut self, group_id: u64, entry: &Entry) {
         let outcome = {
-            let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
-            logs.entry(group_id).or_default().append(&entry.data)
+            let mut logs = self
+                .shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            logs.entry(group_id)
+                .or_default()
+                .apply(entry.index, &entry.data, now_ms())
         };
-        if let Some(id) = own_proposal(self.node, &entry.context)
-            && let Some(group) = self.groups.get_mut(&group_id)
-            && let Some(reply) = group.appends.remove(&id)
-        {
-            let _ = reply.send(outcome.map_err(AppendError::Refused));
+        match outcome {
+            Ok(PartitionApplied::Batch(base)) => {
+                let id = ProposalContext::decode(&entry.context)
+                    .filter(|c| c.is_ours(self.node, self.boot))
+                    .map(|c| c.id);
+                if let Some(pending) = self
+                    .groups
+                    .get_mut(&group_id)
+                    .and_then(|g| g.pending.as_mut())
+                {
+                    pending.applied(id, base);
+                }
+            }
+            Ok(PartitionApplied::Control(Control::DeletePrefix {
+                index,
+                log_start_offset,
+            })) => self.compactions.push((group_id, index, log_start_offset)),
+            Err(source) => {
+                // The log is not what its leader wrote: stop, never guess.
+                self.failed = Some(LoopError::Partition {
+                    group: group_id,
+                    source,
+                });
+            }
         }
     }
 
@@ -626,58 +1294,51 @@ impl RaftLoop {
         let Some(group) = self.groups.get_mut(&id) else {
             return;
         };
-        let role = group.raw.raft.state;
-        let leader = group.raw.raft.leader_id;
-        let (old_role, old_leader, _) = group.seen;
-        if role != StateRole::Leader {
+        let now = Seen {
+            role: group.raw.raft.state.into(),
+            leader: group.leader(),
+            term,
+        };
+        if now.role != Role::Leader {
             group.serving = false;
             // Appends still waiting will not be answered by this replica:
             // tell their clients now (they retry against the new leader).
-            for (_, reply) in group.appends.drain() {
-                let _ = reply.send(Err(AppendError::NotLeader((leader != 0).then_some(leader))));
+            if let Some(pending) = group.pending.take() {
+                pending.abandon(now.leader);
             }
         }
-        let status_changed = group.seen != (role, leader, term);
-        group.seen = (role, leader, term);
-        if id == METADATA_GROUP && !status_changed {
+        let old = group.seen;
+        if old == now && id == METADATA_GROUP {
             return;
         }
-        let metadata = self
+        group.seen = now;
+        let serving = group.serving;
+        let partition = self
             .shared
             .metadata
             .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let partition = metadata
+            .unwrap_or_else(PoisonError::into_inner)
             .partition_of_group(id)
             .map(|(p, meta)| (p, meta.replicas.clone()));
-        drop(metadata);
-        if let Ok(mut replicas) = self.shared.replicas.write() {
-            replicas.insert(
+        self.shared
+            .replicas
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
                 id,
                 ReplicaStatus {
                     group: id,
                     partition: partition.as_ref().map(|(p, _)| p.clone()),
-                    role: format!("{role:?}"),
-                    leader: (leader != 0).then_some(leader),
+                    role: now.role,
+                    leader: now.leader,
                     term,
-                    serving: group.serving,
+                    serving,
                 },
             );
-        }
         let Some((partition, replicas)) = partition else {
             return; // the metadata group: no plugin events
         };
-        let transition = if role == StateRole::Leader && old_role != StateRole::Leader {
-            Transition::BecameLeader
-        } else if old_role == StateRole::Leader && role != StateRole::Leader {
-            Transition::SteppedDown
-        } else if role != StateRole::Leader && leader != old_leader {
-            if leader == 0 {
-                Transition::LeaderLost
-            } else {
-                Transition::LeaderObserved
-            }
-        } else {
+        let Some(transition) = transition(old, now) else {
             return;
         };
         self.hooks.submit(
@@ -686,8 +1347,8 @@ impl RaftLoop {
                 partition,
                 transition,
                 observer: self.node,
-                leader: (leader != 0).then_some(leader),
-                previous_leader: (old_leader != 0).then_some(old_leader),
+                leader: now.leader,
+                previous_leader: old.leader,
                 term,
                 replicas,
                 at_ms: now_ms(),
@@ -695,18 +1356,38 @@ impl RaftLoop {
         );
     }
 
+    fn propose_write(&mut self, write: LeaderWrite) {
+        let command = Command::SetLeader {
+            partition: write.partition,
+            leader: write.leader,
+            epoch: write.epoch,
+            attested: write.attested,
+        };
+        self.command(RaftCommand::Propose(command, None));
+    }
+
     /// Re-delivers the leadership of every group this node leads whose
     /// stored assignment does not name it at its term: events can be lost
     /// (a full queue, a dropped proposal, a restart); this heals them.
+    /// Also: ISR updates, writes presumed lost, waiters past their deadline,
+    /// held messages past their age.
     fn resync(&mut self) {
+        let now = Instant::now();
+        self.pending.retain(|_, w| w.deadline > now);
+        self.early.expire(now);
+        for write in self.inflight.expire(now) {
+            self.propose_write(write);
+        }
+        self.expire_producers();
+        self.apply_retention();
         let metadata = self
             .shared
             .metadata
             .read()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(PoisonError::into_inner);
         let mut events = Vec::new();
         let mut isr_updates = Vec::new();
-        let lag = self.settings.tick * self.settings.election_ticks as u32;
+        let lag = self.settings.election_timeout();
         for (&id, group) in &mut self.groups {
             if let Some(update) = isr_update(self.node, id, group, &metadata, lag) {
                 isr_updates.push(update);
@@ -756,7 +1437,7 @@ fn isr_update(
     node: NodeId,
     id: u64,
     group: &mut Group,
-    metadata: &Metadata,
+    metadata: &crate::metadata::Metadata,
     lag: Duration,
 ) -> Option<Command> {
     if id == METADATA_GROUP || group.raw.raft.state != StateRole::Leader || !group.serving {
@@ -764,7 +1445,8 @@ fn isr_update(
     }
     let raft = &group.raw.raft;
     let mark = std::mem::replace(&mut group.isr_mark, raft.raft_log.committed);
-    let (partition, meta) = metadata.partition_of_group(id)?;
+    let key: TopicPartition = metadata.key_of_group(id)?;
+    let meta = metadata.partition_at(&key)?;
     // Only the leader the assignment names may write; until the plugins
     // have assigned this node, the ISR waits.
     if meta.leader != Some(node) || meta.epoch != raft.term {
@@ -781,32 +1463,234 @@ fn isr_update(
         .collect();
     isr.sort_unstable();
     (isr != meta.isr).then_some(Command::SetIsr {
-        partition,
+        partition: key,
         isr,
         epoch: raft.term,
     })
 }
 
-/// An entry's context: who proposed it and the proposer's id for it, so
-/// only the proposing node answers (forwarded proposals and entries of an
-/// old leader carry another node's ids).
-fn proposal_context(node: NodeId, id: u64) -> Vec<u8> {
-    let mut context = node.to_le_bytes().to_vec();
-    context.extend_from_slice(&id.to_le_bytes());
-    context
+/// An entry's context: who proposed it, in which life of the process, and
+/// the proposer's id for it. Only the proposing node in the same life
+/// answers a waiter: forwarded proposals, entries of an old leader and
+/// entries replayed from an earlier life carry other ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProposalContext {
+    node: NodeId,
+    boot: u64,
+    id: u64,
 }
 
-fn own_proposal(node: NodeId, context: &[u8]) -> Option<u64> {
-    if context.len() != 16 || context[..8] != node.to_le_bytes() {
-        return None;
+impl ProposalContext {
+    const LEN: usize = 24;
+
+    fn new(node: NodeId, boot: u64, id: u64) -> Self {
+        Self { node, boot, id }
     }
-    Some(u64::from_le_bytes(
-        context[8..].try_into().expect("16 bytes"),
-    ))
+
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(Self::LEN);
+        bytes.extend_from_slice(&self.node.to_le_bytes());
+        bytes.extend_from_slice(&self.boot.to_le_bytes());
+        bytes.extend_from_slice(&self.id.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        let word =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Some(Self::new(word(0), word(1), word(2)))
+    }
+
+    fn is_ours(&self, node: NodeId, boot: u64) -> bool {
+        self.node == node && self.boot == boot
+    }
+}
+
+/// Messages held for groups not created here yet, bounded per group, in
+/// bytes and in age.
+#[derive(Default)]
+struct EarlyMessages {
+    by_group: HashMap<u64, VecDeque<(Instant, Envelope)>>,
+    bytes: usize,
+}
+
+impl EarlyMessages {
+    fn size(envelope: &Envelope) -> usize {
+        64 + envelope
+            .message
+            .entries
+            .iter()
+            .map(|e| e.data.len() + e.context.len() + 32)
+            .sum::<usize>()
+    }
+
+    fn hold(&mut self, envelope: Envelope, now: Instant) {
+        let size = Self::size(&envelope);
+        if self.bytes + size > EARLY_BYTES {
+            return; // Raft retransmits; the election timeout is the fallback
+        }
+        let held = self.by_group.entry(envelope.group).or_default();
+        if held.len() >= EARLY_PER_GROUP
+            && let Some((_, old)) = held.pop_front()
+        {
+            self.bytes -= Self::size(&old);
+        }
+        held.push_back((now, envelope));
+        self.bytes += size;
+    }
+
+    fn take(&mut self, group: u64) -> Vec<Envelope> {
+        let held = self.by_group.remove(&group).unwrap_or_default();
+        held.into_iter()
+            .map(|(_, envelope)| {
+                self.bytes -= Self::size(&envelope);
+                envelope
+            })
+            .collect()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.by_group.retain(|_, held| {
+            while held
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > EARLY_AGE)
+            {
+                let (_, old) = held.pop_front().expect("checked");
+                freed += Self::size(&old);
+            }
+            !held.is_empty()
+        });
+        self.bytes -= freed;
+    }
 }
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The state a partition replica resumes from: its latest checkpoint or
+/// the snapshot it received, whichever is further; a new log if neither.
+fn partition_start(
+    storage: &crate::raft::storage::GroupStorage,
+) -> Result<PartitionLog, crate::partition_log::entry::EntryError> {
+    let state = storage
+        .stored_state()
+        .map(|bytes| crate::partition_log::decode_checkpoint(&bytes))
+        .transpose()?;
+    let snapshot = storage
+        .stored_snapshot()
+        .map(|s| crate::partition_log::decode_checkpoint(&s.data))
+        .transpose()?;
+    let start = match (state, snapshot) {
+        (Some(a), Some(b)) => {
+            if a.applied >= b.applied {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => Default::default(),
+    };
+    Ok(PartitionLog::from_checkpoint(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(role: Role, leader: Option<NodeId>) -> Seen {
+        Seen {
+            role,
+            leader,
+            term: 1,
+        }
+    }
+
+    #[test]
+    fn transitions_follow_role_and_leader_changes() {
+        use Role::*;
+        let cases = [
+            (
+                seen(Follower, None),
+                seen(Leader, Some(1)),
+                Some(Transition::BecameLeader),
+            ),
+            (
+                seen(Candidate, None),
+                seen(Leader, Some(1)),
+                Some(Transition::BecameLeader),
+            ),
+            (
+                seen(Leader, Some(1)),
+                seen(Follower, Some(2)),
+                Some(Transition::SteppedDown),
+            ),
+            (
+                seen(Leader, Some(1)),
+                seen(Follower, None),
+                Some(Transition::SteppedDown),
+            ),
+            (
+                seen(Follower, None),
+                seen(Follower, Some(2)),
+                Some(Transition::LeaderObserved),
+            ),
+            (
+                seen(Follower, Some(2)),
+                seen(Follower, Some(3)),
+                Some(Transition::LeaderObserved),
+            ),
+            (
+                seen(Follower, Some(2)),
+                seen(PreCandidate, None),
+                Some(Transition::LeaderLost),
+            ),
+            (seen(Follower, Some(2)), seen(Follower, Some(2)), None),
+            (seen(Leader, Some(1)), seen(Leader, Some(1)), None),
+            (seen(Follower, None), seen(Candidate, None), None),
+        ];
+        for (old, new, expected) in cases {
+            assert_eq!(transition(old, new), expected, "{old:?} -> {new:?}");
+        }
+    }
+
+    #[test]
+    fn proposal_ids_of_another_life_are_not_ours() {
+        let c = ProposalContext::new(3, 77, 1);
+        let decoded = ProposalContext::decode(&c.encode()).unwrap();
+        assert_eq!(decoded, c);
+        assert!(decoded.is_ours(3, 77));
+        assert!(!decoded.is_ours(3, 78), "same id, earlier boot");
+        assert!(!decoded.is_ours(2, 77));
+        // The first wave's 16-byte contexts never match.
+        assert_eq!(ProposalContext::decode(&[0; 16]), None);
+    }
+
+    #[test]
+    fn early_messages_are_bounded_and_age_out() {
+        let mut early = EarlyMessages::default();
+        let t0 = Instant::now();
+        let envelope = |group| Envelope {
+            group,
+            message: Message::default(),
+        };
+        for _ in 0..EARLY_PER_GROUP + 10 {
+            early.hold(envelope(5), t0);
+        }
+        early.hold(envelope(6), t0 + Duration::from_secs(4));
+        assert_eq!(early.take(5).len(), EARLY_PER_GROUP);
+        early.expire(t0 + EARLY_AGE + Duration::from_secs(1));
+        assert_eq!(early.take(6).len(), 1, "still young");
+        early.hold(envelope(7), t0);
+        early.expire(t0 + EARLY_AGE + Duration::from_secs(1));
+        assert!(early.take(7).is_empty());
+        assert_eq!(early.bytes, 0);
+    }
 }

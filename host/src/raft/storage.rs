@@ -10,8 +10,9 @@
 //! - the log entries (`raft::prelude::Entry`, protobuf-encoded);
 //! - key [`KEY_HARD_STATE`]: the `HardState` (protobuf);
 //! - key [`KEY_CONF_STATE`]: the `ConfState` (protobuf);
-//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian), so that a
-//!   restart never re-applies an entry;
+//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian). The
+//!   broker does not write it today: its state machines live in memory and are
+//!   rebuilt by replaying each group's whole log at start;
 //! - key [`KEY_TRUNCATED`]: the truncated state `(index, term)` (16 bytes
 //!   little-endian): the last entry discarded by [`GroupStorage::compact`]. A fresh
 //!   group is truncated at `(0, 0)`, so its first index is 1.
@@ -22,12 +23,16 @@
 //!
 //! # Snapshots
 //!
-//! There are none yet: [`GroupStorage`]'s `snapshot` always answers
-//! `SnapshotTemporarilyUnavailable`, see its documentation. The broker compacts a
-//! group's log only up to an index every replica already has, so a leader never
-//! needs one. The limitation: a replica that lost its log (or a replica added
-//! after the group's log was compacted) cannot catch up; the leader keeps
-//! retrying and logs it, nothing is corrupted.
+//! - key [`KEY_SNAPSHOT`]: the group's latest snapshot. A group whose state
+//!   machine takes snapshots saves one with [`LogStore::save_snapshot`],
+//!   which may also compact the log up to (never past) its index, so a
+//!   leader always has a snapshot for a follower behind its first index. A
+//!   follower persists a snapshot it received with [`WriteBatch::snapshot`]:
+//!   its log is replaced (old entries dropped, truncated at the snapshot).
+//!
+//! A group that never saved a snapshot answers `SnapshotTemporarilyUnavailable`
+//! (and never compacts), so a follower behind it waits rather than jumping past
+//! entries it never applied.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +52,12 @@ pub const KEY_CONF_STATE: &[u8] = b"conf_state";
 pub const KEY_APPLIED: &[u8] = b"applied";
 /// Key of a group's truncated state: index then term (`u64` little-endian each).
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
+/// Key of a group's latest snapshot (protobuf `Snapshot`: metadata and the
+/// state machine's data at its index).
+pub const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// Key of a partition group's latest local checkpoint of its state machine
+/// (the partition log's own format): where a restart resumes applying.
+pub const KEY_STATE: &[u8] = b"state";
 
 /// Tells raft-engine how to index a Raft entry.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +79,8 @@ impl MessageExt for EntryExt {
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
+    /// Fault injection for tests: every synced write fails once set.
+    fail_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -78,9 +91,35 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
+/// How the raft-engine files of a node are sized and reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Size at which a log file is closed and a new one started.
+    pub file_bytes: u64,
+    /// Once the log files exceed this, purging rewrites the live entries of
+    /// the oldest files so they can go.
+    pub purge_threshold_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            // Many small groups share the log: smaller files let purging
+            // reclaim space sooner than the 128 MiB default.
+            file_bytes: 32 << 20,
+            purge_threshold_bytes: 256 << 20,
+        }
+    }
+}
+
 impl LogStore {
     /// Opens (creating it if needed) the store under `dir` and replays it.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`LogStore::open`] with file sizes and the purge threshold given.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating raft log directory {}", dir.display()))?;
         let dir_str = dir
@@ -88,12 +127,16 @@ impl LogStore {
             .ok_or_else(|| anyhow!("raft log directory {} is not UTF-8", dir.display()))?;
         let config = Config {
             dir: dir_str.to_owned(),
-            // Many small groups share the log: smaller files let purging reclaim
-            // space sooner than the 128 MiB default.
-            target_file_size: ReadableSize::mb(32),
+            target_file_size: ReadableSize(options.file_bytes),
             // Once the log files exceed this, `purge` rewrites the few live entries
             // of old files and asks for the groups holding them back to compact.
-            purge_threshold: ReadableSize::mb(256),
+            purge_threshold: ReadableSize(options.purge_threshold_bytes),
+            // Records are stored as sent (often compressed by the producer
+            // already) and read back entry by entry: no second compression.
+            batch_compression_threshold: ReadableSize(0),
+            // Purged files are deleted, not kept for reuse: deleting a topic
+            // or retention must free the disk.
+            enable_log_recycle: false,
             // Default, stated for the record: a torn last write (crash during a
             // write) is dropped, not an error.
             recovery_mode: raft_engine::RecoveryMode::TolerateTailCorruption,
@@ -103,6 +146,7 @@ impl LogStore {
             .with_context(|| format!("opening raft log in {}", dir.display()))?;
         Ok(LogStore {
             engine: Arc::new(engine),
+            fail_writes: Arc::default(),
         })
     }
 
@@ -123,13 +167,36 @@ impl LogStore {
 
     /// Removes every trace of a group (topic deleted): entries and state keys.
     /// Its [`GroupStorage`]s then read as a brand-new group.
+    ///
+    /// Not synced (the Raft loop must not wait on a disk per group): the next
+    /// synced round makes it durable, and a crash before that leaves the
+    /// group on disk, where the startup sweep of groups no topic owns finds it.
     pub fn remove_group(&self, group_id: u64) -> anyhow::Result<()> {
         let mut batch = LogBatch::default();
         batch.add_command(group_id, Command::Clean);
         self.engine
-            .write(&mut batch, true)
+            .write(&mut batch, false)
             .with_context(|| format!("removing raft group {group_id}"))?;
         Ok(())
+    }
+
+    /// Saves a partition group's checkpoint ([`KEY_STATE`]). Not synced:
+    /// the next synced round makes it durable; a crash before that resumes
+    /// from the previous checkpoint (more entries to replay, nothing lost).
+    pub fn save_state(&self, group_id: u64, state: Vec<u8>) -> anyhow::Result<()> {
+        let mut batch = LogBatch::default();
+        batch.put(group_id, KEY_STATE.to_vec(), state)?;
+        self.engine
+            .write(&mut batch, false)
+            .with_context(|| format!("saving a checkpoint of raft group {group_id}"))?;
+        Ok(())
+    }
+
+    /// Test fault: from now on every synced write fails, as a dying disk's
+    /// would.
+    pub fn inject_write_failures(&self) {
+        self.fail_writes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Persists a batch of writes for many groups in one raft-engine write,
@@ -140,16 +207,37 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("injected storage failure (fault injection enabled for tests)");
+        }
         let mut log_batch = LogBatch::default();
         for (&group_id, write) in &batch.groups {
             if let Some(error) = &write.error {
                 bail!("raft group {group_id}: {error}");
             }
+            let storage = self.group(group_id);
+            let (mut first_index, mut last_index) =
+                (storage.first_index_inner(), storage.last_index());
+            if let Some(snapshot) = &write.snapshot {
+                let meta = snapshot.get_metadata();
+                // Clean drops entries and keys; what the group keeps is put
+                // again after it in the same (atomic, ordered) batch.
+                let mut hs = storage.hard_state();
+                hs.commit = hs.commit.max(meta.index);
+                hs.term = hs.term.max(meta.term);
+                log_batch.add_command(group_id, Command::Clean);
+                log_batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+                log_batch.put_message(group_id, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
+                log_batch.put_message(group_id, KEY_HARD_STATE.to_vec(), &hs)?;
+                log_batch.put(
+                    group_id,
+                    KEY_TRUNCATED.to_vec(),
+                    truncated_value(meta.index, meta.term),
+                )?;
+                (first_index, last_index) = (meta.index + 1, meta.index);
+            }
             if !write.entries.is_empty() {
-                let storage = self.group(group_id);
                 let first = write.entries[0].index;
-                let first_index = storage.first_index_inner();
-                let last_index = storage.last_index();
                 if first < first_index {
                     bail!(
                         "raft group {group_id}: append at {first} overwrites compacted entries \
@@ -187,9 +275,68 @@ impl LogStore {
         Ok(())
     }
 
-    /// Lets raft-engine reclaim old log files; call it now and then from the
-    /// Raft loop. Returns the groups raft-engine asks to compact (their old
-    /// entries keep old files alive), ascending.
+    /// Saves a snapshot the group's state machine took at `snapshot`'s index
+    /// and compacts the log up to `compact_to` (at most that index; older
+    /// entries stay for followers that are only a little behind). Not
+    /// synced: the snapshot and the compaction are one atomic batch, so a
+    /// crash that loses it leaves the entries in place.
+    pub fn save_snapshot(
+        &self,
+        group_id: u64,
+        snapshot: &Snapshot,
+        compact_to: u64,
+    ) -> anyhow::Result<()> {
+        self.save_snapshot_with_state(group_id, snapshot, compact_to, None)
+    }
+
+    /// [`save_snapshot`](Self::save_snapshot), and a new checkpoint
+    /// ([`KEY_STATE`]) in the same atomic batch: a compaction never leaves
+    /// the checkpoint a restart resumes from behind the log's first entry.
+    pub fn save_snapshot_with_state(
+        &self,
+        group_id: u64,
+        snapshot: &Snapshot,
+        compact_to: u64,
+        state: Option<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let index = snapshot.get_metadata().index;
+        if compact_to > index {
+            bail!("raft group {group_id}: compact to {compact_to} past the snapshot at {index}");
+        }
+        let storage = self.group(group_id);
+        let mut batch = LogBatch::default();
+        batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+        if let Some(state) = state {
+            batch.put(group_id, KEY_STATE.to_vec(), state)?;
+        }
+        let (truncated_index, _) = storage.truncated();
+        if compact_to > truncated_index && compact_to <= storage.last_index() {
+            let term = ::raft::Storage::term(&storage, compact_to)
+                .map_err(|e| anyhow!("raft group {group_id}: term of {compact_to}: {e}"))?;
+            batch.put(
+                group_id,
+                KEY_TRUNCATED.to_vec(),
+                truncated_value(compact_to, term),
+            )?;
+            // raft-engine's Compact removes entries *below* its index.
+            batch.add_command(
+                group_id,
+                Command::Compact {
+                    index: compact_to + 1,
+                },
+            );
+        }
+        self.engine
+            .write(&mut batch, false)
+            .with_context(|| format!("saving a snapshot of raft group {group_id}"))?;
+        Ok(())
+    }
+
+    /// Lets raft-engine reclaim old log files (deleted groups, compacted
+    /// entries). Returns the groups raft-engine asks to compact (their old
+    /// entries keep old files alive), ascending. It may rewrite live
+    /// entries, so it runs on its own thread ([`LogStore::spawn_purger`]),
+    /// never on the Raft loop.
     pub fn purge(&self) -> anyhow::Result<Vec<u64>> {
         let mut ids = self
             .engine
@@ -201,6 +348,39 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Runs [`LogStore::purge`] every `every` on a thread of its own until
+    /// `stop` is set, logging what it could not do.
+    pub fn spawn_purger(
+        &self,
+        every: std::time::Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("leaderhook-purge".into())
+            .spawn(move || {
+                let tick = std::time::Duration::from_millis(100).min(every);
+                let mut next = std::time::Instant::now() + every;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    if std::time::Instant::now() < next {
+                        continue;
+                    }
+                    next = std::time::Instant::now() + every;
+                    match store.purge() {
+                        Ok(behind) if !behind.is_empty() => tracing::debug!(
+                            groups = ?behind,
+                            "raft log purge: these groups' old entries keep old files alive"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("raft log purge failed: {e:#}"),
+                    }
+                }
+            })
+    }
+}
+
 /// Writes of one Raft round for many groups, persisted by [`LogStore::write`].
 #[derive(Default, Debug)]
 pub struct WriteBatch {
@@ -209,6 +389,8 @@ pub struct WriteBatch {
 
 #[derive(Default, Debug)]
 struct GroupWrite {
+    /// A snapshot received from the leader: replaces the whole log first.
+    snapshot: Option<Snapshot>,
     /// Consecutive entries to append (conflicting suffixes already merged).
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
@@ -255,6 +437,16 @@ impl WriteBatch {
             _ => write.entries.clear(),
         }
         write.entries.extend_from_slice(entries);
+    }
+
+    /// Replaces a group's log with a snapshot received from its leader:
+    /// entries and state are dropped, the log is truncated at the snapshot's
+    /// index, its conf state and the snapshot itself are stored. Entries
+    /// appended in the same batch follow it.
+    pub fn snapshot(&mut self, group: u64, snapshot: &Snapshot) {
+        let write = self.groups.entry(group).or_default();
+        write.entries.clear();
+        write.snapshot = Some(snapshot.clone());
     }
 
     /// Sets a group's `HardState` (the last one in the batch wins).
@@ -305,9 +497,15 @@ impl GroupStorage {
         self.group_id
     }
 
-    /// For a brand-new group: persists the initial `ConfState` (voters) if the
+    /// For a brand-new group: writes the initial `ConfState` (voters) if the
     /// group has no state yet. Returns true if it was new. Not atomic against
     /// concurrent writers of the same group: call it from the Raft loop.
+    ///
+    /// Not synced, so opening a thousand groups costs no thousand fsyncs on
+    /// the Raft loop: the round's synced write, which every vote or append of
+    /// the group waits for, makes it durable first (same log, written
+    /// before). A crash before that loses nothing: the group is created again
+    /// when the metadata log replays its topic's creation.
     pub fn initialize(&self, voters: &[u64]) -> anyhow::Result<bool> {
         let fresh = self.engine.get(self.group_id, KEY_CONF_STATE).is_none()
             && self.engine.get(self.group_id, KEY_HARD_STATE).is_none()
@@ -325,7 +523,7 @@ impl GroupStorage {
         let mut batch = LogBatch::default();
         batch.put_message(self.group_id, KEY_CONF_STATE.to_vec(), &cs)?;
         self.engine
-            .write(&mut batch, true)
+            .write(&mut batch, false)
             .with_context(|| format!("initializing raft group {}", self.group_id))?;
         Ok(true)
     }
@@ -335,6 +533,17 @@ impl GroupStorage {
         self.engine
             .get(self.group_id, KEY_APPLIED)
             .map_or(0, |v| decode_u64(&v, 0, self.group_id, "applied"))
+    }
+
+    /// The latest checkpoint saved ([`KEY_STATE`]), if any.
+    pub fn stored_state(&self) -> Option<Vec<u8>> {
+        self.engine.get(self.group_id, KEY_STATE)
+    }
+
+    /// The latest snapshot saved or received, if any.
+    pub fn stored_snapshot(&self) -> Option<Snapshot> {
+        self.engine.get(self.group_id, KEY_SNAPSHOT)?;
+        Some(self.message(KEY_SNAPSHOT))
     }
 
     /// The persisted `HardState` (default if none).
@@ -397,11 +606,12 @@ impl GroupStorage {
         }
         let term = ::raft::Storage::term(self, index)
             .map_err(|e| anyhow!("raft group {}: term of {index}: {e}", self.group_id))?;
-        let mut value = Vec::with_capacity(16);
-        value.extend_from_slice(&index.to_le_bytes());
-        value.extend_from_slice(&term.to_le_bytes());
         let mut batch = LogBatch::default();
-        batch.put(self.group_id, KEY_TRUNCATED.to_vec(), value)?;
+        batch.put(
+            self.group_id,
+            KEY_TRUNCATED.to_vec(),
+            truncated_value(index, term),
+        )?;
         // raft-engine's Compact removes entries *below* its index.
         batch.add_command(self.group_id, Command::Compact { index: index + 1 });
         self.engine
@@ -420,6 +630,14 @@ impl GroupStorage {
             ),
         }
     }
+}
+
+/// The value of [`KEY_TRUNCATED`].
+fn truncated_value(index: u64, term: u64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16);
+    value.extend_from_slice(&index.to_le_bytes());
+    value.extend_from_slice(&term.to_le_bytes());
+    value
 }
 
 fn decode_u64(v: &[u8], at: usize, group: u64, what: &str) -> u64 {
@@ -512,20 +730,18 @@ impl ::raft::Storage for GroupStorage {
         Ok(GroupStorage::last_index(self))
     }
 
-    /// Always `SnapshotTemporarilyUnavailable`.
-    ///
-    /// The state machine (the partition's records, the metadata) lives outside
-    /// this log, so a snapshot made of metadata only (index, term, conf state,
-    /// empty data) would let a lagging follower jump its log past entries it
-    /// never applied: silent data loss. Refusing is safe: raft-rs logs it and
-    /// retries later, the follower stays behind but consistent. It should not
-    /// happen: the broker compacts a group only up to an index every replica
-    /// has persisted. Limitation: a replica that lost its disk, or one added
-    /// after compaction, cannot catch up until real snapshots exist.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
-        Err(::raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The latest snapshot saved or received, if it is recent enough;
+    /// otherwise `SnapshotTemporarilyUnavailable` (raft-rs asks again later).
+    /// A group that never saved one never compacts either, so it never
+    /// needs one; answering with an empty snapshot would let a lagging
+    /// follower jump past entries it never applied.
+    fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
+        match self.stored_snapshot() {
+            Some(snapshot) if snapshot.get_metadata().index >= request_index => Ok(snapshot),
+            _ => Err(::raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
     }
 }
 
@@ -711,6 +927,97 @@ mod tests {
         assert!(!fresh.initial_state().unwrap().initialized());
         assert_eq!(fresh.applied(), 0);
         assert_eq!(store.group_ids(), vec![9]);
+    }
+
+    fn snapshot_at(index: u64, term: u64, data: &[u8]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        snapshot.data = data.to_vec().into();
+        snapshot
+    }
+
+    #[test]
+    fn a_saved_snapshot_compacts_no_further_than_asked_and_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let g = store.group(9);
+            g.initialize(&[1, 2, 3]).unwrap();
+            assert_eq!(
+                g.snapshot(0, 2),
+                Err(store_err(StorageError::SnapshotTemporarilyUnavailable)),
+                "never saved: none to give"
+            );
+            append(
+                &store,
+                9,
+                &(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(),
+            );
+            // Snapshot at 8, compacting to 5: entries 6..=10 stay.
+            store
+                .save_snapshot(9, &snapshot_at(8, 2, b"state at 8"), 5)
+                .unwrap();
+            assert!(store.save_snapshot(9, &snapshot_at(8, 2, b"x"), 9).is_err());
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(9);
+        assert_eq!(g.first_index().unwrap(), 6);
+        assert_eq!(g.term(5).unwrap(), 2);
+        assert_eq!(
+            g.entries(5, 7, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(g.entries(6, 11, None, ctx()).unwrap().len(), 5);
+        let served = g.snapshot(0, 2).unwrap();
+        assert_eq!(served.get_metadata().index, 8);
+        assert_eq!(&served.data[..], b"state at 8");
+        assert_eq!(
+            g.snapshot(9, 2),
+            Err(store_err(StorageError::SnapshotTemporarilyUnavailable)),
+            "older than asked for"
+        );
+    }
+
+    #[test]
+    fn a_received_snapshot_replaces_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let g = store.group(9);
+            g.initialize(&[1, 2, 3]).unwrap();
+            // A follower with a stale tail (terms 1) far behind the leader.
+            append(&store, 9, &(1..=4).map(|i| entry(i, 1)).collect::<Vec<_>>());
+            let mut batch = WriteBatch::default();
+            batch.snapshot(9, &snapshot_at(20, 5, b"state at 20"));
+            // The leader's entries that follow the snapshot, same round.
+            batch.append(9, &[entry(21, 5), entry(22, 5)]);
+            store.write(batch).unwrap();
+            let mut bad = WriteBatch::default();
+            bad.append(9, &[entry(20, 5)]);
+            assert!(
+                store.write(bad).is_err(),
+                "20 is compacted into the snapshot"
+            );
+        }
+        let store = LogStore::open(dir.path()).unwrap();
+        let g = store.group(9);
+        assert_eq!(g.truncated(), (20, 5));
+        assert_eq!(g.first_index().unwrap(), 21);
+        assert_eq!(GroupStorage::last_index(&g), 22);
+        assert_eq!(g.term(20).unwrap(), 5);
+        assert_eq!(g.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(g.hard_state().commit, 20);
+        assert_eq!(
+            g.entries(1, 3, None, ctx()),
+            Err(store_err(StorageError::Compacted))
+        );
+        assert_eq!(
+            g.entries(21, 23, None, ctx()).unwrap(),
+            vec![entry(21, 5), entry(22, 5)]
+        );
+        assert_eq!(&g.stored_snapshot().unwrap().data[..], b"state at 20");
     }
 
     #[test]

@@ -1,0 +1,417 @@
+//! The admin endpoint: newline-delimited JSON over TCP. Used by `leaderhook topics`,
+//! `leaderhook status`, `plugin enable/disable`, `partitions transfer` and the tests.
+//!
+//! ```text
+//! server: {"leaderhook_admin":2,"challenge":"<64 hex digits>"}
+//! client: {"auth":"<hex of HMAC-SHA256(secret, domain | challenge)>"}
+//! server: {"ok":{"node":1}}        or {"error":"authentication failed: …","kind":"auth"}, closed
+//! client: {"op":"status"}          one request per line (at most 64 KiB)…
+//! server: {"ok":…}                 …one answer line each, or {"error":"…","kind":"…"}
+//! ```
+//!
+//! Closed by default: nothing is served before the client proves it knows the cluster secret
+//! of the node's config ([`server`], [`crate::auth`]); the test hooks that inject faults are
+//! refused unless the config sets `[testing] fault_injection = true`. Connections are bounded
+//! (`[admin] max_connections`; one more is answered `busy` and closed).
+
+pub mod client;
+pub mod server;
+
+pub use client::{AdminError, Connection, request};
+pub use server::{AdminAccess, AdminStats};
+
+use crate::metadata::{Applied, Command, TopicConfigs, TopicId, TopicLimits, topic};
+use crate::raft::handle::{RaftCommand, RaftError, RaftHandle};
+use crate::raft::shared::{Role, Shared};
+use crate::raft::transport::{Transport, TransportStats};
+use leaderhook_hooks::{HookRuntime, NodeId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What kind of error an answer carries, so clients act on it without reading its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// No (or a wrong) answer to the challenge.
+    Auth,
+    /// Too many connections: try again later.
+    Busy,
+    /// Not a request this node understands.
+    BadRequest,
+    /// A test hook on a node without `[testing] fault_injection`.
+    Disabled,
+    /// Not now: no metadata leader, or the Raft loop could not take it. Worth retrying.
+    Unavailable,
+    /// The topic to create exists already.
+    Exists,
+    /// Refused for good (an unknown partition, …).
+    Refused,
+    /// Anything else.
+    Failed,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Refused, message)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "kind": self.kind })
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::refused(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::refused(message)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replication: usize,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Test hook (`[testing] fault_injection` only): the dispatcher drops
+    /// the next `count` events.
+    DropEvents {
+        count: u64,
+    },
+    Reload {
+        plugin: String,
+        path: Option<String>,
+    },
+    /// Test hook (`[testing] fault_injection` only): every later Raft log
+    /// write of this node fails, as on a dying disk (the node must stop).
+    FailStorage,
+    /// Test hook (`[testing] fault_injection` only): hands the plugins a
+    /// became-leader event for this node as if Raft had produced it (late,
+    /// duplicated or invented).
+    InjectBecameLeader {
+        partition: String,
+        term: u64,
+    },
+    /// Turns a plugin off or back on in this node's hook runtime.
+    SetPluginEnabled {
+        plugin: String,
+        enabled: bool,
+    },
+    /// Asks a partition's Raft group (through this node's replica) to move
+    /// its leadership to `to`; the election that follows is reported as
+    /// usual.
+    TransferLeader {
+        partition: String,
+        to: NodeId,
+    },
+}
+
+/// One local replica beside its stored assignment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub partition: String,
+    pub group: u64,
+    pub role: Role,
+    pub raft_leader: Option<NodeId>,
+    pub term: u64,
+    pub serving: bool,
+    pub assigned_leader: Option<NodeId>,
+    pub epoch: u64,
+    /// In-sync replicas as stored in the metadata.
+    #[serde(default)]
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeId,
+    pub replicas: Vec<ReplicaView>,
+    pub plugins: serde_json::Value,
+    /// Where this node's metadata log stands (snapshots compact it).
+    #[serde(default)]
+    pub metadata_log: crate::raft::shared::LogStatus,
+    /// The Raft port's counters.
+    #[serde(default)]
+    pub transport: TransportStats,
+    /// The admin port's counters.
+    #[serde(default)]
+    pub admin: AdminStats,
+}
+
+impl Request {
+    /// The name of a test hook, if this is one.
+    fn test_hook(&self) -> Option<&'static str> {
+        match self {
+            Request::DropEvents { .. } => Some("drop-events"),
+            Request::InjectBecameLeader { .. } => Some("inject-became-leader"),
+            Request::FailStorage => Some("fail-storage"),
+            _ => None,
+        }
+    }
+}
+
+pub struct Admin {
+    pub node: NodeId,
+    pub topic_limits: TopicLimits,
+    pub shared: Arc<Shared>,
+    pub raft: RaftHandle,
+    pub hooks: Arc<HookRuntime>,
+    pub transport: Transport,
+    pub access: AdminAccess,
+    /// For the fail-storage test hook.
+    pub store: crate::raft::storage::LogStore,
+}
+
+impl Admin {
+    fn handle(&self, line: &str) -> serde_json::Value {
+        let request: Request = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(e) => {
+                return Failure::new(FailureKind::BadRequest, format!("bad request: {e}"))
+                    .to_json();
+            }
+        };
+        if let Some(hook) = request.test_hook()
+            && !self.access.fault_injection
+        {
+            return Failure::new(
+                FailureKind::Disabled,
+                format!(
+                    "{hook} is a test hook, disabled on this node (test clusters enable it with \
+                     [testing] fault_injection = true)"
+                ),
+            )
+            .to_json();
+        }
+        let result = match request {
+            Request::Status => serde_json::to_value(self.status())
+                .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
+            Request::CreateTopic {
+                name,
+                partitions,
+                replication,
+            } => self.create_topic(name, partitions, replication),
+            Request::DeleteTopic { name } => self.delete_topic(&name),
+            Request::DropEvents { count } => {
+                self.hooks.drop_next_events(count);
+                Ok(serde_json::json!({ "dropping": count }))
+            }
+            Request::InjectBecameLeader { partition, term } => self.inject(&partition, term),
+            Request::FailStorage => {
+                self.store.inject_write_failures();
+                Ok(serde_json::json!("raft log writes fail from now on"))
+            }
+            Request::SetPluginEnabled { plugin, enabled } => self
+                .hooks
+                .set_enabled(&plugin, enabled)
+                .map(|()| serde_json::json!({ "plugin": plugin, "enabled": enabled }))
+                .map_err(|e| Failure::refused(e.to_string())),
+            Request::TransferLeader { partition, to } => self.transfer(&partition, to),
+            Request::Reload { plugin, path } => self
+                .hooks
+                .reload(&plugin, path.as_deref())
+                .map(|()| serde_json::json!({ "reloaded": plugin }))
+                .map_err(|e| Failure::refused(e.to_string())),
+        };
+        match result {
+            Ok(value) => serde_json::json!({ "ok": value }),
+            Err(failure) => failure.to_json(),
+        }
+    }
+
+    /// Proposes a metadata command and waits for it to apply here. Not committed in time
+    /// (no metadata leader, a dropped proposal) is `unavailable`; refused when applied is
+    /// `refused`.
+    fn propose(&self, command: Command) -> Result<serde_json::Value, Failure> {
+        let applied = self
+            .raft
+            .propose_and_wait(command, COMMIT_TIMEOUT)
+            .map_err(raft_failure)?;
+        answer(applied)
+    }
+
+    fn create_topic(
+        &self,
+        name: String,
+        partitions: u32,
+        replication: usize,
+    ) -> Result<serde_json::Value, Failure> {
+        topic::validate_name(&name).map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
+        let live: Vec<_> = self.shared.live_nodes().into_iter().collect();
+        let replicas = topic::place(&live, partitions, replication, &self.topic_limits)
+            .map_err(|e| Failure::new(FailureKind::BadRequest, e.to_string()))?;
+        let command = Command::CreateTopic {
+            name,
+            topic_id: TopicId::random(),
+            replicas,
+            configs: TopicConfigs::new(),
+        };
+        self.propose(command)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<serde_json::Value, Failure> {
+        let topic_id = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .topic_by_name(name)
+            .map(|t| t.id)
+            .ok_or_else(|| Failure::refused(format!("unknown topic {name}")))?;
+        self.propose(Command::DeleteTopic { topic_id })
+    }
+
+    fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, Failure> {
+        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let (group, replicas) = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            (meta.group, meta.replicas.clone())
+        };
+        if !replicas.contains(&to) {
+            return Err(Failure::refused(format!(
+                "node {to} holds no replica of {partition} (replicas {replicas:?})"
+            )));
+        }
+        if !replicas.contains(&self.node) {
+            return Err(Failure::refused(format!(
+                "node {} holds no replica of {partition}: ask one of {replicas:?}",
+                self.node
+            )));
+        }
+        self.raft
+            .send(RaftCommand::Transfer { group, to })
+            .map_err(raft_failure)?;
+        Ok(serde_json::json!({ "transfer_requested": partition, "to": to }))
+    }
+
+    fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, Failure> {
+        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let (group, replicas) = {
+            let metadata = self
+                .shared
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            (meta.group, meta.replicas.clone())
+        };
+        let key = leaderhook_hooks::PartitionKey(group);
+        let push = self.hooks.submit(
+            key,
+            leaderhook_hooks::LeadershipEvent {
+                partition: id,
+                transition: leaderhook_hooks::Transition::BecameLeader,
+                observer: self.node,
+                leader: Some(self.node),
+                previous_leader: None,
+                term,
+                replicas,
+                at_ms: crate::raft::node::now_ms(),
+            },
+        );
+        Ok(serde_json::json!(format!("{push:?}")))
+    }
+
+    pub fn status(&self) -> Status {
+        let metadata = self
+            .shared
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let replicas = self
+            .shared
+            .replicas
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        let views = replicas
+            .values()
+            .filter_map(|r| {
+                let partition = r.partition.clone()?;
+                let meta = metadata.partition(&partition)?;
+                Some(ReplicaView {
+                    partition: partition.to_string(),
+                    group: r.group,
+                    role: r.role,
+                    raft_leader: r.leader,
+                    term: r.term,
+                    serving: r.serving,
+                    assigned_leader: meta.leader,
+                    epoch: meta.epoch,
+                    isr: meta.isr.clone(),
+                })
+            })
+            .collect();
+        Status {
+            node: self.node,
+            replicas: views,
+            plugins: serde_json::to_value(self.hooks.stats()).unwrap_or_default(),
+            metadata_log: *self
+                .shared
+                .metadata_log
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+            transport: self.transport.stats(),
+            admin: self.access.stats(),
+        }
+    }
+}
+
+fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
+    match applied {
+        Applied::Refused(why @ crate::metadata::Refusal::TopicExists(_)) => {
+            Err(Failure::new(FailureKind::Exists, why.to_string()))
+        }
+        Applied::Refused(why) => Err(Failure::refused(why.to_string())),
+        Applied::TopicCreated { topic_id, groups } => {
+            Ok(serde_json::json!({ "topic_id": topic_id, "groups": groups }))
+        }
+        Applied::TopicDeleted { groups } => Ok(serde_json::json!({ "deleted_groups": groups })),
+        Applied::LeaderSet => Ok(serde_json::json!("leader set")),
+        Applied::IsrSet => Ok(serde_json::json!("isr set")),
+        Applied::ProducerId(id) => Ok(serde_json::json!({ "producer_id": id })),
+    }
+}
+
+/// A Raft loop error as an admin failure: retriable ones are `unavailable`.
+fn raft_failure(e: RaftError) -> Failure {
+    let kind = if e.is_retriable() {
+        FailureKind::Unavailable
+    } else {
+        FailureKind::Failed
+    };
+    Failure::new(kind, e.to_string())
+}
