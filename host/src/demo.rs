@@ -7,7 +7,7 @@
 use anyhow::{Context, bail};
 use leaderhook_hooks::{
     Capabilities, Grant, HookEngine, HookRuntime, HooksConfig, LeadershipEvent, MemoryCluster,
-    NodeId, PartitionId, PluginConfig, Transition,
+    NodeId, PartitionId, PartitionKey, PluginConfig, Transition,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -90,12 +90,12 @@ pub fn run(engine: HookEngine, config: HooksConfig, out: &mut dyn Write) -> anyh
     demo.step("3. node 1 restarts and replays its stale became-leader for orders-0 at term 1");
     demo.start_node(1)?;
     let late = demo.event(0, Transition::BecameLeader, 1, Some(1), None, 1);
-    demo.runtimes[&1].submit(late);
+    demo.runtimes[&1].submit(PartitionKey(0), late);
     demo.settle_and_show()?;
 
     demo.step("4. node 2 delivers its became-leader for orders-0 at term 2 a second time");
     let dup = demo.event(0, Transition::BecameLeader, 2, Some(2), Some(1), 2);
-    demo.runtimes[&2].submit(dup);
+    demo.runtimes[&2].submit(PartitionKey(0), dup);
     demo.settle_and_show()?;
 
     demo.step("5. orders-1 leadership moves from node 2 to node 3 at term 2");
@@ -162,7 +162,10 @@ impl Demo<'_> {
             } else {
                 Transition::LeaderObserved
             };
-            runtime.submit(self.event(p, transition, node, Some(leader), previous, term));
+            runtime.submit(
+                PartitionKey(u64::from(p)),
+                self.event(p, transition, node, Some(leader), previous, term),
+            );
         }
     }
 
@@ -172,7 +175,10 @@ impl Demo<'_> {
         self.raft.insert(p, (None, term));
         for (&node, runtime) in &self.runtimes {
             if node != dead {
-                runtime.submit(self.event(p, Transition::LeaderLost, node, None, Some(dead), term));
+                runtime.submit(
+                    PartitionKey(u64::from(p)),
+                    self.event(p, Transition::LeaderLost, node, None, Some(dead), term),
+                );
             }
         }
     }

@@ -30,6 +30,16 @@ pub fn plugin(name: &str) -> String {
     paths[i].to_string_lossy().into_owned()
 }
 
+/// The hostile test plugin's .wasm (tests/plugins/adversary), built once.
+pub fn adversary() -> String {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        guest_build::build_guests(&root(), &["adversary"]).unwrap_or_else(|e| panic!("{e}"))[0]
+            .clone()
+    });
+    path.to_string_lossy().into_owned()
+}
+
 /// An engine with `builtin:assign-leader`, as the leaderhook binary has.
 pub fn engine() -> HookEngine {
     static ENGINE: OnceLock<HookEngine> = OnceLock::new();

@@ -10,8 +10,8 @@
 //! `dispatch per_event_ns=.. native_ns=.. ratio=..`.
 
 use leaderhook_hooks::{
-    Capabilities, Grant, HookEngine, LeadershipEvent, MemoryCluster, PartitionId, PluginChain,
-    PluginConfig, Transition, WriteOutcome, fence, guest_build,
+    ArtifactKey, Capabilities, Grant, HookEngine, LeadershipEvent, MemoryCluster, PartitionId,
+    PluginChain, PluginConfig, Transition, WriteOutcome, fence, guest_build,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -247,7 +247,12 @@ fn main() {
     let paths =
         guest_build::build_guests(&root, &["assign-leader"]).unwrap_or_else(|e| panic!("{e}"));
     let plugin_path = paths[0].to_string_lossy().into_owned();
-    let config = PluginConfig::new("assign-leader", &plugin_path, &[Grant::Assignments]);
+    let mut config = PluginConfig::new("assign-leader", &plugin_path, &[Grant::Assignments]);
+    // The bench writes far faster than any cluster elects (a million
+    // set-leader calls a second at batch=1): it measures dispatch, so the
+    // set-leader quota is lifted. Checking it still costs what it costs.
+    config.limits.set_leader_per_batch = u32::MAX;
+    config.limits.set_leader_per_sec = u32::MAX;
     let plugin_bytes = std::fs::metadata(&paths[0]).map(|m| m.len()).unwrap_or(0);
     println!(
         "plugin: {plugin_path} ({:.1} KiB){}",
@@ -341,8 +346,12 @@ fn main() {
     let compile = compile_total / rounds.cold_loads as u32;
 
     let cache = tempfile::tempdir().expect("temp dir");
+    // The node's artifact key: without one each engine would get a random
+    // key and verify nothing from an earlier engine.
+    let key = ArtifactKey::from_bytes([7; 32]);
     let populate = HookEngine::builder()
         .cache_dir(Some(cache.path().to_owned()))
+        .artifact_key(key.clone())
         .build()
         .expect("engine");
     let source = populate.source(&plugin_path).expect("read plugin");
@@ -364,6 +373,7 @@ fn main() {
     for _ in 0..rounds.cached_loads {
         let engine = HookEngine::builder()
             .cache_dir(Some(cache.path().to_owned()))
+            .artifact_key(key.clone())
             .build()
             .expect("engine");
         let start = Instant::now();

@@ -1,6 +1,8 @@
 //! The plugins of a node in config order, called one after the other on
-//! each batch. Synchronous and thread-free: the dispatcher runs one on its
-//! own thread; the test harness drives one directly for determinism.
+//! each batch, on the caller's thread: the test harness and the benchmarks
+//! drive one directly, for determinism. (The runtime gives each plugin its
+//! own lane instead, see [`crate::dispatch`].) Each call blocks its thread
+//! until the plugins return (each within its time limit).
 
 use crate::capabilities::Capabilities;
 use crate::config::PluginConfig;
@@ -44,13 +46,16 @@ impl PluginChain {
     /// Delivers a batch to each plugin in order. A failing plugin does not
     /// stop the ones after it; its failures are returned by name.
     pub fn deliver(&mut self, events: &[LeadershipEvent]) -> Vec<(String, Failure)> {
-        let mut failures = Vec::new();
-        for plugin in &mut self.plugins {
-            if let Err(failure) = plugin.deliver(events) {
-                failures.push((plugin.name().to_owned(), failure));
+        let plugins = &mut self.plugins;
+        crate::exec::block_on(async move {
+            let mut failures = Vec::new();
+            for plugin in plugins {
+                if let Err(failure) = plugin.deliver_async(events).await {
+                    failures.push((plugin.name().to_owned(), failure));
+                }
             }
-        }
-        failures
+            failures
+        })
     }
 
     /// Swaps in an already-initialised replacement for the plugin of the
@@ -69,6 +74,11 @@ impl PluginChain {
         }
     }
 
+    /// The plugins, in config order (the runtime moves each into its lane).
+    pub(crate) fn into_plugins(self) -> Vec<Plugin> {
+        self.plugins
+    }
+
     pub fn stats(&self) -> Vec<PluginStats> {
         self.plugins
             .iter()
@@ -78,14 +88,6 @@ impl PluginChain {
 
     pub fn info(&self) -> Vec<PluginInfo> {
         self.plugins.iter().map(Plugin::info).collect()
-    }
-
-    /// Counters by plugin name, for readers on other threads.
-    pub(crate) fn counters(&self) -> Vec<(String, Arc<PluginCounters>)> {
-        self.plugins
-            .iter()
-            .map(|p| (p.name().to_owned(), p.counters().clone()))
-            .collect()
     }
 }
 
@@ -109,15 +111,16 @@ pub(crate) fn load_plugin(
             );
         }
     }
-    let ctx = Arc::new(PluginContext {
-        name: config.name.as_str().into(),
-        grants: config.grants.clone(),
-        caps: caps.clone(),
+    let ctx = Arc::new(PluginContext::new(
+        &config.name,
+        config.grants.clone(),
+        caps.clone(),
         counters,
-    });
+        &config.limits,
+    ));
     let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx);
     plugin
-        .ensure_instance()
+        .ensure_instance_blocking()
         .map_err(|failure| LoadError::Init {
             origin: source.origin.clone(),
             name: config.name.clone(),

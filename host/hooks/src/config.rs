@@ -2,15 +2,16 @@
 //!
 //! ```toml
 //! [dispatch]
-//! queue_capacity = 65536   # pending events before coalescing / dropping
+//! queue_capacity = 65536   # pending events per plugin before coalescing / dropping
+//! queue_bytes = 16777216   # and the same bound in bytes
 //! max_batch = 1024         # events per on-events call
 //!
 //! [[plugins]]
 //! name = "assign-leader"
 //! path = "builtin:assign-leader"     # or a .wasm path, relative to the config file
 //! grants = ["assignments"]           # assignments | leadership | notify
-//! limits = { timeout_ms = 100, memory_mib = 64 }
-//! on_error = { policy = "retry", retries = 3, backoff_ms = 10 }
+//! limits = { timeout_ms = 100, memory_mib = 64 }   # and quotas: see [`Limits`]
+//! on_error = { policy = "retry", retries = 3, backoff_ms = 10, max_retry_ms = 2000 }
 //! [plugins.config]                   # handed to the plugin's init as JSON
 //! ```
 
@@ -36,6 +37,10 @@ pub struct DispatchConfig {
     /// events are coalesced to its newest; if that is not enough, the new
     /// event is dropped and counted (the broker's resync heals it).
     pub queue_capacity: usize,
+    /// Bytes of pending events one plugin's queue holds (each event counted
+    /// at its size in memory, topic name and replica list included); the
+    /// same overflow rules apply as for `queue_capacity`.
+    pub queue_bytes: usize,
     /// Most events handed to one on-events call.
     pub max_batch: usize,
     /// Directory for precompiled plugin artifacts, keyed by content hash.
@@ -46,6 +51,7 @@ impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 65_536,
+            queue_bytes: 16 << 20,
             max_batch: 1024,
             cache_dir: None,
         }
@@ -95,17 +101,47 @@ impl Grant {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Wall time one call may take before it is interrupted.
+    /// Wall time one call (`init` or `on-events`, instantiation included)
+    /// may take, whatever the plugin does: computing, blocking in a WASI
+    /// call (sleep, poll) or calling host functions.
     pub timeout_ms: u64,
-    /// Linear memory the plugin may grow to.
+    /// Memory one instance may hold: the sum of its linear memories, with
+    /// table elements counted at [`TABLE_ELEMENT_BYTES`] each.
     pub memory_mib: u64,
+    /// `assignments.set-leader` calls per batch (one `init` or `on-events`
+    /// call) and per second.
+    pub set_leader_per_batch: u32,
+    pub set_leader_per_sec: u32,
+    /// `leadership.transfer` calls per batch and per second.
+    pub transfer_per_batch: u32,
+    pub transfer_per_sec: u32,
+    /// `notify.emit` calls per batch and per second.
+    pub emit_per_batch: u32,
+    pub emit_per_sec: u32,
+    /// Lines the plugin may write to the host log (`log` calls and
+    /// stdout/stderr lines together) per batch and per second; the rest are
+    /// suppressed and summarised.
+    pub log_per_batch: u32,
+    pub log_per_sec: u32,
 }
+
+/// What one table element counts for against `memory_mib` (a table holds
+/// a pointer-sized reference per element, plus bookkeeping).
+pub const TABLE_ELEMENT_BYTES: usize = 16;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             timeout_ms: 100,
             memory_mib: 64,
+            set_leader_per_batch: 4096,
+            set_leader_per_sec: 50_000,
+            transfer_per_batch: 1024,
+            transfer_per_sec: 2_000,
+            emit_per_batch: 4096,
+            emit_per_sec: 10_000,
+            log_per_batch: 100,
+            log_per_sec: 200,
         }
     }
 }
@@ -129,6 +165,10 @@ pub struct OnError {
     pub retries: u32,
     /// `retry`: delay before the first retry; doubles per attempt, up to 1 s.
     pub backoff_ms: u64,
+    /// `retry`: no retry starts later than this after the batch's first
+    /// attempt began, whatever `retries` says (the attempt running at that
+    /// moment still ends within `timeout_ms`).
+    pub max_retry_ms: u64,
     /// `disable`: consecutive failed batches before the plugin is disabled
     /// (until it is reloaded).
     pub disable_after: u32,
@@ -140,8 +180,15 @@ impl Default for OnError {
             policy: ErrorPolicy::Skip,
             retries: 3,
             backoff_ms: 10,
+            max_retry_ms: 2_000,
             disable_after: 3,
         }
+    }
+}
+
+impl OnError {
+    pub fn max_retry(&self) -> Duration {
+        Duration::from_millis(self.max_retry_ms)
     }
 }
 
@@ -213,6 +260,9 @@ impl HooksConfig {
         if self.dispatch.queue_capacity == 0 {
             return Err("dispatch.queue_capacity must be at least 1".into());
         }
+        if self.dispatch.queue_bytes == 0 {
+            return Err("dispatch.queue_bytes must be at least 1".into());
+        }
         if self.dispatch.max_batch == 0 {
             return Err("dispatch.max_batch must be at least 1".into());
         }
@@ -231,8 +281,23 @@ impl HooksConfig {
             if p.limits.timeout_ms == 0 {
                 return Err(format!("{at}: limits.timeout_ms must be at least 1"));
             }
+            if p.limits.timeout_ms > MAX_TIMEOUT_MS {
+                return Err(format!(
+                    "{at}: limits.timeout_ms must be at most {MAX_TIMEOUT_MS}"
+                ));
+            }
             if p.limits.memory_mib == 0 {
                 return Err(format!("{at}: limits.memory_mib must be at least 1"));
+            }
+            if p.limits.memory_mib > MAX_MEMORY_MIB {
+                return Err(format!(
+                    "{at}: limits.memory_mib must be at most {MAX_MEMORY_MIB}"
+                ));
+            }
+            if p.on_error.max_retry_ms > MAX_RETRY_MS {
+                return Err(format!(
+                    "{at}: on_error.max_retry_ms must be at most {MAX_RETRY_MS}"
+                ));
             }
             if p.on_error.policy == ErrorPolicy::Disable && p.on_error.disable_after == 0 {
                 return Err(format!("{at}: on_error.disable_after must be at least 1"));
@@ -254,6 +319,13 @@ impl HooksConfig {
         }
     }
 }
+
+/// Longest `limits.timeout_ms` accepted (a minute).
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Largest `limits.memory_mib` accepted (4 GiB, a 32-bit memory's reach).
+pub const MAX_MEMORY_MIB: u64 = 4096;
+/// Longest `on_error.max_retry_ms` accepted (ten minutes).
+pub const MAX_RETRY_MS: u64 = 600_000;
 
 /// Prefix of plugin paths that name a plugin embedded in the binary.
 pub const BUILTIN_PREFIX: &str = "builtin:";

@@ -4,6 +4,9 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "leadership-hook",
+    // Exports are called as futures, so a call blocked in a WASI host
+    // future can be abandoned at its deadline (see `plugin.rs`).
+    exports: { default: async },
     additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize],
 });
 

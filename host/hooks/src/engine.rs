@@ -1,7 +1,8 @@
 //! One wasmtime [`Engine`] per process, with the linker every plugin is
-//! instantiated against and the ticker that drives epoch interruption (the
-//! wall-time limit of each call).
+//! instantiated against and the ticker that drives epoch interruption (how
+//! a call running wasm notices its deadline, see [`crate::plugin`]).
 
+use crate::artifact::{ArtifactCache, ArtifactKey, CacheStats};
 use crate::contract::LeadershipHook;
 use crate::load::{self, LoadError, PluginSource, Validated};
 use crate::state::PluginState;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-/// How often the epoch advances: the granularity of call timeouts.
+/// How often the epoch advances: how often a call running wasm checks its
+/// deadline and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Cheap to clone; the ticker thread stops when the last clone is dropped.
@@ -26,7 +28,7 @@ struct Inner {
     engine: Engine,
     linker: Linker<PluginState>,
     builtins: HashMap<String, &'static [u8]>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<ArtifactCache>,
     /// Components compiled in this process, by SHA-256 of their bytes:
     /// loading the same plugin again (another node's runtime, a reload of
     /// an unchanged file) never recompiles.
@@ -89,8 +91,8 @@ impl HookEngine {
         {
             return Ok(component);
         }
-        let component = match &self.inner.cache_dir {
-            Some(dir) => load::compile_cached(self, bytes, &digest, dir)?,
+        let component = match &self.inner.cache {
+            Some(cache) => cache.compile(&self.inner.engine, bytes, &digest)?,
             None => Component::new(&self.inner.engine, bytes)?,
         };
         if let Ok(mut map) = self.inner.compiled.lock() {
@@ -100,10 +102,19 @@ impl HookEngine {
     }
 
     /// Ticks to allow for a call of `timeout`: rounded up, plus one because
-    /// the current tick may end right after the deadline is set.
+    /// the current tick may end right after the call starts.
     pub fn deadline_ticks(timeout: Duration) -> u64 {
         let tick = EPOCH_TICK.as_nanos();
         (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+
+    /// What the precompiled-artifact cache did (all zero without one).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner
+            .cache
+            .as_ref()
+            .map(ArtifactCache::stats)
+            .unwrap_or_default()
     }
 }
 
@@ -111,6 +122,7 @@ impl HookEngine {
 pub struct HookEngineBuilder {
     builtins: HashMap<String, &'static [u8]>,
     cache_dir: Option<PathBuf>,
+    artifact_key: Option<ArtifactKey>,
 }
 
 impl HookEngineBuilder {
@@ -121,9 +133,21 @@ impl HookEngineBuilder {
         self
     }
 
-    /// Caches precompiled artifacts in `dir`, keyed by content hash.
+    /// Caches precompiled artifacts in `dir`, keyed by content hash and
+    /// verified with the [`artifact_key`](Self::artifact_key) before they
+    /// are loaded (see [`crate::artifact`]).
     pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.cache_dir = dir;
+        self
+    }
+
+    /// The node-local key artifacts are tagged with; keep it outside the
+    /// cache directory ([`ArtifactKey::load_or_create`]). Without one, a
+    /// cache gets a random key per engine: nothing from an earlier process
+    /// verifies, so nothing unverified is ever loaded, but every restart
+    /// compiles again.
+    pub fn artifact_key(mut self, key: ArtifactKey) -> Self {
+        self.artifact_key = Some(key);
         self
     }
 
@@ -136,9 +160,28 @@ impl HookEngineBuilder {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Async WASI: a plugin blocked in poll or sleep waits in a future
+        // its call's deadline can abandon, not on the thread.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
+        let cache = match self.cache_dir {
+            None => None,
+            Some(dir) => {
+                let key = match self.artifact_key {
+                    Some(key) => key,
+                    None => {
+                        tracing::warn!(
+                            cache_dir = %dir.display(),
+                            "no artifact key given: precompiled plugins from earlier runs \
+                             cannot be verified and will be compiled again"
+                        );
+                        ArtifactKey::generate()?
+                    }
+                };
+                Some(ArtifactCache::new(dir, key, &engine))
+            }
+        };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone())?;
         Ok(HookEngine {
@@ -146,7 +189,7 @@ impl HookEngineBuilder {
                 engine,
                 linker,
                 builtins: self.builtins,
-                cache_dir: self.cache_dir,
+                cache,
                 compiled: Mutex::default(),
                 ticker_stop,
             }),

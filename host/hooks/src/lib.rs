@@ -10,33 +10,47 @@
 //! - [`contract`]: generated bindings and the contract version.
 //! - [`config`]: the operator's `[dispatch]` and `[[plugins]]` TOML.
 //! - [`engine`]: the process-wide wasmtime engine, linker and epoch ticker.
-//! - [`load`]: reading, checking and compiling a plugin file.
+//! - [`load`]: reading, checking and compiling a plugin file; [`artifact`]:
+//!   verified precompiled artifacts.
 //! - `state`: a plugin's store and the host side of every import (grants,
-//!   fencing); `stdio`: plugin stdout/stderr into the host log.
-//! - [`plugin`]: one plugin's instance, limits, failures and `on_error` policy.
+//!   quotas, fencing); `stdio`: plugin stdout/stderr into the host log.
+//! - [`limits`]: an instance's memory bound and capability quotas;
+//!   [`loggate`]: the log rate limit; [`text`]: output size bounds.
+//! - [`plugin`]: one plugin's instance, deadlines, failures and `on_error`
+//!   policy; [`cancel`]: abandoning a call in progress; `exec`: running
+//!   calls from synchronous code.
 //! - [`chain`]: a node's plugins in config order, called synchronously.
-//! - [`queue`] and [`dispatch`]: the bounded queue and the dispatcher thread.
+//! - [`queue`], `lane` and [`dispatch`]: each plugin's bounded queue and
+//!   worker, and the runtime that fans events out to them.
 //! - [`capabilities`] and [`fence`]: the trait plugins see the world
 //!   through, and the term-fencing rule every writer applies.
 //! - [`memory`]: an in-memory cluster implementing [`Capabilities`].
 //! - [`guest_build`]: builds guest crates to `.wasm` for tests and benches.
 
+pub mod artifact;
+pub mod cancel;
 pub mod capabilities;
 pub mod chain;
 pub mod config;
 pub mod contract;
 pub mod dispatch;
 pub mod engine;
+mod exec;
 pub mod fence;
 pub mod guest_build;
+mod lane;
+pub mod limits;
 pub mod load;
+pub mod loggate;
 pub mod memory;
 pub mod plugin;
 pub mod queue;
 mod state;
 pub mod stats;
 mod stdio;
+pub mod text;
 
+pub use artifact::{ArtifactKey, CacheStats};
 pub use capabilities::Capabilities;
 pub use chain::{PluginChain, PluginInfo};
 pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, OnError, PluginConfig};
@@ -49,4 +63,5 @@ pub use engine::HookEngine;
 pub use fence::PartitionView;
 pub use load::{LoadError, PluginSource};
 pub use memory::MemoryCluster;
-pub use stats::{PluginStats, QueueStats};
+pub use queue::PartitionKey;
+pub use stats::{OverQuotaStats, PluginStats, QueueStats};

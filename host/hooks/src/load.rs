@@ -7,7 +7,6 @@ use crate::engine::HookEngine;
 use crate::state::PluginState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
 use wasmtime::component::Component;
 
 /// A plugin's bytes and where they came from (a path or `builtin:<name>`).
@@ -217,60 +216,8 @@ fn same_minor_line(found: &str, ours: &str) -> bool {
     }
 }
 
-/// Compiles through a cache of precompiled artifacts named by the SHA-256
-/// of the source bytes and the engine's compatibility hash, so a changed
-/// file or an upgraded host never picks up a stale artifact.
-pub(crate) fn compile_cached(
-    engine: &HookEngine,
-    bytes: &[u8],
-    digest: &[u8; 32],
-    dir: &Path,
-) -> Result<Component, wasmtime::Error> {
-    use std::hash::{Hash, Hasher};
-    let mut compat = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .engine()
-        .precompile_compatibility_hash()
-        .hash(&mut compat);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()));
-    if path.exists() {
-        match deserialize_artifact(engine, &path) {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(artifact = %path.display(), "ignoring unusable precompiled artifact: {e:#}")
-            }
-        }
-    }
-    let component = Component::new(engine.engine(), bytes)?;
-    // A failed cache write only costs a recompile next time.
-    let written = std::fs::create_dir_all(dir).and_then(|()| {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, component.serialize().map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, &path)
-    });
-    if let Err(e) = written {
-        tracing::warn!(artifact = %path.display(), "cannot cache precompiled plugin: {e}");
-    }
-    Ok(component)
-}
-
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-/// Loads a precompiled artifact.
-#[allow(unsafe_code)]
-pub(crate) fn deserialize_artifact(
-    engine: &HookEngine,
-    path: &Path,
-) -> Result<Component, wasmtime::Error> {
-    // SAFETY: wasmtime requires the artifact to come from `serialize` of a
-    // compatible engine. The cache directory is written only by
-    // `compile_cached` above, under a name that includes the engine's
-    // compatibility hash, and wasmtime re-checks the header and engine
-    // settings on load.
-    unsafe { Component::deserialize_file(engine.engine(), path) }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! are checked here, term fencing is applied here, and the rest is handed
 //! to [`Capabilities`].
 
+use crate::cancel::CancelToken;
 use crate::capabilities::Capabilities;
 use crate::config::Grant;
 use crate::contract::leaderhook::plugin::{assignments, cluster, leadership, log, notify, types};
@@ -9,15 +10,20 @@ use crate::contract::{
     CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId, WriteOutcome,
 };
 use crate::fence;
+use crate::limits::{InstanceLimiter, Quotas, Quoted};
+use crate::loggate::LogGate;
 use crate::stats::PluginCounters;
 use crate::stdio::LogStream;
+use crate::text::{self, MAX_PAYLOAD, MAX_TEXT};
 use std::sync::Arc;
-use wasmtime::ResourceLimiter;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Longest log message forwarded from a plugin.
-const MAX_LOG_MESSAGE: usize = 4096;
+/// Most WASI resources (streams, pollables) one instance may hold at once.
+const MAX_RESOURCES: usize = 1024;
+/// Largest `wasi:random` request served, in bytes.
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
 /// Everything about a plugin its imports need, shared by its instances.
 pub struct PluginContext {
@@ -25,40 +31,103 @@ pub struct PluginContext {
     pub grants: Vec<Grant>,
     pub caps: Arc<dyn Capabilities>,
     pub counters: Arc<PluginCounters>,
+    /// `log` calls and stdout/stderr lines share it.
+    pub(crate) log_gate: Arc<LogGate>,
+    /// The host's warnings about this plugin's failures.
+    pub(crate) failure_gate: LogGate,
+}
+
+impl PluginContext {
+    pub(crate) fn new(
+        name: &str,
+        grants: Vec<Grant>,
+        caps: Arc<dyn Capabilities>,
+        counters: Arc<PluginCounters>,
+        limits: &crate::config::Limits,
+    ) -> Self {
+        let name: Arc<str> = name.into();
+        Self {
+            log_gate: Arc::new(LogGate::output(
+                name.clone(),
+                counters.clone(),
+                limits.log_per_batch,
+                limits.log_per_sec,
+            )),
+            failure_gate: LogGate::failures(name.clone()),
+            name,
+            grants,
+            caps,
+            counters,
+        }
+    }
 }
 
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
+    pub(crate) limiter: InstanceLimiter,
+    stdout: LogStream,
     pub(crate) stderr: LogStream,
+    pub(crate) quotas: Quotas,
+    /// Epoch ticks the call in progress may still run (counted down by the
+    /// epoch callback).
+    pub(crate) ticks_left: u64,
+    pub(crate) cancel: CancelToken,
     ctx: Arc<PluginContext>,
 }
 
 impl PluginState {
-    pub(crate) fn new(ctx: Arc<PluginContext>, memory_limit: usize) -> Self {
-        let stdout = LogStream::new(ctx.name.clone(), "stdout");
-        let stderr = LogStream::new(ctx.name.clone(), "stderr");
+    pub(crate) fn new(
+        ctx: Arc<PluginContext>,
+        memory_limit: usize,
+        quotas: Quotas,
+        cancel: CancelToken,
+    ) -> Self {
+        let stdout = LogStream::new(&ctx, "stdout");
+        let stderr = LogStream::new(&ctx, "stderr");
         // The builder's defaults: no preopened directories, no environment,
         // no arguments, stdin closed. Network access is switched off too;
         // clocks and randomness stay (Rust's std needs them).
         let wasi = WasiCtx::builder()
-            .stdout(stdout)
+            .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: memory_limit,
-                hit: false,
-            },
+            table,
+            limiter: InstanceLimiter::new(memory_limit),
+            stdout,
             stderr,
+            quotas,
+            ticks_left: 0,
+            cancel,
             ctx,
         }
+    }
+
+    /// A call (`init` or `on-events`) starts at `now`: fresh per-batch
+    /// allowances, fresh trap evidence, and the ticks the epoch callback
+    /// allows it.
+    pub(crate) fn begin_call(&mut self, now: Instant, timeout: std::time::Duration) {
+        self.ticks_left = crate::engine::HookEngine::deadline_ticks(timeout);
+        self.limiter.hit = false;
+        self.stderr.clear_tail();
+        self.quotas.begin_batch(now);
+        self.ctx.log_gate.begin_batch();
+    }
+
+    /// A call ended (however it ended): unfinished output lines go out, and
+    /// the log summary if one is due.
+    pub(crate) fn end_call(&mut self) {
+        self.stdout.flush_partial();
+        self.stderr.flush_partial();
+        self.ctx.log_gate.summarize();
     }
 
     fn require(&self, grant: Grant) -> Result<(), CapError> {
@@ -72,6 +141,28 @@ impl PluginState {
             "plugin called a capability it was not granted"
         );
         Err(CapError::NotGranted(grant.name().to_owned()))
+    }
+
+    /// Takes one call from the plugin's quota for `call`, or refuses it
+    /// (counted; logged once per batch).
+    fn quota(&mut self, call: Quoted) -> Result<(), CapError> {
+        let Err(over) = self.quotas.take(call) else {
+            return Ok(());
+        };
+        let c = &self.ctx.counters;
+        PluginCounters::bump(match call {
+            Quoted::SetLeader => &c.over_quota_set_leader,
+            Quoted::Transfer => &c.over_quota_transfer,
+            Quoted::Emit => &c.over_quota_emit,
+        });
+        if self.quotas.first_refusal(call) {
+            tracing::warn!(
+                plugin = %self.ctx.name,
+                call = call.name(),
+                "{over}; further refusals in this batch are counted, not logged"
+            );
+        }
+        Err(CapError::Unavailable(over.to_string()))
     }
 
     fn refused<T>(&self, call: &str, partition: &PartitionId, e: CapError) -> Result<T, CapError> {
@@ -90,48 +181,16 @@ impl WasiView for PluginState {
     }
 }
 
-/// Caps linear memory and remembers whether the cap was hit, so the
-/// resulting trap is reported as out-of-memory rather than a plain trap.
-pub(crate) struct MemoryLimiter {
-    limit: usize,
-    pub(crate) hit: bool,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
 impl types::Host for PluginState {}
 
 impl log::Host for PluginState {
     fn log(&mut self, level: log::Level, mut message: String) {
+        if !self.ctx.log_gate.admit() {
+            return; // suppressed (counted by the gate); the text is dropped here
+        }
         PluginCounters::bump(&self.ctx.counters.log_lines);
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+        if text::bound(&mut message, MAX_TEXT) {
+            PluginCounters::bump(&self.ctx.counters.truncated);
         }
         let plugin = &*self.ctx.name;
         match level {
@@ -180,6 +239,7 @@ impl assignments::Host for PluginState {
         epoch: u64,
     ) -> Result<WriteOutcome, CapError> {
         self.require(Grant::Assignments)?;
+        self.quota(Quoted::SetLeader)?;
         let Some(view) = self.ctx.caps.partition(&partition) else {
             return self.refused("set-leader", &partition, CapError::UnknownPartition);
         };
@@ -216,6 +276,7 @@ impl assignments::Host for PluginState {
 impl leadership::Host for PluginState {
     fn transfer(&mut self, partition: PartitionId, to: NodeId) -> Result<(), CapError> {
         self.require(Grant::Leadership)?;
+        self.quota(Quoted::Transfer)?;
         let Some(view) = self.ctx.caps.partition(&partition) else {
             return self.refused("transfer", &partition, CapError::UnknownPartition);
         };
@@ -230,11 +291,16 @@ impl leadership::Host for PluginState {
 }
 
 impl notify::Host for PluginState {
-    fn emit(&mut self, sink: String, payload: String) -> Result<(), CapError> {
+    fn emit(&mut self, mut sink: String, mut payload: String) -> Result<(), CapError> {
         self.require(Grant::Notify)?;
+        self.quota(Quoted::Emit)?;
         if !self.ctx.caps.has_sink(&sink) {
             PluginCounters::bump(&self.ctx.counters.refused_calls);
+            text::bound(&mut sink, MAX_TEXT);
             return Err(CapError::UnknownSink(sink));
+        }
+        if text::bound(&mut payload, MAX_PAYLOAD) {
+            PluginCounters::bump(&self.ctx.counters.truncated);
         }
         self.ctx.caps.notify(&sink, &payload).map_err(|why| {
             PluginCounters::bump(&self.ctx.counters.refused_calls);

@@ -24,7 +24,14 @@ pub struct PluginCounters {
     pub refused_while_stale: AtomicU64,
     pub ungranted_calls: AtomicU64,
     pub log_lines: AtomicU64,
+    pub log_suppressed: AtomicU64,
+    pub truncated: AtomicU64,
+    pub over_quota_set_leader: AtomicU64,
+    pub over_quota_transfer: AtomicU64,
+    pub over_quota_emit: AtomicU64,
+    pub cancelled: AtomicU64,
     pub disabled: AtomicBool,
+    /// Bounded by [`crate::text::MAX_TEXT`] (plus the failure kind).
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -53,6 +60,15 @@ impl PluginCounters {
             refused_while_stale: get(&self.refused_while_stale),
             ungranted_calls: get(&self.ungranted_calls),
             log_lines: get(&self.log_lines),
+            log_suppressed: get(&self.log_suppressed),
+            truncated: get(&self.truncated),
+            over_quota: OverQuotaStats {
+                set_leader: get(&self.over_quota_set_leader),
+                transfer: get(&self.over_quota_transfer),
+                emit: get(&self.over_quota_emit),
+            },
+            cancelled: get(&self.cancelled),
+            queue: QueueStats::default(),
             disabled: self.disabled.load(Ordering::Relaxed),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
         }
@@ -87,9 +103,32 @@ pub struct PluginStats {
     pub refused_while_stale: u64,
     /// Capability calls refused because the capability was not granted.
     pub ungranted_calls: u64,
+    /// Lines written to the host log (`log` calls and stdout/stderr lines).
     pub log_lines: u64,
+    /// Lines dropped by the log limits (`limits.log_per_batch`, `log_per_sec`).
+    pub log_suppressed: u64,
+    /// Outputs cut to their size bound (error strings, log messages,
+    /// stdout/stderr lines, notification payloads).
+    pub truncated: u64,
+    /// Capability calls refused because they were over quota.
+    pub over_quota: OverQuotaStats,
+    /// Calls abandoned because the operator disabled or reloaded the plugin
+    /// or the runtime shut down (not failures).
+    pub cancelled: u64,
+    /// This plugin's own queue (filled in by the runtime; zero when the
+    /// plugin is driven without one, e.g. by the harness).
+    pub queue: QueueStats,
     pub disabled: bool,
+    /// The last failure, at most [`crate::text::MAX_TEXT`] bytes of message.
     pub last_error: Option<String>,
+}
+
+/// Capability calls refused over quota, per capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OverQuotaStats {
+    pub set_leader: u64,
+    pub transfer: u64,
+    pub emit: u64,
 }
 
 impl PluginStats {
@@ -104,7 +143,8 @@ impl PluginStats {
     }
 }
 
-/// Counters of the dispatch queue.
+/// Counters of a dispatch queue (one per plugin; the runtime's totals are
+/// sums over its plugins, except `submitted`, counted once per event).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     pub submitted: u64,

@@ -1,73 +1,123 @@
-//! Plugin stdout and stderr: each complete line goes to the host log tagged
-//! with the plugin's name. The recent stderr is kept so a trap can be told
-//! apart as a Rust panic (whose message is printed there just before).
+//! Plugin stdout and stderr: each line goes to the host log tagged with
+//! the plugin's name, through the plugin's log gate (see [`crate::loggate`]).
+//! A line keeps at most [`MAX_TEXT`] bytes, with a marker if it was longer.
+//! The recent stderr is kept so a trap can be told apart as a Rust panic
+//! (whose message is printed there just before).
 
+use crate::loggate::LogGate;
+use crate::state::PluginContext;
+use crate::stats::PluginCounters;
+use crate::text::{self, MAX_TEXT};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-/// Longest line forwarded; longer output is split.
-const MAX_LINE: usize = 4096;
-/// How much recent stderr is kept for classifying traps.
+/// How much recent output is kept for classifying traps.
 const TAIL: usize = 4096;
+/// Most bytes one write may carry (WASI's `check-write` answer).
+const MAX_WRITE: usize = 4096;
 
 #[derive(Clone)]
 pub struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
-    inner: Arc<Mutex<LineBuffer>>,
+    gate: Arc<LogGate>,
+    counters: Arc<PluginCounters>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Anything written since the last `clear_tail` (checked without the
+    /// lock before and after every call: most calls write nothing).
+    written: AtomicBool,
+    buffer: Mutex<LineBuffer>,
 }
 
 #[derive(Default)]
 struct LineBuffer {
+    /// The current line's first [`MAX_TEXT`] bytes.
     partial: Vec<u8>,
+    /// The current line's length in all.
+    line_len: usize,
     tail: Vec<u8>,
 }
 
 impl LogStream {
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    pub(crate) fn new(ctx: &PluginContext, stream: &'static str) -> Self {
         Self {
-            plugin,
+            plugin: ctx.name.clone(),
             stream,
+            gate: ctx.log_gate.clone(),
+            counters: ctx.counters.clone(),
             inner: Arc::default(),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineBuffer> {
+        self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Forgets the recent output (called before each plugin call).
     pub fn clear_tail(&self) {
-        if let Ok(mut b) = self.inner.lock() {
-            b.tail.clear();
+        if self.inner.written.swap(false, Ordering::Relaxed) {
+            self.lock().tail.clear();
         }
     }
 
-    /// The output written since the last [`clear_tail`](Self::clear_tail).
+    /// The output written since the last [`clear_tail`](Self::clear_tail),
+    /// at most [`TAIL`] bytes.
     pub fn tail(&self) -> String {
-        self.inner
-            .lock()
-            .map(|b| String::from_utf8_lossy(&b.tail).into_owned())
-            .unwrap_or_default()
+        String::from_utf8_lossy(&self.lock().tail).into_owned()
+    }
+
+    /// Writes out a line the plugin left unfinished (after each call).
+    pub fn flush_partial(&self) {
+        if !self.inner.written.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut b = self.lock();
+        if b.line_len > 0 {
+            self.end_line(&mut b);
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
-        let Ok(mut b) = self.inner.lock() else { return };
-        b.tail.extend_from_slice(bytes);
+        self.inner.written.store(true, Ordering::Relaxed);
+        let mut b = self.lock();
+        let keep = bytes.len().min(TAIL);
+        b.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
         let excess = b.tail.len().saturating_sub(TAIL);
         b.tail.drain(..excess);
-        for &byte in bytes {
-            if byte == b'\n' || b.partial.len() >= MAX_LINE {
-                let line = std::mem::take(&mut b.partial);
-                self.emit(&line);
-                if byte == b'\n' {
-                    continue;
-                }
+        for piece in bytes.split_inclusive(|&byte| byte == b'\n') {
+            let (content, ends_line) = match piece.strip_suffix(b"\n") {
+                Some(content) => (content, true),
+                None => (piece, false),
+            };
+            let room = MAX_TEXT.saturating_sub(b.partial.len());
+            b.partial
+                .extend_from_slice(&content[..content.len().min(room)]);
+            b.line_len += content.len();
+            if ends_line {
+                self.end_line(&mut b);
             }
-            b.partial.push(byte);
         }
     }
 
-    fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
+    fn end_line(&self, b: &mut LineBuffer) {
+        let line = std::mem::take(&mut b.partial);
+        let len = std::mem::take(&mut b.line_len);
+        if !self.gate.admit() {
+            return;
+        }
+        PluginCounters::bump(&self.counters.log_lines);
+        let mut line = String::from_utf8_lossy(&line).into_owned();
+        if len > line.len() {
+            PluginCounters::bump(&self.counters.truncated);
+            line.push_str(&text::marker(len));
+        }
         tracing::info!(target: "leaderhook::plugin", plugin = %self.plugin, stream = self.stream, "{line}");
     }
 }
@@ -82,7 +132,7 @@ impl OutputStream for LogStream {
         Ok(())
     }
     fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(MAX_LINE)
+        Ok(MAX_WRITE)
     }
 }
 

@@ -74,7 +74,7 @@ fn runtime_with_policy(cluster: &std::sync::Arc<leaderhook_hooks::MemoryCluster>
 fn reload_swaps_in_a_good_new_version() {
     let cluster = cluster();
     let runtime = runtime_with_policy(&cluster);
-    runtime.submit(became_leader(&cluster, 0, 1, 1));
+    submit(&runtime, became_leader(&cluster, 0, 1, 1));
     assert!(runtime.wait_idle(IDLE));
     assert_eq!(cluster.notifications().len(), 1);
     assert_eq!(cluster.writes(), 0);
@@ -83,7 +83,7 @@ fn reload_swaps_in_a_good_new_version() {
         .reload("policy", Some(&plugins().assign_leader))
         .unwrap();
     assert_eq!(runtime.plugins()[0].origin, plugins().assign_leader);
-    runtime.submit(became_leader(&cluster, 0, 2, 2));
+    submit(&runtime, became_leader(&cluster, 0, 2, 2));
     assert!(runtime.wait_idle(IDLE));
     assert_eq!(
         cluster.notifications().len(),
@@ -123,7 +123,7 @@ fn a_broken_new_version_is_refused_and_the_old_one_keeps_running() {
         Err(ReloadError::UnknownPlugin(_))
     ));
 
-    runtime.submit(became_leader(&cluster, 3, 1, 1));
+    submit(&runtime, became_leader(&cluster, 3, 1, 1));
     assert!(runtime.wait_idle(IDLE));
     assert_eq!(
         cluster.notifications(),
@@ -144,7 +144,7 @@ fn reload_re_enables_a_disabled_plugin() {
         ..HooksConfig::default()
     };
     let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
-    runtime.submit(became_leader(&cluster, 0, 1, 1));
+    submit(&runtime, became_leader(&cluster, 0, 1, 1));
     assert!(runtime.wait_idle(IDLE));
     assert!(runtime.stats().plugins[0].disabled);
 
@@ -152,7 +152,7 @@ fn reload_re_enables_a_disabled_plugin() {
         .reload("policy", Some(&plugins().assign_leader))
         .unwrap();
     assert!(!runtime.stats().plugins[0].disabled);
-    runtime.submit(became_leader(&cluster, 0, 2, 2));
+    submit(&runtime, became_leader(&cluster, 0, 2, 2));
     assert!(runtime.wait_idle(IDLE));
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 2)));
 }

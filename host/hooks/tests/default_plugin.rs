@@ -85,14 +85,17 @@ fn the_runtime_applies_a_whole_election_history_through_the_queue() {
         for partition in 0..4 {
             let leader = (term + partition as u64) % 3 + 1;
             let event = became_leader(&cluster, partition, leader, term);
-            runtime.submit(event.clone());
-            runtime.submit(event); // duplicate
+            submit(&runtime, event.clone());
+            submit(&runtime, event); // duplicate
         }
     }
     // A late event for a term already delivered is dropped before the plugin.
     assert!(runtime.wait_idle(IDLE));
     let stale = cluster.elect(&p(0), 1, 2, 1);
-    assert_eq!(runtime.submit(stale), leaderhook_hooks::queue::Push::Stale);
+    assert_eq!(
+        submit(&runtime, stale),
+        leaderhook_hooks::queue::Push::Stale
+    );
     assert!(runtime.wait_idle(IDLE));
     for partition in 0..4u32 {
         let leader = (6 + partition as u64) % 3 + 1;

@@ -22,17 +22,20 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
     let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
 
     // The first event sends the stuck plugin into its loop...
-    runtime.submit(became_leader(&cluster, 0, 1, 1));
-    // ...wait until the dispatcher has taken it, then storm: 4 partitions,
+    submit(&runtime, became_leader(&cluster, 0, 1, 1));
+    // ...wait until its worker has taken it, then storm: 4 partitions,
     // 50 elections each.
-    while runtime.stats().queue.pending > 0 {
+    while runtime.stats().plugins[0].queue.pending > 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut outcomes = Vec::new();
     for term in 2..=51 {
         for partition in 0..4 {
             let leader = (term + partition as u64) % 3 + 1;
-            outcomes.push(runtime.submit(became_leader(&cluster, partition, leader, term)));
+            outcomes.push(submit(
+                &runtime,
+                became_leader(&cluster, partition, leader, term),
+            ));
         }
     }
     // Every submit returned while the plugin was still stuck in its first call.
@@ -41,12 +44,9 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
         during.plugins[0].timeouts, 0,
         "the first call has not even timed out yet"
     );
-    assert!(
-        during.queue.pending <= 8,
-        "bounded: {}",
-        during.queue.pending
-    );
-    assert!(during.queue.coalesced > 0);
+    let stuck_queue = &during.plugins[0].queue;
+    assert!(stuck_queue.pending <= 8, "bounded: {}", stuck_queue.pending);
+    assert!(stuck_queue.coalesced > 0);
     assert_eq!(
         during.queue.dropped, 0,
         "4 partitions always fit in 8 slots"
@@ -75,7 +75,7 @@ fn an_operator_can_switch_a_plugin_off_and_on() {
     };
     let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
     runtime.set_enabled("assign-leader", false).unwrap();
-    runtime.submit(became_leader(&cluster, 0, 2, 5));
+    submit(&runtime, became_leader(&cluster, 0, 2, 5));
     assert!(runtime.wait_idle(Duration::from_secs(30)));
     assert_eq!(
         cluster.assignment(&p(0)),
@@ -85,7 +85,7 @@ fn an_operator_can_switch_a_plugin_off_and_on() {
     assert!(runtime.stats().plugins[0].disabled);
 
     runtime.set_enabled("assign-leader", true).unwrap();
-    runtime.submit(became_leader(&cluster, 0, 2, 6));
+    submit(&runtime, became_leader(&cluster, 0, 2, 6));
     assert!(runtime.wait_idle(Duration::from_secs(30)));
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 6)));
     assert!(!runtime.stats().plugins[0].disabled);

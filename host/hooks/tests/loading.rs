@@ -4,7 +4,9 @@
 
 mod support;
 
-use leaderhook_hooks::{Grant, HookEngine, HooksConfig, LoadError, PluginChain, PluginConfig};
+use leaderhook_hooks::{
+    ArtifactKey, CacheStats, Grant, HookEngine, HooksConfig, LoadError, PluginChain, PluginConfig,
+};
 use std::path::Path;
 use support::*;
 
@@ -217,12 +219,9 @@ fn precompiled_artifacts_are_cached_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster();
     // A fresh engine each time, as a restarted broker would have: only the
-    // artifact on disk carries over.
+    // artifact on disk (and the node's key) carries over.
     let load = || {
-        let engine = HookEngine::builder()
-            .cache_dir(Some(dir.path().to_owned()))
-            .build()
-            .unwrap();
+        let engine = cached_engine(dir.path(), 7);
         let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
         chain.deliver(&[became_leader(&cluster, 0, 2, 1)]);
     };
@@ -253,12 +252,7 @@ fn precompiled_artifacts_are_cached_and_reused() {
 fn a_corrupt_artifact_is_ignored_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster();
-    let engine = || {
-        HookEngine::builder()
-            .cache_dir(Some(dir.path().to_owned()))
-            .build()
-            .unwrap()
-    };
+    let engine = || cached_engine(dir.path(), 7);
     PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
     let artifact = std::fs::read_dir(dir.path())
         .unwrap()
@@ -278,4 +272,125 @@ fn a_corrupt_artifact_is_ignored_and_rebuilt() {
         std::fs::metadata(&artifact).unwrap().len() > 1000,
         "rebuilt"
     );
+}
+
+/// An engine caching in `dir` under the key made of `key` bytes.
+fn cached_engine(dir: &Path, key: u8) -> HookEngine {
+    HookEngine::builder()
+        .cache_dir(Some(dir.to_owned()))
+        .artifact_key(ArtifactKey::from_bytes([key; 32]))
+        .build()
+        .unwrap()
+}
+
+fn only_artifact(dir: &Path) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn an_artifact_written_under_another_key_is_refused_and_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster();
+    // Another node's key (or an attacker's): a valid wasmtime artifact of
+    // this very plugin, which this node did not write.
+    let theirs = cached_engine(dir.path(), 1);
+    PluginChain::load(&theirs, &caps(&cluster), &[assign_leader()]).unwrap();
+    let artifact = only_artifact(dir.path());
+    let foreign = std::fs::read(&artifact).unwrap();
+
+    let ours = cached_engine(dir.path(), 2);
+    let mut chain = PluginChain::load(&ours, &caps(&cluster), &[assign_leader()]).unwrap();
+    assert_eq!(
+        ours.cache_stats(),
+        CacheStats {
+            hits: 0,
+            rejected: 1,
+            written: 1
+        }
+    );
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 0, 2, 1)])
+            .is_empty()
+    );
+    assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 1)));
+    assert_ne!(
+        std::fs::read(&artifact).unwrap(),
+        foreign,
+        "rewritten under our key"
+    );
+    // Which the next engine with our key loads.
+    let again = cached_engine(dir.path(), 2);
+    PluginChain::load(&again, &caps(&cluster), &[assign_leader()]).unwrap();
+    assert_eq!(again.cache_stats().hits, 1);
+}
+
+#[test]
+fn another_plugins_artifact_under_this_plugins_name_is_never_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster();
+    let engine = cached_engine(dir.path(), 3);
+    // The adversary's artifact, tagged under this node's own key...
+    let notifier = adversary("swapped", "notify", &[Grant::Notify]);
+    PluginChain::load(&engine, &caps(&cluster), &[notifier]).unwrap();
+    let adversary_artifact = only_artifact(dir.path());
+    // ...copied over the name assign-leader's artifact will have.
+    let other = tempfile::tempdir().unwrap();
+    let probe = cached_engine(other.path(), 3);
+    PluginChain::load(&probe, &caps(&cluster), &[assign_leader()]).unwrap();
+    let name = only_artifact(other.path()).file_name().unwrap().to_owned();
+    std::fs::copy(&adversary_artifact, dir.path().join(&name)).unwrap();
+
+    // Loaded blindly, it would run the adversary (whose init refuses an
+    // empty config, or notifies instead of writing).
+    let engine = cached_engine(dir.path(), 3);
+    let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
+    assert_eq!(engine.cache_stats().rejected, 1);
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 1, 3, 1)])
+            .is_empty()
+    );
+    assert_eq!(
+        cluster.assignment(&p(1)),
+        Some((Some(3), 1)),
+        "assign-leader ran"
+    );
+    assert!(cluster.notifications().is_empty());
+}
+
+#[test]
+fn a_tampered_artifact_is_refused_and_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster();
+    PluginChain::load(
+        &cached_engine(dir.path(), 4),
+        &caps(&cluster),
+        &[assign_leader()],
+    )
+    .unwrap();
+    let artifact = only_artifact(dir.path());
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&artifact, &bytes).unwrap();
+
+    let engine = cached_engine(dir.path(), 4);
+    let mut chain = PluginChain::load(&engine, &caps(&cluster), &[assign_leader()]).unwrap();
+    assert_eq!(
+        (engine.cache_stats().rejected, engine.cache_stats().hits),
+        (1, 0)
+    );
+    assert!(
+        chain
+            .deliver(&[became_leader(&cluster, 2, 1, 1)])
+            .is_empty()
+    );
+    assert_eq!(cluster.assignment(&p(2)), Some((Some(1), 1)));
+    assert_ne!(std::fs::read(&artifact).unwrap(), bytes, "rewritten");
 }

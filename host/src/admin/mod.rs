@@ -319,28 +319,29 @@ impl Admin {
 
     fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, Failure> {
         let id = leaderhook_harness::scenario::parse_partition(partition)?;
-        let replicas = {
+        let (group, replicas) = {
             let metadata = self
                 .shared
                 .metadata
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            metadata
-                .partition(&id)
-                .ok_or("unknown partition")?
-                .replicas
-                .clone()
+            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            (meta.group, meta.replicas.clone())
         };
-        let push = self.hooks.submit(leaderhook_hooks::LeadershipEvent {
-            partition: id,
-            transition: leaderhook_hooks::Transition::BecameLeader,
-            observer: self.node,
-            leader: Some(self.node),
-            previous_leader: None,
-            term,
-            replicas,
-            at_ms: crate::raft::node::now_ms(),
-        });
+        let key = leaderhook_hooks::PartitionKey(group);
+        let push = self.hooks.submit(
+            key,
+            leaderhook_hooks::LeadershipEvent {
+                partition: id,
+                transition: leaderhook_hooks::Transition::BecameLeader,
+                observer: self.node,
+                leader: Some(self.node),
+                previous_leader: None,
+                term,
+                replicas,
+                at_ms: crate::raft::node::now_ms(),
+            },
+        );
         Ok(serde_json::json!(format!("{push:?}")))
     }
 

@@ -21,7 +21,7 @@ use crate::raft::handle::{AppendError, CommandQueue, RaftCommand, RaftError, WAK
 use crate::raft::shared::{LogStatus, ReplicaStatus, Role, Shared};
 use crate::raft::storage::{LogStore, WriteBatch};
 use crate::raft::transport::{self, Envelope, Transport};
-use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, Transition};
+use leaderhook_hooks::{HookRuntime, LeadershipEvent, NodeId, PartitionKey, Transition};
 use raft::prelude::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1473,16 +1473,19 @@ impl RaftLoop {
         let Some(transition) = transition(old, now) else {
             return;
         };
-        self.hooks.submit(LeadershipEvent {
-            partition,
-            transition,
-            observer: self.node,
-            leader: now.leader,
-            previous_leader: old.leader,
-            term,
-            replicas,
-            at_ms: now_ms(),
-        });
+        self.hooks.submit(
+            PartitionKey(id),
+            LeadershipEvent {
+                partition,
+                transition,
+                observer: self.node,
+                leader: now.leader,
+                previous_leader: old.leader,
+                term,
+                replicas,
+                at_ms: now_ms(),
+            },
+        );
     }
 
     fn propose_write(&mut self, write: LeaderWrite) {
@@ -1533,21 +1536,24 @@ impl RaftLoop {
             if meta.leader == Some(self.node) && meta.epoch == term {
                 continue;
             }
-            events.push(LeadershipEvent {
-                partition,
-                transition: Transition::BecameLeader,
-                observer: self.node,
-                leader: Some(self.node),
-                previous_leader: meta.leader,
-                term,
-                replicas: meta.replicas.clone(),
-                at_ms: now_ms(),
-            });
+            events.push((
+                PartitionKey(id),
+                LeadershipEvent {
+                    partition,
+                    transition: Transition::BecameLeader,
+                    observer: self.node,
+                    leader: Some(self.node),
+                    previous_leader: meta.leader,
+                    term,
+                    replicas: meta.replicas.clone(),
+                    at_ms: now_ms(),
+                },
+            ));
         }
         drop(metadata);
-        for event in events {
+        for (key, event) in events {
             tracing::debug!(partition = %event.partition, term = event.term, "resync: re-delivering leadership");
-            self.hooks.submit(event);
+            self.hooks.submit(key, event);
         }
         for update in isr_updates {
             self.command(RaftCommand::Propose(update, None));

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use leaderhook_hooks::guest_build;
+use leaderhook_hooks::queue::Push;
 use leaderhook_hooks::{
-    Capabilities, ErrorPolicy, Grant, HookEngine, LeadershipEvent, MemoryCluster, OnError,
-    PartitionId, PluginConfig, Transition,
+    Capabilities, ErrorPolicy, Grant, HookEngine, HookRuntime, LeadershipEvent, MemoryCluster,
+    OnError, PartitionId, PartitionKey, PluginConfig, Transition,
 };
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -58,6 +59,16 @@ pub fn p(partition: u32) -> PartitionId {
     PartitionId::new("t", partition)
 }
 
+/// The key the tests give partition `t-N`: N.
+pub fn key(event: &LeadershipEvent) -> PartitionKey {
+    PartitionKey(u64::from(event.partition.partition))
+}
+
+/// Submits an event under its partition's test key.
+pub fn submit(runtime: &HookRuntime, event: LeadershipEvent) -> Push {
+    runtime.submit(key(&event), event)
+}
+
 pub fn assign_leader() -> PluginConfig {
     PluginConfig::new(
         "assign-leader",
@@ -66,10 +77,24 @@ pub fn assign_leader() -> PluginConfig {
     )
 }
 
-/// The adversary in `mode`, with extra config entries.
+/// The adversary in `mode`.
 pub fn adversary(name: &str, mode: &str, grants: &[Grant]) -> PluginConfig {
     let mut config = PluginConfig::new(name, &plugins().adversary, grants);
     config.config.insert("mode".into(), mode.into());
+    config
+}
+
+/// The adversary in `mode` with extra config entries.
+pub fn adversary_with(
+    name: &str,
+    mode: &str,
+    grants: &[Grant],
+    extra: &[(&str, toml::Value)],
+) -> PluginConfig {
+    let mut config = adversary(name, mode, grants);
+    for (k, v) in extra {
+        config.config.insert((*k).into(), v.clone());
+    }
     config
 }
 

@@ -25,6 +25,30 @@
 //! - `escape`: tries the filesystem, environment, arguments, sockets and the
 //!   clock; returns `Err` listing `what=ok|denied` for each.
 //!
+//! Attacks on the runtime's bounds (issue 8). Fields: `sleep_ms` (default
+//! 3000), `size` (bytes, default 10 MiB), `count` (default 1000),
+//! `alloc_mib` (default 32):
+//!
+//! - `sleep`: `std::thread::sleep(sleep_ms)` (a WASI clock subscription and
+//!   a blocking `pollable.block` in the host, no wasm running).
+//! - `sleep-init`: the same in `init`.
+//! - `block-reinit`: `init` sleeps whenever some partition already has a
+//!   leader (so the first init, at start, passes); `on-events` panics, so
+//!   every batch ends with a fresh instance whose `init` blocks.
+//! - `poll`: `wasi:io/poll.poll` on a clock subscription that never fires.
+//! - `host-loop`: calls `cluster.nodes` forever.
+//! - `huge-error`: returns an `Err` of `size` bytes.
+//! - `huge-log`: `count` log calls of `size` bytes each.
+//! - `huge-stdout`: `count` stdout lines of `size` bytes each, then a line
+//!   of `size` bytes without a newline.
+//! - `huge-notify`: `count` notifications of `size` bytes each to `sink`.
+//! - `write-storm`: `set-leader` for the first event's partition (its
+//!   observer at its term) `count` times; returns `Err("N accepted, then:
+//!   <first error>")` if one was refused.
+//! - `transfer-storm`: the same with `leadership.transfer` to the observer.
+//! - `alloc`: allocates `alloc_mib` MiB at once (touching every page),
+//!   frees it, returns Ok.
+//!
 //! An unknown mode makes `init` fail.
 
 use std::hint::black_box;
@@ -34,6 +58,17 @@ use leaderhook_sdk::{
     leadership, log, notify, register_hook,
 };
 use serde::Deserialize;
+
+mod blocking {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "blocking",
+        generate_all,
+    });
+}
+
+use blocking::wasi::clocks::monotonic_clock;
+use blocking::wasi::io::poll;
 
 /// The adversary's config.
 #[derive(Debug, Deserialize)]
@@ -47,6 +82,14 @@ pub struct Config {
     pub fail_times: u32,
     /// The sink `notify` and `ungranted` emit to.
     pub sink: String,
+    /// How long the blocking modes sleep.
+    pub sleep_ms: u64,
+    /// Bytes per output of the `huge-*` modes.
+    pub size: usize,
+    /// Repetitions of the `huge-*` and storm modes.
+    pub count: u32,
+    /// MiB `alloc` allocates.
+    pub alloc_mib: usize,
 }
 
 impl Default for Config {
@@ -56,6 +99,10 @@ impl Default for Config {
             tag: String::new(),
             fail_times: 0,
             sink: "trace".to_owned(),
+            sleep_ms: 3000,
+            size: 10 << 20,
+            count: 1000,
+            alloc_mib: 32,
         }
     }
 }
@@ -76,6 +123,17 @@ enum Mode {
     Print,
     Stack,
     Escape,
+    Sleep,
+    BlockReinit,
+    Poll,
+    HostLoop,
+    HugeError,
+    HugeLog,
+    HugeStdout,
+    HugeNotify,
+    WriteStorm,
+    TransferStorm,
+    Alloc,
 }
 
 /// The plugin.
@@ -106,6 +164,26 @@ impl Hook for Adversary {
             "print" => Mode::Print,
             "stack" => Mode::Stack,
             "escape" => Mode::Escape,
+            "sleep" => Mode::Sleep,
+            "sleep-init" => {
+                sleep(config.sleep_ms);
+                Mode::Ok
+            }
+            "block-reinit" => {
+                if cluster::assignments().iter().any(|a| a.leader.is_some()) {
+                    sleep(config.sleep_ms);
+                }
+                Mode::BlockReinit
+            }
+            "poll" => Mode::Poll,
+            "host-loop" => Mode::HostLoop,
+            "huge-error" => Mode::HugeError,
+            "huge-log" => Mode::HugeLog,
+            "huge-stdout" => Mode::HugeStdout,
+            "huge-notify" => Mode::HugeNotify,
+            "write-storm" => Mode::WriteStorm,
+            "transfer-storm" => Mode::TransferStorm,
+            "alloc" => Mode::Alloc,
             other => return Err(format!("unknown mode {other:?}")),
         };
         Ok(Adversary {
@@ -151,11 +229,86 @@ impl Hook for Adversary {
                 Ok(())
             }
             Mode::Escape => Err(escape_report()),
+            Mode::Sleep => {
+                sleep(self.config.sleep_ms);
+                Ok(())
+            }
+            Mode::BlockReinit => panic!("adversary panicked to be re-initialised"),
+            Mode::Poll => {
+                // An instant that never comes: poll waits forever.
+                let never = monotonic_clock::subscribe_instant(u64::MAX);
+                let ready = poll::poll(&[&never]);
+                Err(format!("poll returned {ready:?}"))
+            }
+            Mode::HostLoop => loop {
+                black_box(cluster::nodes());
+            },
+            Mode::HugeError => Err("e".repeat(self.config.size)),
+            Mode::HugeLog => {
+                let message = "l".repeat(self.config.size);
+                for _ in 0..self.config.count {
+                    log::info(&message);
+                }
+                Ok(())
+            }
+            Mode::HugeStdout => {
+                let line = "o".repeat(self.config.size);
+                for _ in 0..self.config.count {
+                    println!("{line}");
+                }
+                print!("{line}");
+                Ok(())
+            }
+            Mode::HugeNotify => {
+                let payload = "n".repeat(self.config.size);
+                for _ in 0..self.config.count {
+                    notify::emit(&self.config.sink, &payload).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Mode::WriteStorm => self.storm(events, |e| {
+                assignments::set_leader(&e.partition, e.observer, e.term).map(|_| ())
+            }),
+            Mode::TransferStorm => {
+                self.storm(events, |e| leadership::transfer(&e.partition, e.observer))
+            }
+            Mode::Alloc => {
+                let mut block = vec![0u8; self.config.alloc_mib << 20];
+                for byte in block.iter_mut().step_by(4096) {
+                    *byte = 1;
+                }
+                black_box(&mut block);
+                Ok(())
+            }
         }
     }
 }
 
+/// Blocks in the host for `ms` (a WASI clock subscription, then
+/// `pollable.block`).
+fn sleep(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 impl Adversary {
+    /// Repeats `call` on the first event `count` times; reports how many
+    /// went through before the first refusal.
+    fn storm(
+        &self,
+        events: &[LeadershipEvent],
+        call: impl Fn(&LeadershipEvent) -> Result<(), CapError>,
+    ) -> Result<(), String> {
+        let Some(event) = events.first() else {
+            return Ok(());
+        };
+        for accepted in 0..self.config.count {
+            if let Err(e) = call(event) {
+                return Err(format!("{accepted} accepted, then: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Calls both capabilities; reports the first refusal.
     fn ungranted(&self, events: &[LeadershipEvent]) -> Result<(), String> {
         let (partition, to) = match events.first() {
