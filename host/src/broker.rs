@@ -66,7 +66,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         transfer_cooldown: config.raft.transfer_cooldown(),
         last_transfer: Default::default(),
     });
-    let engine = crate::builtin::engine_with_cache(config.dispatch.cache_dir.clone())?;
+    let engine = crate::builtin::engine_with_cache(
+        config.dispatch.cache_dir.clone(),
+        &config.data_dir.join("artifact.key"),
+    )?;
     let hooks = Arc::new(HookRuntime::start(engine, caps, &config.hooks())?);
     for plugin in hooks.plugins() {
         tracing::info!(plugin = %plugin.name, origin = %plugin.origin, "plugin loaded");

@@ -38,7 +38,7 @@ fn start(dir: &Path, plugins: String) -> LocalCluster {
         },
         plugins: Some(plugins),
         // The attacks' warnings, and the plugins' own lines (info).
-        log: "warn,leaderhook::plugin=info".into(),
+        log: std::env::var("HOSTILE_LOG").unwrap_or_else(|_| "warn,leaderhook::plugin=info".into()),
         ..ClusterSpec::default()
     };
     LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_leaderhook")), dir, &spec).unwrap()
@@ -240,4 +240,153 @@ fn hostile_plugins_before_the_default_one_stop_nothing_and_are_bounded() {
             "node {node}: {bytes} bytes of log for {lines} plugin lines"
         );
     }
+}
+
+/// VmRSS of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The metadata log's last index on the node that has seen the most.
+fn metadata_last_index(c: &LocalCluster) -> u64 {
+    c.running()
+        .into_iter()
+        .filter_map(|n| c.status(n).ok())
+        .map(|s| s.metadata_log.last_index)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Elections so far: per partition, the highest term any node shows.
+fn terms(c: &LocalCluster) -> std::collections::BTreeMap<String, u64> {
+    let mut terms = std::collections::BTreeMap::new();
+    for status in c.running().into_iter().filter_map(|n| c.status(n).ok()) {
+        for r in status.replicas {
+            let t = terms.entry(r.partition).or_insert(0);
+            *t = (*t).max(r.term);
+        }
+    }
+    terms
+}
+
+fn default_plugin() -> &'static str {
+    "[[plugins]]\nname = \"assign-leader\"\npath = \"builtin:assign-leader\"\n\
+     grants = [\"assignments\"]\n\n"
+}
+
+/// Runs `kills` kill -9/restart cycles of orders-0's leader, each time
+/// waiting for the assignments to follow; returns the metadata entries
+/// written meanwhile and the largest broker RSS seen.
+fn churn_leaders(c: &mut LocalCluster, kills: usize) -> (u64, f64) {
+    let start = metadata_last_index(c);
+    let mut rss: f64 = 0.0;
+    for _ in 0..kills {
+        let leader = c.wait_converged(3, WAIT).unwrap()["orders-0"].0;
+        c.kill9(leader).unwrap();
+        c.wait_converged(3, Duration::from_secs(4))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+        c.spawn(leader).unwrap();
+        c.wait_converged(3, WAIT)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+        for node in c.running() {
+            rss = rss.max(c.pid(node).map_or(0.0, rss_mib));
+        }
+    }
+    (metadata_last_index(c) - start, rss)
+}
+
+/// The broker's side of containment: a plugin naming a replica Raft did
+/// not elect, at the current term, before the default plugin, cannot keep
+/// Metadata wrong (the elected leader's vouched write replaces it, and a
+/// node that knows the term's leader refuses it outright); and a plugin
+/// repeating a valid write 10,000 times per event costs nothing (one write
+/// per partition in flight from a node). The write storm's figure: metadata
+/// entries and broker RSS over the same kill cycles, with and without it.
+#[test]
+fn wrong_leaders_cannot_stick_and_write_storms_cost_nothing() {
+    let wasm = adversary_wasm();
+    let hostile = format!(
+        "[[plugins]]\nname = \"liar\"\npath = \"{wasm}\"\ngrants = [\"assignments\"]\n\
+         [plugins.config]\nmode = \"wrong-leader\"\n\n\
+         [[plugins]]\nname = \"stormer\"\npath = \"{wasm}\"\ngrants = [\"assignments\"]\n\
+         limits = {{ timeout_ms = 5000, set_leader_per_batch = 100000, set_leader_per_sec = 1000000 }}\n\
+         [plugins.config]\nmode = \"write-storm\"\ncount = 10000\n\n{}",
+        default_plugin()
+    );
+    let mut figures = Vec::new();
+    for (name, plugins) in [("without", default_plugin().to_owned()), ("with", hostile)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = start(dir.path(), plugins);
+        c.create_topic("orders", 3, 3, WAIT).unwrap();
+        c.wait_converged(3, WAIT)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+        let (entries, rss) = churn_leaders(&mut c, 3);
+        if name == "with" {
+            // Counted and logged under its name: refused at the nodes that
+            // knew the term's leader.
+            wait_counted(&c, "liar", "refused_calls");
+            let logs = c.logs();
+            assert!(
+                logs.contains("is not the leader Raft elected"),
+                "no refusal logged:\n{logs}"
+            );
+            assert!(counter(&c, "stormer", "events") > 0);
+        }
+        figures.push((name, entries, rss));
+    }
+    println!(
+        "write storm figure (3 kill -9 cycles, 3 partitions): {}",
+        figures
+            .iter()
+            .map(|(n, e, r)| format!("{n} the attack: {e} metadata entries, max RSS {r:.0} MiB"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let (without, with) = (figures[0].1, figures[1].1);
+    // 10,000 writes per event would be tens of thousands of entries
+    // ungated; the gate leaves a few per partition and election.
+    assert!(
+        with <= 2 * without + 60,
+        "metadata entries: {with} with the storm, {without} without"
+    );
+    assert!(figures[1].2 < figures[0].2 + 100.0, "{figures:?}");
+}
+
+/// A plugin moving every partition's leadership on every event: each move
+/// is an election, so a storm of them must be bounded by the per-partition
+/// transfer cooldown (2 s by default), and the assignments still follow.
+#[test]
+fn transfer_churn_is_bounded_by_the_cooldown() {
+    let wasm = adversary_wasm();
+    let plugins = format!(
+        "[[plugins]]\nname = \"churner\"\npath = \"{wasm}\"\ngrants = [\"leadership\"]\n\
+         [plugins.config]\nmode = \"transfer-churn\"\n\n{}",
+        default_plugin()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path(), plugins);
+    c.create_topic("orders", 3, 3, WAIT).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while terms(&c).len() < 3 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // From the topic's creation (each partition's first election is term 1).
+    let window = Duration::from_secs(6);
+    std::thread::sleep(window);
+    let after = terms(&c);
+    let elections: u64 = after.values().map(|t| t - 1).sum();
+    // Each node asks at most once per partition per cooldown: 3 nodes x 3
+    // partitions x (6 s / 2 s + 1). Ungated, every election's events ask
+    // for the next, without end.
+    let bound = 3 * 3 * 4;
+    println!("transfer churn: {elections} elections in {window:?} after creation (bound {bound})");
+    assert!(elections > 0, "the churner moved nothing: is it running?");
+    assert!(elections <= bound, "{elections} elections in {window:?}");
+    wait_counted(&c, "churner", "refused_calls");
 }

@@ -431,6 +431,8 @@ impl RaftLoop {
 
     fn close_group(&mut self, id: u64) {
         self.groups.remove(&id);
+        // The plugins' per-partition memory of this incarnation goes too.
+        self.hooks.forget(leaderhook_hooks::PartitionKey(id));
         self.shared
             .coordinators
             .write()

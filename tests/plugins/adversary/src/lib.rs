@@ -48,6 +48,12 @@
 //! - `transfer-storm`: the same with `leadership.transfer` to the observer.
 //! - `alloc`: allocates `alloc_mib` MiB at once (touching every page),
 //!   frees it, returns Ok.
+//! - `wrong-leader`: for every event that names a leader, names another
+//!   replica as leader at the event's term (a replica Raft did not elect);
+//!   returns the first refusal's message.
+//! - `transfer-churn`: for every event that names a leader, asks to move
+//!   the partition's leadership to the next replica (an election each);
+//!   returns the first refusal's message.
 //!
 //! An unknown mode makes `init` fail.
 
@@ -134,6 +140,8 @@ enum Mode {
     WriteStorm,
     TransferStorm,
     Alloc,
+    WrongLeader,
+    TransferChurn,
 }
 
 /// The plugin.
@@ -184,6 +192,8 @@ impl Hook for Adversary {
             "write-storm" => Mode::WriteStorm,
             "transfer-storm" => Mode::TransferStorm,
             "alloc" => Mode::Alloc,
+            "wrong-leader" => Mode::WrongLeader,
+            "transfer-churn" => Mode::TransferChurn,
             other => return Err(format!("unknown mode {other:?}")),
         };
         Ok(Adversary {
@@ -271,6 +281,12 @@ impl Hook for Adversary {
             }),
             Mode::TransferStorm => {
                 self.storm(events, |e| leadership::transfer(&e.partition, e.observer))
+            }
+            Mode::WrongLeader => each_led(events, |e, other| {
+                assignments::set_leader(&e.partition, other, e.term).map(|_| ())
+            }),
+            Mode::TransferChurn => {
+                each_led(events, |e, other| leadership::transfer(&e.partition, other))
             }
             Mode::Alloc => {
                 let mut block = vec![0u8; self.config.alloc_mib << 20];
@@ -410,6 +426,26 @@ fn bad_writes(
         assignments::set_leader(&e.partition, leader, epoch).map_err(|err| err.to_string())?;
     }
     Ok(())
+}
+
+/// Calls `act` for every event naming a leader, with the replica after
+/// that leader; the first refusal becomes the batch's error.
+fn each_led(
+    events: &[LeadershipEvent],
+    act: impl Fn(&LeadershipEvent, NodeId) -> Result<(), CapError>,
+) -> Result<(), String> {
+    let mut first = None;
+    for e in events {
+        let Some(leader) = e.leader else { continue };
+        let Some(at) = e.replicas.iter().position(|r| *r == leader) else {
+            continue;
+        };
+        let other = e.replicas[(at + 1) % e.replicas.len()];
+        if let Err(err) = act(e, other) {
+            first.get_or_insert(err.to_string());
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 register_hook!(Adversary);
