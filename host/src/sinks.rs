@@ -9,6 +9,7 @@
 //! line at a time.
 
 use crate::config::{Sink, SinkKind};
+use leaderhook_hooks::Backlog;
 use leaderhook_hooks::text::{self, MAX_PAYLOAD};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
@@ -24,6 +25,8 @@ pub const QUEUE_BYTES: usize = 8 << 20;
 pub struct Sinks {
     names: BTreeMap<String, Sink>,
     queue: SyncSender<(String, String)>,
+    /// The queue's bound in notifications.
+    count: usize,
     budget: Arc<ByteBudget>,
     files_opened: Arc<AtomicU64>,
 }
@@ -51,6 +54,7 @@ impl Sinks {
         Self {
             names,
             queue,
+            count,
             budget,
             files_opened,
         }
@@ -60,7 +64,7 @@ impl Sinks {
         self.names.contains_key(sink)
     }
 
-    pub fn emit(&self, sink: &str, payload: &str) -> Result<(), String> {
+    pub fn emit(&self, sink: &str, payload: &str) -> Result<(), Backlog> {
         // Cut unless the runtime already did (its cut carries a marker).
         let payload = if payload.len() > MAX_PAYLOAD + text::MAX_MARKER {
             text::bounded(payload, MAX_PAYLOAD)
@@ -69,15 +73,13 @@ impl Sinks {
         };
         let size = payload.len();
         if !self.budget.try_reserve(size) {
-            return Err(format!(
-                "the sink queue is full ({QUEUE_BYTES} bytes of notifications waiting)"
-            ));
+            return Err(Backlog::NotificationBytes(self.budget.limit));
         }
         self.queue
             .try_send((sink.to_owned(), payload))
             .map_err(|_| {
                 self.budget.release(size);
-                format!("the sink queue is full ({QUEUE} notifications waiting)")
+                Backlog::Notifications(self.count)
             })
     }
 
@@ -215,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sinks = Sinks::with_bounds(&[file_sink(&dir.path().join("a"))], 10, 100);
         let err = sinks.emit("audit", &"x".repeat(101)).unwrap_err();
-        assert!(err.contains("bytes of notifications waiting"), "{err}");
+        assert_eq!(err, Backlog::NotificationBytes(100));
         assert!(sinks.emit("audit", &"x".repeat(100)).is_ok());
     }
 

@@ -14,7 +14,8 @@
 
 use leaderhook_hooks::fence::{self, PartitionView};
 use leaderhook_hooks::{
-    Capabilities, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
+    Capabilities, CapabilityError, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment,
+    PartitionId, Transition,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -322,12 +323,12 @@ impl Capabilities for NodeView {
         partition: &PartitionId,
         leader: NodeId,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         let mut state = self.sim.lock();
         let p = state
             .partitions
             .get_mut(partition)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         // Fenced again at apply time, as the broker's metadata group does.
         let view = PartitionView {
             replicas: p.replicas.clone(),
@@ -343,7 +344,7 @@ impl Capabilities for NodeView {
         Ok(())
     }
 
-    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), CapabilityError> {
         let mut state = self.sim.lock();
         let request = TransferRequest {
             partition: partition.clone(),
@@ -360,7 +361,7 @@ impl Capabilities for NodeView {
         self.sim.lock().sinks.contains(sink)
     }
 
-    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), CapabilityError> {
         self.sim.lock().notifications.push(Notification {
             sink: sink.to_owned(),
             payload: payload.to_owned(),

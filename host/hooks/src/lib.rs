@@ -51,7 +51,7 @@ mod stdio;
 pub mod text;
 
 pub use artifact::{ArtifactKey, CacheStats};
-pub use capabilities::Capabilities;
+pub use capabilities::{Backlog, Capabilities, CapabilityError};
 pub use chain::{PluginChain, PluginInfo};
 pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, OnError, PluginConfig};
 pub use contract::{

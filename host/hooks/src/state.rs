@@ -268,7 +268,7 @@ impl assignments::Host for PluginState {
         }
         match self.ctx.caps.set_leader(&partition, leader, epoch) {
             Ok(()) => Ok(WriteOutcome::Queued),
-            Err(why) => self.refused("set-leader", &partition, CapError::Unavailable(why)),
+            Err(why) => self.refused("set-leader", &partition, why.to_cap_error()),
         }
     }
 }
@@ -286,7 +286,7 @@ impl leadership::Host for PluginState {
         self.ctx
             .caps
             .transfer_leader(&partition, to)
-            .or_else(|why| self.refused("transfer", &partition, CapError::Unavailable(why)))
+            .or_else(|why| self.refused("transfer", &partition, why.to_cap_error()))
     }
 }
 
@@ -304,7 +304,7 @@ impl notify::Host for PluginState {
         }
         self.ctx.caps.notify(&sink, &payload).map_err(|why| {
             PluginCounters::bump(&self.ctx.counters.refused_calls);
-            CapError::Unavailable(why)
+            why.to_cap_error()
         })
     }
 }

@@ -8,12 +8,13 @@
 pub mod inflight;
 
 use crate::metadata::Command;
-use crate::raft::handle::{RaftCommand, RaftHandle};
+use crate::raft::handle::{RaftCommand, RaftError, RaftHandle};
 use crate::raft::shared::Shared;
 use crate::sinks::Sinks;
 use inflight::{Admit, InflightWrites, LeaderWrite};
 use leaderhook_hooks::{
-    Capabilities, NodeId, NodeInfo, PartitionAssignment, PartitionId, PartitionView,
+    Backlog, Capabilities, CapabilityError, NodeId, NodeInfo, PartitionAssignment, PartitionId,
+    PartitionView,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,7 +100,7 @@ impl Capabilities for BrokerCaps {
         partition: &PartitionId,
         leader: NodeId,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         // Resolved to the topic's id now: if the topic is deleted (and
         // perhaps re-created) before this applies, it is refused there.
         let key = self
@@ -108,7 +109,7 @@ impl Capabilities for BrokerCaps {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .key_of(partition)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         // Vouch for the write when this node knows Raft elected `leader` in
         // term `epoch`: such a write corrects a wrong name at that epoch.
         let attested = self
@@ -133,13 +134,13 @@ impl Capabilities for BrokerCaps {
                     .send(RaftCommand::Propose(command, None))
                     .map_err(|e| {
                         self.inflight.dropped(key);
-                        e.to_string()
+                        unqueued(e)
                     })
             }
         }
     }
 
-    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), CapabilityError> {
         let group = self
             .shared
             .metadata
@@ -147,7 +148,7 @@ impl Capabilities for BrokerCaps {
             .unwrap_or_else(PoisonError::into_inner)
             .partition(partition)
             .map(|p| p.group)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         let local = self
             .shared
             .replicas
@@ -155,7 +156,7 @@ impl Capabilities for BrokerCaps {
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(&group);
         if !local {
-            return Err(format!("node {} has no replica of {partition}", self.node));
+            return Err(CapabilityError::NoLocalReplica { node: self.node });
         }
         let now = Instant::now();
         let mut last = self
@@ -167,12 +168,10 @@ impl Capabilities for BrokerCaps {
             .map(|at| now.duration_since(*at))
             .filter(|since| *since < self.transfer_cooldown)
         {
-            return Err(format!(
-                "transfer of {partition} refused: one was requested {} ms ago; the cooldown \
-                 is {} ms",
-                since.as_millis(),
-                self.transfer_cooldown.as_millis()
-            ));
+            return Err(CapabilityError::TransferCooldown {
+                since,
+                cooldown: self.transfer_cooldown,
+            });
         }
         // Forget partitions that have cooled down, so the map stays small.
         last.retain(|_, at| now.duration_since(*at) < self.transfer_cooldown);
@@ -180,14 +179,26 @@ impl Capabilities for BrokerCaps {
         drop(last);
         self.raft
             .send(RaftCommand::Transfer { group, to })
-            .map_err(|e| e.to_string())
+            .map_err(unqueued)
     }
 
     fn has_sink(&self, sink: &str) -> bool {
         self.sinks.has(sink)
     }
 
-    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
-        self.sinks.emit(sink, payload)
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), CapabilityError> {
+        self.sinks
+            .emit(sink, payload)
+            .map_err(CapabilityError::Full)
+    }
+}
+
+/// Why a command did not reach the Raft loop's queue (`send` fails only so).
+fn unqueued(e: RaftError) -> CapabilityError {
+    match e {
+        RaftError::Stopped => CapabilityError::Stopped,
+        RaftError::Busy | RaftError::Dropped | RaftError::TimedOut(_) => {
+            CapabilityError::Full(Backlog::RaftCommands)
+        }
     }
 }
