@@ -31,6 +31,19 @@ pub struct SimPartition {
     pub epoch: u64,
 }
 
+impl SimPartition {
+    /// What a host knows of it: every simulated node knows Raft's truth.
+    pub fn view(&self) -> PartitionView {
+        PartitionView {
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            epoch: self.epoch,
+            highest_term: self.term,
+            elected: self.raft_leader,
+        }
+    }
+}
+
 /// A transfer a plugin asked for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TransferRequest {
@@ -295,13 +308,7 @@ impl Capabilities for NodeView {
             .lock()
             .partitions
             .get(partition)
-            .map(|p| PartitionView {
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-                highest_term: p.term,
-                elected: p.raft_leader,
-            })
+            .map(SimPartition::view)
     }
 
     fn assignments(&self) -> Vec<PartitionAssignment> {
@@ -309,12 +316,7 @@ impl Capabilities for NodeView {
             .lock()
             .partitions
             .iter()
-            .map(|(id, p)| PartitionAssignment {
-                partition: id.clone(),
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-            })
+            .map(|(id, p)| p.view().assignment(id.clone()))
             .collect()
     }
 
@@ -330,14 +332,7 @@ impl Capabilities for NodeView {
             .get_mut(partition)
             .ok_or(CapabilityError::UnknownPartition)?;
         // Fenced again at apply time, as the broker's metadata group does.
-        let view = PartitionView {
-            replicas: p.replicas.clone(),
-            leader: p.leader,
-            epoch: p.epoch,
-            highest_term: p.term,
-            elected: p.raft_leader,
-        };
-        if fence::check_set_leader(&view, leader, epoch).is_ok() {
+        if fence::check_set_leader(&p.view(), leader, epoch).is_ok() {
             p.leader = Some(leader);
             p.epoch = epoch;
         }

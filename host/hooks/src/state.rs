@@ -213,13 +213,7 @@ impl cluster::Host for PluginState {
     }
 
     fn assignment(&mut self, partition: PartitionId) -> Option<PartitionAssignment> {
-        let view = self.ctx.caps.partition(&partition)?;
-        Some(PartitionAssignment {
-            partition,
-            replicas: view.replicas,
-            leader: view.leader,
-            epoch: view.epoch,
-        })
+        Some(self.ctx.caps.partition(&partition)?.assignment(partition))
     }
 
     fn assignments(&mut self) -> Vec<PartitionAssignment> {

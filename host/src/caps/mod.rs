@@ -7,16 +7,16 @@
 
 pub mod inflight;
 
-use crate::metadata::Command;
+use crate::metadata::{Command, PartitionMeta};
 use crate::raft::handle::{RaftCommand, RaftError, RaftHandle};
-use crate::raft::shared::Shared;
+use crate::raft::shared::{ReplicaStatus, Shared};
 use crate::sinks::Sinks;
 use inflight::{Admit, InflightWrites, LeaderWrite};
 use leaderhook_hooks::{
     Backlog, Capabilities, CapabilityError, NodeId, NodeInfo, PartitionAssignment, PartitionId,
     PartitionView,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,37 +61,28 @@ impl Capabilities for BrokerCaps {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let meta = metadata.partition(partition)?;
-        // The local replica's term and the leader it knows for that term
-        // (Raft's leader id always belongs to the replica's current term).
-        let (local_term, local_leader) = self
+        let replicas = self
             .shared
             .replicas
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&meta.group)
-            .map_or((0, None), |s| (s.term, s.leader));
-        let highest_term = local_term.max(meta.epoch);
-        Some(PartitionView {
-            replicas: meta.replicas.clone(),
-            leader: meta.leader,
-            epoch: meta.epoch,
-            highest_term,
-            elected: local_leader.filter(|_| local_term == highest_term),
-        })
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(view(meta, &replicas))
     }
 
     fn assignments(&self) -> Vec<PartitionAssignment> {
-        self.shared
+        let metadata = self
+            .shared
             .metadata
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        let replicas = self
+            .shared
+            .replicas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        metadata
             .partitions()
-            .map(|(partition, p)| PartitionAssignment {
-                partition,
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-            })
+            .map(|(partition, meta)| view(meta, &replicas).assignment(partition))
             .collect()
     }
 
@@ -190,6 +181,23 @@ impl Capabilities for BrokerCaps {
         self.sinks
             .emit(sink, payload)
             .map_err(CapabilityError::Full)
+    }
+}
+
+/// What this node knows of a partition: the stored assignment, and the
+/// local replica's term and the leader it knows for that term (Raft's
+/// leader id always belongs to the replica's current term).
+fn view(meta: &PartitionMeta, replicas: &BTreeMap<u64, ReplicaStatus>) -> PartitionView {
+    let (local_term, local_leader) = replicas
+        .get(&meta.group)
+        .map_or((0, None), |s| (s.term, s.leader));
+    let highest_term = local_term.max(meta.epoch);
+    PartitionView {
+        replicas: meta.replicas.clone(),
+        leader: meta.leader,
+        epoch: meta.epoch,
+        highest_term,
+        elected: local_leader.filter(|_| local_term == highest_term),
     }
 }
 
