@@ -12,6 +12,7 @@
 //! message_max_bytes = 1048588
 //! fetch_max_bytes = 57671680
 //! connection_in_flight_bytes = 104857600
+//! queued_max_request_bytes = 33554432 # request bytes being handled, all connections together
 //! connections_max_idle_ms = 600000
 //! auto_create_topics_enable = true     # Metadata creates unknown topics clients ask for
 //! num_partitions = 1                   # ...with this many partitions
@@ -22,6 +23,7 @@
 //! [transport]                          # the Raft port
 //! max_connections = 64                 # inbound connections; more are accepted and closed
 //! peer_queue_bytes = 67108864          # messages queued per peer (encoded + in-memory size)
+//! inbox_bytes = 67108864               # received entry bytes waiting for the Raft loop
 //! [admin]
 //! max_connections = 16                 # more are told "busy" and closed
 //! [testing]
@@ -269,6 +271,10 @@ pub struct TransportConfig {
     /// headers); a message that does not fit is dropped and counted (Raft retransmits). At
     /// least [`crate::raft::transport::MIN_PEER_QUEUE_BYTES`], so the largest frame fits.
     pub peer_queue_bytes: usize,
+    /// Payload bytes (entries, snapshots) received from peers and not yet taken by the Raft
+    /// loop; past it, connections from peers are not read until the loop catches up. At
+    /// least [`crate::raft::transport::wire::MAX_FRAME_LEN`].
+    pub inbox_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -276,6 +282,7 @@ impl Default for TransportConfig {
         Self {
             max_connections: 64,
             peer_queue_bytes: 64 << 20,
+            inbox_bytes: 64 << 20,
         }
     }
 }
@@ -347,6 +354,12 @@ pub struct KafkaConfig {
     /// reads its answers stops being read at this bound (or after 64
     /// requests). A single larger request is handled alone.
     pub connection_in_flight_bytes: usize,
+    /// Bytes of request frames being handled on this node, across all its
+    /// connections (Kafka's `queued.max.request.bytes`): past it, no
+    /// connection is read until requests are answered. Produce requests
+    /// hold theirs until their records are committed, so this bounds the
+    /// memory producers can fill with data waiting for replication.
+    pub queued_max_request_bytes: usize,
     /// A connection that sends nothing for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
@@ -368,6 +381,7 @@ impl Default for KafkaConfig {
             message_max_bytes: 1_048_588,
             fetch_max_bytes: 55 * 1024 * 1024,
             connection_in_flight_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 32 * 1024 * 1024,
             connections_max_idle_ms: 600_000,
             auto_create_topics_enable: true,
             num_partitions: 1,
@@ -401,6 +415,13 @@ impl KafkaConfig {
             return Err(format!(
                 "kafka.connection_in_flight_bytes = {} must be between 1024 and {}",
                 self.connection_in_flight_bytes,
+                u32::MAX
+            ));
+        }
+        if !(1024..=u32::MAX as usize).contains(&self.queued_max_request_bytes) {
+            return Err(format!(
+                "kafka.queued_max_request_bytes = {} must be between 1024 and {}",
+                self.queued_max_request_bytes,
                 u32::MAX
             ));
         }
@@ -513,6 +534,12 @@ impl NodeConfig {
         if self.transport.peer_queue_bytes < min_queue {
             return Err(format!(
                 "transport.peer_queue_bytes must be at least {min_queue} (the largest frame)"
+            ));
+        }
+        let max_frame = crate::raft::transport::wire::MAX_FRAME_LEN;
+        if self.transport.inbox_bytes < max_frame {
+            return Err(format!(
+                "transport.inbox_bytes must be at least {max_frame} (the largest frame)"
             ));
         }
         self.kafka.validate()?;

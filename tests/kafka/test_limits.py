@@ -70,6 +70,9 @@ def limited():
             "max_connections": 6,
             "fetch_max_bytes": 64 * 1024,
             "connection_in_flight_bytes": 16 * MIB,
+            # Far below one producer batch: the node-wide bound must never
+            # stop requests, only space them out.
+            "queued_max_request_bytes": 64 * 1024,
         }
     )
     try:
@@ -488,3 +491,43 @@ def test_offsets_for_times_with_a_real_client(cluster):
             assert found.error is None and found.offset == expected, (timestamp, found)
     finally:
         consumer.close()
+
+
+def test_requests_larger_than_the_node_budget_from_many_producers_all_succeed(limited):
+    """Three producers pipelining 256 KiB batches into a node whose
+    request budget (all connections together) is 64 KiB: each request
+    passes alone, none waits for ever, every message is acknowledged once,
+    and a fresh client's Metadata is answered meanwhile."""
+    import threading
+
+    from confluent_kafka.admin import AdminClient
+
+    admin = create_topic(limited.bootstrap)
+    wait_for_leaders(admin)
+    per_producer, size = 3000, 1000
+    acked, errors = [], []
+
+    def produce(name):
+        p = Producer({"bootstrap.servers": limited.bootstrap, "acks": "all", "linger.ms": 20,
+                      "batch.size": 256 * 1024, "message.timeout.ms": 120000})
+        for i in range(per_producer):
+            while True:
+                try:
+                    p.produce(TOPIC, value=f"{name}-{i}".encode().ljust(size, b"."),
+                              on_delivery=lambda e, m: errors.append(e) if e else acked.append(m.value()[:12]))
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        assert p.flush(120) == 0
+
+    threads = [threading.Thread(target=produce, args=(f"p{n}",)) for n in range(3)]
+    for t in threads:
+        t.start()
+    fresh = AdminClient({"bootstrap.servers": limited.bootstrap})
+    assert fresh.list_topics(timeout=30).topics[TOPIC].partitions, "Metadata answered while producing"
+    for t in threads:
+        t.join(timeout=180)
+        assert not t.is_alive()
+    assert errors == []
+    assert len(acked) == 3 * per_producer
+    assert len(set(acked)) == 3 * per_producer

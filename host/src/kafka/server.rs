@@ -14,7 +14,11 @@
 //! and once answered it holds its response's size until that is written.
 //! A client that sends without reading its answers stops being read at
 //! either bound; a single request larger than the byte bound is handled
-//! alone. A connection with no complete request for
+//! alone. Across connections, the frames of requests being handled hold
+//! at most `queued_max_request_bytes` (a request larger than that is
+//! handled alone): past it, no connection is read until some are handled,
+//! so the memory a node's clients can fill is set by configuration, not by
+//! how many of them there are. A connection with no complete request for
 //! `connections_max_idle_ms`, or whose response cannot be written for as
 //! long, is closed. A malformed, oversize or unsupported frame closes that
 //! connection with a warning; nothing a client sends stops the listener.
@@ -40,6 +44,8 @@ pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     broker.coordinator.start_timers();
     let max = broker.config.max_connections.max(1);
+    // Request bytes being handled on this node, across its connections.
+    let node_budget = Arc::new(Budget::new(broker.config.queued_max_request_bytes));
     let slots = Arc::new(Semaphore::new(max));
     let mut refusals = RateLimit::new(REFUSAL_LOG_EVERY);
     let mut refused: u64 = 0;
@@ -65,9 +71,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             continue;
         };
         let broker = broker.clone();
+        let node_budget = node_budget.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            connection(broker, stream, peer).await;
+            connection(broker, stream, peer, &node_budget).await;
         });
     }
 }
@@ -116,7 +123,7 @@ enum Reply {
     Close(String),
 }
 
-async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, node: &Budget) {
     let _ = stream.set_nodelay(true);
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
     let (mut read, mut write) = stream.into_split();
@@ -162,10 +169,10 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {
         let next = tokio::select! {
-            next = read_request(&broker, &mut read, &mut buf, &budget, idle) => next,
+            next = read_request(&broker, &mut read, &mut buf, (&budget, node), idle) => next,
             () = queue.closed() => break, // the writer stopped
         };
-        let (request, held) = match next {
+        let (request, held, node_held) = match next {
             Ok(Some(next)) => next,
             Ok(None) => break,
             Err(ReadError::Idle) => {
@@ -216,6 +223,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         };
         let task = tokio::spawn(async move {
             let reply = answer(broker, key, version, correlation_id, work, &client).await;
+            drop(node_held); // handled: only the connection holds its response
             // From here on only the response's bytes are held.
             let keep = match &reply {
                 Reply::Frame(frame) => frame.len(),
@@ -275,14 +283,14 @@ enum ReadError {
 }
 
 /// Reads and decodes the next request, holding its frame's size in the
-/// connection's budget before the frame is read.
+/// connection's budget and then in the node's before the frame is read.
 async fn read_request(
     broker: &Broker,
     read: &mut OwnedReadHalf,
     buf: &mut BytesMut,
-    budget: &Budget,
+    (budget, node): (&Budget, &Budget),
     idle: Duration,
-) -> Result<Option<(Request, OwnedSemaphorePermit)>, ReadError> {
+) -> Result<Option<(Request, OwnedSemaphorePermit, OwnedSemaphorePermit)>, ReadError> {
     let size = tokio::time::timeout(idle, codec::read_size(read, broker.config.max_frame_bytes))
         .await
         .map_err(|_| ReadError::Idle)?
@@ -291,13 +299,14 @@ async fn read_request(
         return Ok(None);
     };
     let held = budget.take(size).await;
+    let node_held = node.take(size).await;
     let frame = tokio::time::timeout(idle, codec::read_body(read, size, buf))
         .await
         .map_err(|_| ReadError::Idle)?
         .map_err(ReadError::Frame)?;
     let request =
         codec::decode_request(frame, api_versions::supported).map_err(ReadError::Frame)?;
-    Ok(Some((request, held)))
+    Ok(Some((request, held, node_held)))
 }
 
 /// What is left to do for a request once it is read.

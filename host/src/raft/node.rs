@@ -479,8 +479,10 @@ impl RaftLoop {
             let wait = wake_at.saturating_duration_since(Instant::now());
             match self.io.inbox.recv_timeout(wait) {
                 Ok(envelope) => {
+                    self.io.transport.release_inbound(&envelope);
                     self.step(envelope);
                     while let Ok(envelope) = self.io.inbox.try_recv() {
+                        self.io.transport.release_inbound(&envelope);
                         self.step(envelope);
                     }
                 }

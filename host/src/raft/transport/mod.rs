@@ -8,7 +8,8 @@
 //! - [`reader`]: one **accept loop** (at most [`TransportSettings::max_connections`] inbound
 //!   connections; more are accepted and closed at once) and one **reader task per incoming
 //!   connection**, which checks the peer's proof of membership, then decodes batches and pushes
-//!   the envelopes into the inbox with `try_send`;
+//!   the envelopes into the inbox ([`inbox`]: bounded in count and in payload bytes, so a
+//!   reader waits while the Raft loop is behind);
 //! - [`wire`]: the handshake and frame format.
 //!
 //! # Trust
@@ -28,6 +29,8 @@
 //! - per inbound connection: a 64 KiB read buffer, and a payload buffer that grows with the
 //!   bytes that arrived (at most about twice them, never from the length prefix), up to
 //!   [`MAX_FRAME_LEN`]; [`TransportStats::inbound_buffer_bytes`] shows the total;
+//! - the inbox: [`TransportSettings::inbox_bytes`] (default 64 MiB) of entry and snapshot
+//!   payload waiting for the Raft loop; a reader waits for room (TCP slows the peer down);
 //! - inbound connections: `max_connections` (default 64); an unauthenticated one lives at most
 //!   [`reader::HANDSHAKE_TIMEOUT`].
 //!
@@ -43,6 +46,7 @@
 //! buffered on a broken connection are lost. Messages queued while a peer is unreachable stay
 //! queued (up to the queue's bounds) and are sent once it comes back. Raft retransmits.
 
+pub mod inbox;
 mod reader;
 pub mod wire;
 mod writer;
@@ -97,6 +101,8 @@ pub struct TransportSettings {
     pub max_connections: usize,
     /// Byte budget of each peer's queue (at least [`MIN_PEER_QUEUE_BYTES`]).
     pub peer_queue_bytes: usize,
+    /// Payload bytes of received envelopes the Raft loop has not taken yet.
+    pub inbox_bytes: usize,
 }
 
 impl TransportSettings {
@@ -113,12 +119,13 @@ impl TransportSettings {
             auth: config.auth()?,
             max_connections: config.transport.max_connections,
             peer_queue_bytes: config.transport.peer_queue_bytes,
+            inbox_bytes: config.transport.inbox_bytes,
         })
     }
 }
 
 /// Counters since start; `connected_peers`, `inbound_connections`, `queued_bytes` and
-/// `inbound_buffer_bytes` are snapshots.
+/// `inbound_buffer_bytes` and `inbox_bytes` are snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct TransportStats {
@@ -161,6 +168,8 @@ pub struct TransportStats {
     pub queued_bytes: u64,
     /// Capacity of the inbound payload buffers now.
     pub inbound_buffer_bytes: u64,
+    /// Payload bytes received and waiting for the Raft loop (snapshot).
+    pub inbox_bytes: u64,
     /// Peers with an outgoing connection currently established, sorted.
     pub connected_peers: Vec<u64>,
 }
@@ -214,6 +223,7 @@ struct Inner {
     local_addr: SocketAddr,
     peers: HashMap<u64, PeerHandle>,
     peer_queue_bytes: usize,
+    inbox: inbox::InboxBytes,
     counters: Arc<Counters>,
     shutdown: watch::Sender<bool>,
     unknown_logged: Mutex<HashSet<u64>>,
@@ -255,7 +265,12 @@ impl Transport {
             auth,
             max_connections,
             peer_queue_bytes,
+            inbox_bytes,
         } = settings;
+        let inbox = inbox::Inbox {
+            tx: inbox,
+            bytes: inbox::InboxBytes::new(inbox_bytes),
+        };
         anyhow::ensure!(max_connections > 0, "max_connections must be at least 1");
         anyhow::ensure!(
             peer_queue_bytes >= MIN_PEER_QUEUE_BYTES,
@@ -318,7 +333,7 @@ impl Transport {
             listener,
             admission,
             Arc::new(Semaphore::new(max_connections)),
-            inbox,
+            inbox.clone(),
             counters.clone(),
             shutdown.subscribe(),
         ));
@@ -329,6 +344,7 @@ impl Transport {
                 local_addr,
                 peers: handles,
                 peer_queue_bytes,
+                inbox: inbox.bytes,
                 counters,
                 shutdown,
                 unknown_logged: Mutex::new(HashSet::new()),
@@ -392,6 +408,12 @@ impl Transport {
         }
     }
 
+    /// Gives back the inbox room a received envelope held: the Raft loop calls this for
+    /// every envelope it takes from the inbox.
+    pub fn release_inbound(&self, envelope: &Envelope) {
+        self.inner.inbox.release(envelope);
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> TransportStats {
         let c = &self.inner.counters;
@@ -428,6 +450,7 @@ impl Transport {
             inbound_connections: get(&c.inbound_connections),
             queued_bytes,
             inbound_buffer_bytes: get(&c.inbound_buffer_bytes),
+            inbox_bytes: self.inner.inbox.held() as u64,
             connected_peers,
         }
     }

@@ -2,17 +2,17 @@
 //! proves membership of the cluster before any frame is read), and one reader task per
 //! connection that decodes batches into the inbox.
 
+use super::inbox::{Inbox, PushError};
 use super::wire::{
     BATCH_SOFT_CAP, HANDSHAKE_LEN, Handshake, MAX_CLOCK_SKEW, MAX_FRAME_LEN, PREAMBLE_LEN, Refusal,
     WireError, decode_batch,
 };
-use super::{Counters, Envelope, LOCAL_GROUP, bump, peer_lost_notice, shutdown_requested};
+use super::{Counters, LOCAL_GROUP, bump, peer_lost_notice, shutdown_requested};
 use crate::auth::{ClusterAuth, NONCE_LEN};
 use crate::log_limit::LogLimiter;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError as InboxError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
@@ -107,7 +107,7 @@ pub(super) async fn accept_loop(
     listener: TcpListener,
     admission: Arc<Admission>,
     slots: Arc<Semaphore>,
-    inbox: SyncSender<Envelope>,
+    inbox: Inbox,
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -153,7 +153,7 @@ async fn serve_inbound(
     remote: SocketAddr,
     _slot: OwnedSemaphorePermit,
     admission: Arc<Admission>,
-    inbox: SyncSender<Envelope>,
+    inbox: Inbox,
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -168,7 +168,7 @@ async fn serve_inbound(
     if let Some(peer) = peer.filter(|_| !stopping) {
         // Best effort: with a full inbox the Raft loop is busy and falls
         // back on its election timeout.
-        let _ = inbox.try_send(peer_lost_notice(peer));
+        let _ = inbox.tx.try_send(peer_lost_notice(peer));
     }
     match result {
         Ok(()) => debug!(%remote, "inbound peer connection closed"),
@@ -206,7 +206,7 @@ async fn read_inbound(
     stream: TcpStream,
     remote: SocketAddr,
     admission: &Admission,
-    inbox: &SyncSender<Envelope>,
+    inbox: &Inbox,
     counters: &Counters,
     peer_id: &mut Option<u64>,
 ) -> Result<(), WireError> {
@@ -240,11 +240,13 @@ async fn read_inbound(
                 bump(&counters.dropped_forged, 1);
                 continue;
             }
-            match inbox.try_send(envelope) {
+            // Waits while the inbox holds its budget in bytes: this connection is not read
+            // meanwhile, so the peer's writer (and Raft's flow control) slows down.
+            match inbox.push(envelope).await {
                 Ok(()) => bump(&counters.received, 1),
-                Err(InboxError::Full(_)) => bump(&counters.dropped_inbox_full, 1),
+                Err(PushError::Full) => bump(&counters.dropped_inbox_full, 1),
                 // The Raft loop is gone: nobody to deliver to.
-                Err(InboxError::Disconnected(_)) => return Ok(()),
+                Err(PushError::Closed) => return Ok(()),
             }
         }
         if payload.capacity() > 2 * BATCH_SOFT_CAP {

@@ -44,6 +44,7 @@ fn settings(id: u64, listen: SocketAddr, peers: &[(u64, SocketAddr)]) -> Transpo
         auth: auth(),
         max_connections: 64,
         peer_queue_bytes: MIN_PEER_QUEUE_BYTES,
+        inbox_bytes: 64 << 20,
     }
 }
 
