@@ -22,8 +22,8 @@
 //! secret = "9a1e…"                     # the same on every node; at least 32 characters
 //! [transport]                          # the Raft port
 //! max_connections = 64                 # inbound connections; more are accepted and closed
-//! peer_queue_bytes = 67108864          # messages queued per peer (encoded + in-memory size)
-//! inbox_bytes = 67108864               # received entry bytes waiting for the Raft loop
+//! peer_queue_bytes = 33554432          # messages queued per peer (encoded + in-memory size)
+//! inbox_bytes = 33554432               # received entry bytes waiting for the Raft loop
 //! [admin]
 //! max_connections = 16                 # more are told "busy" and closed
 //! [testing]
@@ -281,8 +281,8 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             max_connections: 64,
-            peer_queue_bytes: 64 << 20,
-            inbox_bytes: 64 << 20,
+            peer_queue_bytes: 32 << 20,
+            inbox_bytes: 32 << 20,
         }
     }
 }

@@ -23,13 +23,13 @@
 //!
 //! # Bounds
 //!
-//! - per peer, queued messages: `peer_queue_bytes` (default 64 MiB) of encoded size plus
+//! - per peer, queued messages: `peer_queue_bytes` (default 32 MiB) of encoded size plus
 //!   in-memory headers, and [`PEER_QUEUE_CAPACITY`] messages; plus one frame being built
 //!   (about [`BATCH_SOFT_CAP`], at most [`MAX_FRAME_LEN`]);
 //! - per inbound connection: a 64 KiB read buffer, and a payload buffer that grows with the
 //!   bytes that arrived (at most about twice them, never from the length prefix), up to
 //!   [`MAX_FRAME_LEN`]; [`TransportStats::inbound_buffer_bytes`] shows the total;
-//! - the inbox: [`TransportSettings::inbox_bytes`] (default 64 MiB) of entry and snapshot
+//! - the inbox: [`TransportSettings::inbox_bytes`] (default 32 MiB) of entry and snapshot
 //!   payload waiting for the Raft loop; a reader waits for room (TCP slows the peer down);
 //! - inbound connections: `max_connections` (default 64); an unauthenticated one lives at most
 //!   [`reader::HANDSHAKE_TIMEOUT`].
