@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod plugin_ops;
+
 /// The environment variable holding the admin secret for `--admin ADDR`.
 const SECRET_ENV: &str = "LEADERHOOK_SECRET";
 
@@ -236,6 +238,55 @@ enum PluginCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Per node: each plugin's source, content hash, contract, grants, mode,
+    /// state, calls, events, failures, last error and call times; the
+    /// safety net and the trace.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON (one line per node).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load, check and initialise a plugin's file again (or a new one) on
+    /// every node; each node swaps between batches and keeps the old
+    /// version if the new one is refused (reported per node).
+    Reload {
+        name: String,
+        /// The new .wasm file (default: the plugin's current path).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every node re-reads its config file and applies its plugin changes
+    /// (added, removed, reordered, new paths, config tables, limits,
+    /// grants, modes), all or nothing; as SIGHUP does.
+    Apply {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A shadow plugin's agreement with the active chain and its last
+    /// differences, per node.
+    Diff {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a shadow plugin active on every node, without a restart.
+    Promote {
+        name: String,
+        /// The active plugin it replaces (removed from the chain).
+        #[arg(long)]
+        replacing: Option<String>,
+        /// Also write it into each node's config file.
+        #[arg(long)]
+        persist: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -311,7 +362,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
     let engine = builtin::engine()?;
     match cli.command {
-        Command::Broker { config } => broker::run(NodeConfig::from_file(&config)?),
+        Command::Broker { config } => broker::run_file(&config),
         Command::Cluster {
             command:
                 ClusterCommand::Init {
@@ -364,6 +415,27 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         Command::Plugin {
             command: PluginCommand::Enable { name, target },
         } => set_plugin_enabled(out, &target, name, true),
+        Command::Plugin {
+            command: PluginCommand::List { target, json },
+        } => plugin_ops::list(out, &target, json),
+        Command::Plugin {
+            command: PluginCommand::Reload { name, path, target },
+        } => plugin_ops::reload(out, &target, name, path),
+        Command::Plugin {
+            command: PluginCommand::Apply { target },
+        } => plugin_ops::apply(out, &target),
+        Command::Plugin {
+            command: PluginCommand::Diff { name, target, json },
+        } => plugin_ops::diff(out, &target, name, json),
+        Command::Plugin {
+            command:
+                PluginCommand::Promote {
+                    name,
+                    replacing,
+                    persist,
+                    target,
+                },
+        } => plugin_ops::promote(out, &target, name, replacing, persist),
         Command::Partitions {
             command:
                 PartitionsCommand::Transfer {

@@ -218,8 +218,10 @@ impl ShadowLedger {
                     let group = self.groups.get_mut(&t).expect("opened");
                     group.events.push(id.clone());
                     group.names.push(format!(
-                        "{}@{} {:?}",
-                        event.partition, event.term, event.transition
+                        "{}@{} {}",
+                        event.partition,
+                        event.term,
+                        transition_name(event.transition)
                     ));
                     self.open_events += 1;
                 }
@@ -410,6 +412,15 @@ fn multiset_difference<'a>(a: &[&'a Call], b: &[&'a Call]) -> (Vec<&'a Call>, Ve
     (only_a, only_b)
 }
 
+pub fn transition_name(t: Transition) -> &'static str {
+    match t {
+        Transition::BecameLeader => "became-leader",
+        Transition::SteppedDown => "stepped-down",
+        Transition::LeaderObserved => "leader-observed",
+        Transition::LeaderLost => "leader-lost",
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -503,7 +514,7 @@ mod tests {
         // Granted only `assignments`, the shadow is not compared on transfers.
         assert!(d.shadow_only.is_empty(), "{d:?}");
         assert_eq!(d.active_only.len(), 1);
-        assert_eq!(d.events, vec!["t-0@5 BecameLeader".to_string()]);
+        assert_eq!(d.events, vec!["t-0@5 became-leader".to_string()]);
     }
 
     #[test]
