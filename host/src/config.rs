@@ -59,7 +59,7 @@
 //! name = "audit"
 //! kind = "log"                         # log | file (with path = "...")
 //! [trace]                             # optional: record events and plugin calls
-//! path = "trace.jsonl"                 # JSON lines, relative to this file
+//! path = "trace-{node}.jsonl"          # JSON lines, relative to this file; {node}: the node id
 //! max_bytes = 67108864                 # rotated past this (path.1, path.2, ...)
 //! keep = 3
 //! [dispatch]
@@ -493,10 +493,14 @@ impl NodeConfig {
                 *path = base.join(&*path);
             }
         }
-        if let Some(trace) = &mut config.trace
-            && trace.path.is_relative()
-        {
-            trace.path = base.join(&trace.path);
+        if let Some(trace) = &mut config.trace {
+            // One trace file per node, even when the nodes share a config
+            // text and a directory: `{node}` is this node's id.
+            let named = trace
+                .path
+                .to_string_lossy()
+                .replace("{node}", &config.node_id.to_string());
+            trace.path = base.join(named);
         }
         // The hooks part is validated and resolved by its own rules.
         let hooks = HooksConfig::from_parts(config.dispatch.clone(), config.plugins.clone(), file)

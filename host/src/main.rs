@@ -233,8 +233,18 @@ enum PluginCommand {
         /// A .wasm component, or builtin:<name>.
         plugin: String,
         /// Scenario files (TOML); repeat for several.
-        #[arg(long = "scenario", required = true)]
+        #[arg(long = "scenario", required_unless_present = "traces")]
         scenarios: Vec<PathBuf>,
+        /// A recorded trace (`[trace]` of a node config) to replay instead:
+        /// the plugin gets each recorded batch again, and where its calls
+        /// differ from the recorded ones is printed. Repeat for several
+        /// files (rotated ones first, oldest first).
+        #[arg(long = "trace", conflicts_with = "scenarios")]
+        traces: Vec<PathBuf>,
+        /// The recorded plugin to compare with (default: the active plugin
+        /// with the most batches in the trace).
+        #[arg(long, requires = "traces")]
+        against: Option<String>,
     },
     /// Stop delivering events to a loaded plugin, on every node of the
     /// target (it stays loaded; `enable` resumes it).
@@ -498,7 +508,18 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin {
-            command: PluginCommand::Test { plugin, scenarios },
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    traces,
+                    against,
+                    ..
+                },
+        } if !traces.is_empty() => plugin_ops::replay(out, engine, plugin, &traces, against),
+        Command::Plugin {
+            command: PluginCommand::Test {
+                plugin, scenarios, ..
+            },
         } => {
             let mut failed = Vec::new();
             for file in &scenarios {

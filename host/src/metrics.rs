@@ -119,8 +119,8 @@ pub fn kafka() -> &'static KafkaMetrics {
                     "Time from a Kafka request read to its response encoded, by API.",
                 )
                 .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
                 ]),
                 &["api"],
             )
@@ -156,8 +156,7 @@ pub fn error_code(response: &kafka_protocol::messages::ResponseKind) -> i16 {
     use kafka_protocol::messages::ResponseKind as R;
     match response {
         R::Produce(r) => first(
-            r
-                .responses
+            r.responses
                 .iter()
                 .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
         ),
@@ -172,17 +171,16 @@ pub fn error_code(response: &kafka_protocol::messages::ResponseKind) -> i16 {
             std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
         })),
         R::ListOffsets(r) => first(
-            r
-                .topics
+            r.topics
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
         ),
         R::CreateTopics(r) => first(r.topics.iter().map(|t| t.error_code)),
         R::DeleteTopics(r) => first(r.responses.iter().map(|t| t.error_code)),
         R::ApiVersions(r) => r.error_code,
-        R::FindCoordinator(r) => first(
-            std::iter::once(r.error_code).chain(r.coordinators.iter().map(|c| c.error_code)),
-        ),
+        R::FindCoordinator(r) => {
+            first(std::iter::once(r.error_code).chain(r.coordinators.iter().map(|c| c.error_code)))
+        }
         R::JoinGroup(r) => r.error_code,
         R::SyncGroup(r) => r.error_code,
         R::Heartbeat(r) => r.error_code,
@@ -190,8 +188,7 @@ pub fn error_code(response: &kafka_protocol::messages::ResponseKind) -> i16 {
         R::InitProducerId(r) => r.error_code,
         R::OffsetFetch(r) => r.error_code,
         R::OffsetCommit(r) => first(
-            r
-                .topics
+            r.topics
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
         ),

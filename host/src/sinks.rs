@@ -12,11 +12,11 @@
 
 use crate::config::{Sink, SinkKind};
 use crate::topic_sink::TopicProducer;
-use leaderhook_hooks::{Grant, PluginConfig};
-use std::net::SocketAddr;
 use leaderhook_hooks::text::{self, MAX_PAYLOAD};
+use leaderhook_hooks::{Grant, PluginConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -230,7 +230,8 @@ pub fn check_plugin_sinks(sinks: &[Sink], plugins: &[PluginConfig]) -> Result<()
         if !sinks.iter().any(|s| s.name == named) {
             let declared: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
             return Err(format!(
-                "plugins[{i}] (name {:?}): its config names sink {named:?}, which this node                  does not declare (declared: {}); add a [[sinks]] table named {named:?}",
+                "plugins[{i}] (name {:?}): its config names sink {named:?}, which this node \
+                 does not declare (declared: {}); add a [[sinks]] table named {named:?}",
                 plugin.name,
                 if declared.is_empty() {
                     "none".to_owned()

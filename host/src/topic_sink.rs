@@ -142,8 +142,9 @@ impl TopicProducer {
             });
         }
         for (partition, records) in by_partition {
-            let leader = self.leaders[partition]
-                .ok_or_else(|| ClientError::Protocol(format!("partition {partition} has no leader")))?;
+            let leader = self.leaders[partition].ok_or_else(|| {
+                ClientError::Protocol(format!("partition {partition} has no leader"))
+            })?;
             let mut batch = BytesMut::new();
             RecordBatchEncoder::encode(
                 &mut batch,
@@ -261,7 +262,9 @@ impl TopicProducer {
                 Ok(())
             }
             Some(code) => Err(ClientError::Kafka(code)),
-            None => Err(ClientError::Protocol("CreateTopics answered nothing".into())),
+            None => Err(ClientError::Protocol(
+                "CreateTopics answered nothing".into(),
+            )),
         }
     }
 

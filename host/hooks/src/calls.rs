@@ -96,7 +96,11 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 3] = [Capability::SetLeader, Capability::Transfer, Capability::Emit];
+    pub const ALL: [Capability; 3] = [
+        Capability::SetLeader,
+        Capability::Transfer,
+        Capability::Emit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -240,8 +244,15 @@ impl CallLedger {
     }
 
     /// Records a `transfer` call's answer.
-    pub(crate) fn transfer(&self, partition: &PartitionId, to: NodeId, result: &Result<(), CapError>) {
-        let outcome = result.as_ref().map_or_else(Outcome::of_error, |()| Outcome::Ok);
+    pub(crate) fn transfer(
+        &self,
+        partition: &PartitionId,
+        to: NodeId,
+        result: &Result<(), CapError>,
+    ) {
+        let outcome = result
+            .as_ref()
+            .map_or_else(Outcome::of_error, |()| Outcome::Ok);
         self.record(Capability::Transfer, outcome, || Call::Transfer {
             partition: partition.to_string(),
             to,
@@ -250,7 +261,9 @@ impl CallLedger {
 
     /// Records an `emit` call's answer.
     pub(crate) fn emit(&self, sink: &str, payload: &str, result: &Result<(), CapError>) {
-        let outcome = result.as_ref().map_or_else(Outcome::of_error, |()| Outcome::Ok);
+        let outcome = result
+            .as_ref()
+            .map_or_else(Outcome::of_error, |()| Outcome::Ok);
         self.record(Capability::Emit, outcome, || Call::emit(sink, payload));
     }
 
@@ -319,11 +332,9 @@ mod tests {
         assert_eq!(kept[0].call.to_string(), "transfer(t-0 -> node 3)");
         let counts = ledger.counts();
         assert_eq!(counts.len(), 2);
-        assert!(
-            counts.iter().any(|c| c.capability == Capability::SetLeader
-                && c.outcome == Outcome::Ok
-                && c.count == 1)
-        );
+        assert!(counts.iter().any(|c| c.capability == Capability::SetLeader
+            && c.outcome == Outcome::Ok
+            && c.count == 1));
     }
 
     #[test]

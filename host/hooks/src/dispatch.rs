@@ -125,7 +125,10 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty() && !self.reordered
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.reordered
     }
 }
 
@@ -195,13 +198,22 @@ impl HookRuntime {
         Ok(runtime)
     }
 
-    fn load(&self, config: &PluginConfig, counters: Arc<PluginCounters>) -> Result<Plugin, LoadError> {
+    fn load(
+        &self,
+        config: &PluginConfig,
+        counters: Arc<PluginCounters>,
+    ) -> Result<Plugin, LoadError> {
         chain::load_plugin(&self.engine, &self.caps, config, counters)
     }
 
     fn start_lane(&self, plugin: Plugin) -> Arc<Lane> {
         let id = self.next_lane.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Lane::start(plugin, &self.dispatch, id, self.recorders.clone()))
+        Arc::new(Lane::start(
+            plugin,
+            &self.dispatch,
+            id,
+            self.recorders.clone(),
+        ))
     }
 
     /// The chain as it is now.
@@ -395,12 +407,12 @@ impl HookRuntime {
                     Slot::Keep(lane.clone())
                 }
                 Some(lane) => {
-                    let plugin = self.load(entry, lane.counters().clone()).map_err(|source| {
-                        ApplyError::Load {
+                    let plugin = self
+                        .load(entry, lane.counters().clone())
+                        .map_err(|source| ApplyError::Load {
                             name: entry.name.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     report.changed.push(entry.name.clone());
                     Slot::Replace(lane.clone(), plugin)
                 }

@@ -12,12 +12,12 @@
 use crate::cancel::CancelToken;
 use crate::chain::PluginInfo;
 use crate::config::{DispatchConfig, PluginConfig};
-use crate::record::Recorders;
-use crate::shadow::LaneId;
 use crate::contract::LeadershipEvent;
 use crate::exec;
 use crate::plugin::{FailureKind, Plugin};
 use crate::queue::{PartitionKey, PendingQueue, Push};
+use crate::record::Recorders;
+use crate::shadow::LaneId;
 use crate::stats::{PluginCounters, PluginStats, QueueStats};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};

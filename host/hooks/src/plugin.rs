@@ -376,7 +376,10 @@ impl Plugin {
         if policy.policy == ErrorPolicy::Disable
             && self.consecutive_failures >= policy.disable_after
         {
-            self.ctx.counters.auto_disabled.store(true, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .auto_disabled
+                .store(true, Ordering::Relaxed);
             self.ctx.counters.disabled.store(true, Ordering::Relaxed);
             tracing::error!(
                 plugin = %self.ctx.name,

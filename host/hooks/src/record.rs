@@ -44,8 +44,10 @@ impl Recorders {
     pub(crate) fn set_lanes(&self, lanes: BTreeMap<LaneId, Participant>) {
         let mut ledger = self.ledger();
         ledger.set_lanes(lanes);
-        self.capture
-            .store(self.trace.is_some() || ledger.has_shadows(), Ordering::Relaxed);
+        self.capture.store(
+            self.trace.is_some() || ledger.has_shadows(),
+            Ordering::Relaxed,
+        );
     }
 
     /// An event handed to the runtime.

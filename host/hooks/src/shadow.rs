@@ -171,7 +171,8 @@ impl ShadowLedger {
             .filter(|p| p.shadow)
             .map(|p| p.name.as_str())
             .collect();
-        self.results.retain(|name, _| shadows.contains(name.as_str()));
+        self.results
+            .retain(|name, _| shadows.contains(name.as_str()));
         for name in shadows {
             self.results.entry(name.to_owned()).or_default();
         }

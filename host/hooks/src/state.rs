@@ -239,7 +239,10 @@ impl assignments::Host for PluginState {
         epoch: u64,
     ) -> Result<WriteOutcome, CapError> {
         let result = self.set_leader_unrecorded(&partition, leader, epoch);
-        self.ctx.counters.calls.set_leader(&partition, leader, epoch, &result);
+        self.ctx
+            .counters
+            .calls
+            .set_leader(&partition, leader, epoch, &result);
         result
     }
 }

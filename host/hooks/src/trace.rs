@@ -180,8 +180,14 @@ impl TraceWriter {
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = open_append(&config.path)?;
-        let size = file.metadata()?.len();
+        let mut file = open_append(&config.path)?;
+        let mut size = file.metadata()?.len();
+        if size > 0 && !ends_with_newline(&config.path)? {
+            // The last run was killed mid-line: end that line, so the torn
+            // record stays alone on its line (readers skip it).
+            file.write_all(b"\n")?;
+            size += 1;
+        }
         let (tx, rx) = sync_channel(QUEUE_RECORDS);
         let counters = Arc::new(Counters::default());
         let writer = FileWriter {
@@ -219,6 +225,15 @@ impl TraceWriter {
             write_errors: c.write_errors.load(Ordering::Relaxed),
         }
     }
+}
+
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
@@ -300,7 +315,18 @@ impl FileWriter {
 /// Reads trace files (oldest first), skipping nothing: a line that is not
 /// a record is an error naming the file and line.
 pub fn read(files: &[PathBuf]) -> Result<Vec<TraceRecord>, String> {
+    match read_tolerant(files)? {
+        (records, 0) => Ok(records),
+        (_, torn) => Err(format!("{torn} trace lines are cut short")),
+    }
+}
+
+/// [`read`], but a line cut short (the JSON ends early: a node killed while
+/// writing it) is skipped and counted instead of refused. Any other line
+/// that is not a record is still an error naming the file and line.
+pub fn read_tolerant(files: &[PathBuf]) -> Result<(Vec<TraceRecord>, usize), String> {
     let mut records = Vec::new();
+    let mut torn = 0;
     for file in files {
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
@@ -308,12 +334,20 @@ pub fn read(files: &[PathBuf]) -> Result<Vec<TraceRecord>, String> {
             if line.trim().is_empty() {
                 continue;
             }
-            let record = serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: not a trace record: {e}", file.display(), i + 1))?;
-            records.push(record);
+            match serde_json::from_str(line) {
+                Ok(record) => records.push(record),
+                Err(e) if e.is_eof() => torn += 1,
+                Err(e) => {
+                    return Err(format!(
+                        "{}:{}: not a trace record: {e}",
+                        file.display(),
+                        i + 1
+                    ));
+                }
+            }
         }
     }
-    Ok(records)
+    Ok((records, torn))
 }
 
 #[cfg(test)]
@@ -388,5 +422,35 @@ mod tests {
         std::fs::write(&file, "{\"record\":\"nonsense\"}\n").unwrap();
         let err = read(std::slice::from_ref(&file)).unwrap_err();
         assert!(err.contains("t.jsonl:1: not a trace record"), "{err}");
+    }
+
+    #[test]
+    fn a_line_cut_by_a_crash_is_ended_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TraceConfig {
+            path: dir.path().join("trace.jsonl"),
+            max_bytes: 1 << 20,
+            keep: 1,
+        };
+        let whole = serde_json::to_string(&event(1)).unwrap();
+        // A record, then half of one: kill -9 in the middle of a write.
+        std::fs::write(
+            &config.path,
+            format!("{whole}\n{}", &whole[..whole.len() / 2]),
+        )
+        .unwrap();
+        let writer = TraceWriter::start(&config).unwrap();
+        writer.record(event(2));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while writer.stats().written < 1 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(writer);
+        std::thread::sleep(Duration::from_millis(100));
+        let files = [config.path.clone()];
+        let (records, torn) = read_tolerant(&files).unwrap();
+        assert_eq!((records.len(), torn), (2, 1));
+        assert!(read(&files).is_err(), "the strict reader refuses it");
     }
 }

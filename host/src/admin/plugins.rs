@@ -20,9 +20,10 @@ pub const FALLBACK_NAME: &str = "fallback";
 /// and trace (if `[trace]` is set) for a node config.
 pub fn runtime_options(config: &NodeConfig) -> anyhow::Result<RuntimeOptions> {
     let trace = match &config.trace {
-        Some(trace) => Some(TraceWriter::start(trace).map_err(|e| {
-            anyhow::anyhow!("[trace] path = {}: {e}", trace.path.display())
-        })?),
+        Some(trace) => Some(
+            TraceWriter::start(trace)
+                .map_err(|e| anyhow::anyhow!("[trace] path = {}: {e}", trace.path.display()))?,
+        ),
         None => None,
     };
     Ok(RuntimeOptions {
@@ -82,16 +83,17 @@ impl Admin {
                 Some(PluginEntry { info, stats })
             })
             .collect();
-        let fallback = stats.fallback.zip(self.hooks.fallback_info()).map(|(f, info)| {
-            FallbackView {
+        let fallback = stats
+            .fallback
+            .zip(self.hooks.fallback_info())
+            .map(|(f, info)| FallbackView {
                 engaged: f.engaged,
                 switches: f.switches,
                 plugin: PluginEntry {
                     info,
                     stats: f.plugin,
                 },
-            }
-        });
+            });
         PluginsView {
             node: self.node,
             plugins,
@@ -139,9 +141,10 @@ impl Admin {
             dispatch: config.dispatch.clone(),
             plugins: config.plugins.clone(),
         };
-        let mut report = self.hooks.apply(&hooks).map_err(|e| {
-            Failure::new(FailureKind::Refused, format!("{}: {e}", file.display()))
-        })?;
+        let mut report = self
+            .hooks
+            .apply(&hooks)
+            .map_err(|e| Failure::new(FailureKind::Refused, format!("{}: {e}", file.display())))?;
         if config.sinks != self.sinks {
             report
                 .notes
@@ -216,9 +219,8 @@ pub fn persist_promotion(file: &Path, plugin: &str, replacing: Option<&str>) -> 
         .get_mut("plugins")
         .and_then(|p| p.as_array_of_tables_mut())
         .ok_or_else(|| anyhow::anyhow!("no [[plugins]] tables"))?;
-    let named = |t: &toml_edit::Table, name: &str| {
-        t.get("name").and_then(|n| n.as_str()) == Some(name)
-    };
+    let named =
+        |t: &toml_edit::Table, name: &str| t.get("name").and_then(|n| n.as_str()) == Some(name);
     let entry = plugins
         .iter_mut()
         .find(|t| named(t, plugin))

@@ -339,7 +339,11 @@ async fn answer(
         },
     };
     let metrics = crate::metrics::kafka();
-    metrics.request(key, crate::metrics::error_code(&response), started.elapsed());
+    metrics.request(
+        key,
+        crate::metrics::error_code(&response),
+        started.elapsed(),
+    );
     match codec::encode_response(key, version, correlation_id, &response) {
         Ok(frame) => {
             metrics.bytes_out.inc_by(frame.len() as u64);
