@@ -284,12 +284,22 @@ fn stop_all(children: &mut [Child]) {
     }
 }
 
-#[allow(unsafe_code)]
 fn terminate(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// SIGHUP to a node: it re-reads its config file and applies its plugin
+/// changes (see `leaderhook plugin apply`).
+pub fn hangup(child: &Child) {
+    signal(child.id(), libc::SIGHUP);
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of
     // our own children, not yet reaped, so it cannot name another process.
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        libc::kill(pid as libc::pid_t, signal);
     }
 }
 

@@ -144,6 +144,17 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGHUP: the node re-reads its config file and applies its plugin
+    /// changes.
+    pub fn hangup(&self, node: NodeId) -> anyhow::Result<()> {
+        let child = self
+            .nodes
+            .get(&node)
+            .ok_or_else(|| anyhow!("node {node} is not running"))?;
+        cluster::hangup(child);
+        Ok(())
+    }
+
     /// Waits up to `within` for a node to exit by itself; its exit status.
     pub fn wait_exit(
         &mut self,
