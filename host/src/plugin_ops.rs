@@ -182,6 +182,9 @@ pub fn reload(
     // Nodes resolve a relative path against their own working directory:
     // send what the operator means, from here.
     let path = match path {
+        Some(p) if p.to_string_lossy().starts_with("builtin:") => {
+            Some(p.to_string_lossy().into_owned())
+        }
         Some(p) => Some(
             std::path::absolute(&p)
                 .with_context(|| format!("{}", p.display()))?

@@ -117,44 +117,19 @@ impl TopicProducer {
         if self.leaders.is_empty() {
             self.refresh()?;
         }
-        let mut by_partition: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
-        let now = crate::raft::node::now_ms() as i64;
+        let mut by_partition: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
         for payload in payloads {
-            let key = record_key(payload);
-            let partition = key
+            let partition = record_key(payload)
                 .as_ref()
                 .map_or(0, |k| crc32c::crc32c(k) as usize % self.leaders.len());
-            let records = by_partition.entry(partition).or_default();
-            records.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: records.len() as i64,
-                sequence: -1,
-                timestamp: now,
-                key,
-                value: Some(Bytes::from(payload.clone())),
-                headers: Default::default(),
-            });
+            by_partition.entry(partition).or_default().push(payload);
         }
-        for (partition, records) in by_partition {
+        let now = crate::raft::node::now_ms() as i64;
+        for (partition, payloads) in by_partition {
             let leader = self.leaders[partition].ok_or_else(|| {
                 ClientError::Protocol(format!("partition {partition} has no leader"))
             })?;
-            let mut batch = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut batch,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let batch = encode_batch(&payloads, now)?;
             let request = ProduceRequest::default()
                 .with_acks(-1)
                 .with_timeout_ms(IO_TIMEOUT.as_millis() as i32)
@@ -164,7 +139,7 @@ impl TopicProducer {
                         .with_partition_data(vec![
                             PartitionProduceData::default()
                                 .with_index(partition as i32)
-                                .with_records(Some(batch.freeze())),
+                                .with_records(Some(batch)),
                         ]),
                 ]);
             let response: ProduceResponse =
@@ -325,6 +300,43 @@ impl TopicProducer {
     }
 }
 
+/// One v2 record batch of `payloads` (keyed by [`record_key`]), as a
+/// producer without idempotence writes it.
+fn encode_batch(payloads: &[&String], now: i64) -> Result<Bytes, ClientError> {
+    let records: Vec<Record> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // No idempotence: the batch's base sequence is -1. The encoder
+            // keeps records in one batch while offset - sequence is constant.
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: record_key(payload),
+            value: Some(Bytes::from((*payload).clone())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(batch.freeze())
+}
+
 /// `topic-partition` of a JSON payload naming them, as the record key.
 fn record_key(payload: &str) -> Option<Bytes> {
     let value: serde_json::Value = serde_json::from_str(payload).ok()?;
@@ -336,6 +348,19 @@ fn record_key(payload: &str) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_pass_the_brokers_own_checks() {
+        let payloads = [
+            r#"{"topic":"orders","partition":3,"term":7}"#.to_owned(),
+            "plain".to_owned(),
+        ];
+        let refs: Vec<&String> = payloads.iter().collect();
+        let batch = encode_batch(&refs, 1_700_000_000_000).unwrap();
+        let header = crate::partition_log::record_batch::check(&batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(header.records, 2);
+    }
 
     #[test]
     fn records_are_keyed_by_the_partition_a_payload_names() {

@@ -493,6 +493,7 @@ fn operators_run_plugins_live() {
     // Back: the restarted node runs its config (the default plugin's code);
     // the survivors reload it and the operator enables it again.
     c.nodes.spawn(victim).unwrap();
+    c.converge();
     let out = c.cli(&["plugin", "reload", "assigner", "--path", "builtin:assign-leader"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let out = c.cli(&["plugin", "enable", "assigner"]);
