@@ -474,6 +474,25 @@ fn warn_if_readable_by_others(file: &Path) {
 }
 
 impl NodeConfig {
+    /// What an admin client needs of a node config, its admin address and
+    /// secret, read without validating the rest: a half-edited
+    /// `[[plugins]]` must not lock the operator out of `status` or of the
+    /// `plugin apply` that reports what is wrong with it.
+    pub fn admin_endpoint(file: &Path) -> anyhow::Result<(SocketAddr, crate::auth::Secret)> {
+        #[derive(Deserialize)]
+        struct Endpoint {
+            admin_listen: SocketAddr,
+            security: SecurityConfig,
+        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+        let endpoint: Endpoint =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let secret = crate::auth::Secret::new(&endpoint.security.secret)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Ok((endpoint.admin_listen, secret))
+    }
+
     pub fn from_file(file: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;

@@ -162,13 +162,7 @@ impl Target {
             "no --admin address and no node configs in {}",
             self.dir.display()
         );
-        files
-            .iter()
-            .map(|f| {
-                let config = NodeConfig::from_file(f)?;
-                Ok((config.admin_listen, config.auth()?.secret().clone()))
-            })
-            .collect()
+        files.iter().map(|f| NodeConfig::admin_endpoint(f)).collect()
     }
 
     /// The secret for `--admin ADDR`.
@@ -182,9 +176,9 @@ impl Target {
             return Secret::new(&text).with_context(|| format!("${SECRET_ENV}"));
         }
         for file in cluster::configs(&self.dir) {
-            let config = NodeConfig::from_file(&file)?;
-            if config.admin_listen == addr {
-                return Ok(config.auth()?.secret().clone());
+            let (admin, secret) = NodeConfig::admin_endpoint(&file)?;
+            if admin == addr {
+                return Ok(secret);
             }
         }
         anyhow::bail!(

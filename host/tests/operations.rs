@@ -54,6 +54,8 @@ fn text(bytes: &[u8]) -> String {
 struct Ops {
     dir: tempfile::TempDir,
     nodes: LocalCluster,
+    /// Partitions in the cluster (the topic sink adds its topic's).
+    partitions: std::cell::Cell<usize>,
 }
 
 impl Ops {
@@ -85,7 +87,7 @@ impl Ops {
 
     fn converge(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
         self.nodes
-            .wait_converged(3, WAIT)
+            .wait_converged(self.partitions.get(), WAIT)
             .unwrap_or_else(|e| panic!("{e:#}\n{}", self.nodes.logs()))
     }
 
@@ -219,7 +221,11 @@ fn operators_run_plugins_live() {
         &spec,
     )
     .unwrap();
-    let mut c = Ops { dir, nodes };
+    let mut c = Ops {
+        dir,
+        nodes,
+        partitions: 3.into(),
+    };
     c.nodes.create_topic("orders", 3, 3, WAIT).unwrap();
     let before = c.converge();
 
@@ -311,6 +317,9 @@ fn operators_run_plugins_live() {
             .iter()
             .all(|p| metric(p, "leaderhook_assignment_mismatch", &[]) == 0.0)
     });
+    // And it counts what it says: while the assignment is behind (events
+    // dropped, the plugin disabled, no safety net) it is not 0; see
+    // `a_mismatch_shows_in_the_gauge_until_the_resync_heals_it`.
     println!(
         "metrics across kill -9 of node {victim}: elections won {won_before} -> {won_after}, \
          leadership changes {changes_before} -> {changes_after}, assigner set-leader ok \
@@ -517,11 +526,14 @@ fn operators_run_plugins_live() {
     c.wait("SIGHUP added audit on every node", || {
         (1..=3).all(|n| c.names(n) == ["assigner", "candidate", "audit"])
     });
-    // Its notifications reach the topic, read back with a Kafka client.
-    let (victim, _) = c.converge()["orders-2"];
-    c.nodes.kill9(victim).unwrap();
-    c.converge();
-    c.nodes.spawn(victim).unwrap();
+    // Its notifications reach the topic (created by the sink), read back
+    // with a Kafka client. A leadership transfer makes some.
+    let (leader, _) = c.converge()["orders-2"];
+    let to = (1..=3).find(|n| *n != leader).unwrap().to_string();
+    let out = c.cli(&["partitions", "transfer", "orders-2", "--to", &to]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    c.wait("the topic sink created its topic", || c.nodes.view().len() == 4);
+    c.partitions.set(4);
     c.converge();
     let bootstrap = NodeConfig::from_file(c.nodes.config(1))
         .unwrap()
