@@ -162,7 +162,10 @@ impl Target {
             "no --admin address and no node configs in {}",
             self.dir.display()
         );
-        files.iter().map(|f| NodeConfig::admin_endpoint(f)).collect()
+        files
+            .iter()
+            .map(|f| NodeConfig::admin_endpoint(f))
+            .collect()
     }
 
     /// The secret for `--admin ADDR`.

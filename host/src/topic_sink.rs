@@ -357,8 +357,8 @@ mod tests {
         ];
         let refs: Vec<&String> = payloads.iter().collect();
         let batch = encode_batch(&refs, 1_700_000_000_000).unwrap();
-        let header = crate::partition_log::record_batch::check(&batch)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let header =
+            crate::partition_log::record_batch::check(&batch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(header.records, 2);
     }
 

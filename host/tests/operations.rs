@@ -28,15 +28,11 @@ use leaderhook::admin::plugins::PluginsView;
 use leaderhook::config::{NodeConfig, RaftConfig};
 use leaderhook::raft::shared::Role;
 use leaderhook::supervisor::{ClusterSpec, LocalCluster};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// Bytes of a metrics page read (a 3-node page is ~40 KB).
-const MAX_PAGE: u64 = 4 << 20;
 
 fn wasm(names: &[&str]) -> Vec<String> {
     let root = leaderhook_hooks::guest_build::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
@@ -99,15 +95,10 @@ impl Ops {
             .unwrap_or(0)
     }
 
-    fn metrics_addr(&self, node: u64) -> SocketAddr {
-        NodeConfig::from_file(self.nodes.config(node))
-            .unwrap()
-            .metrics_listen
-            .expect("cluster init writes metrics_listen")
-    }
-
     fn scrape(&self, node: u64) -> String {
-        scrape(self.metrics_addr(node))
+        let page = self.nodes.scrape(node).unwrap();
+        assert!(page.contains("text/plain; version=0.0.4"), "{page:.400}");
+        page
     }
 
     fn wait(&self, what: &str, mut done: impl FnMut() -> bool) {
@@ -133,36 +124,8 @@ impl Ops {
     }
 }
 
-/// `GET /metrics` over a plain socket, bounded in bytes and time.
-fn scrape(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    stream.take(MAX_PAGE).read_to_string(&mut page).unwrap();
-    assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
-    assert!(page.contains("text/plain; version=0.0.4"), "{page:.400}");
-    page
-}
-
-/// The sum of a metric's samples whose labels contain every `labels`
-/// pair (`key="value"`).
 fn metric(page: &str, name: &str, labels: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    leaderhook::supervisor::metric_sum(page, name, labels)
 }
 
 /// The chain the cluster starts with: a custom-named assignment plugin
@@ -248,7 +211,8 @@ fn operators_run_plugins_live() {
     let (victim, _) = before["orders-0"];
     let survivors: Vec<u64> = (1..=3).filter(|n| *n != victim).collect();
     let pages: Vec<String> = survivors.iter().map(|n| c.scrape(*n)).collect();
-    let sum = |pages: &[String], name: &str| pages.iter().map(|p| metric(p, name, &[])).sum::<f64>();
+    let sum =
+        |pages: &[String], name: &str| pages.iter().map(|p| metric(p, name, &[])).sum::<f64>();
     for page in &pages {
         for family in [
             "leaderhook_raft_groups",
@@ -263,7 +227,10 @@ fn operators_run_plugins_live() {
             // raft-engine's own histograms, from the default registry.
             "raft_engine_write_duration_seconds_bucket",
         ] {
-            assert!(metric(page, family, &[]) >= 0.0 && page.contains(family), "{family} missing");
+            assert!(
+                metric(page, family, &[]) >= 0.0 && page.contains(family),
+                "{family} missing"
+            );
         }
         assert_eq!(metric(page, "leaderhook_assignment_mismatch", &[]), 0.0);
         assert_eq!(
@@ -280,7 +247,11 @@ fn operators_run_plugins_live() {
             metric(
                 p,
                 "leaderhook_plugin_capability_calls_total",
-                &["plugin=\"assigner\"", "capability=\"set-leader\"", "outcome=\"ok\""],
+                &[
+                    "plugin=\"assigner\"",
+                    "capability=\"set-leader\"",
+                    "outcome=\"ok\"",
+                ],
             )
         })
         .sum();
@@ -304,11 +275,18 @@ fn operators_run_plugins_live() {
             metric(
                 p,
                 "leaderhook_plugin_capability_calls_total",
-                &["plugin=\"assigner\"", "capability=\"set-leader\"", "outcome=\"ok\""],
+                &[
+                    "plugin=\"assigner\"",
+                    "capability=\"set-leader\"",
+                    "outcome=\"ok\"",
+                ],
             )
         })
         .sum();
-    assert!(set_leader_after > set_leader_before, "the new leaders were written");
+    assert!(
+        set_leader_after > set_leader_before,
+        "the new leaders were written"
+    );
     // The gauge returns to 0 once the assignments follow Raft again (it
     // reads each scrape; converged status is the same fact seen by admin).
     c.wait("mismatch gauge back to 0", || {
@@ -319,7 +297,7 @@ fn operators_run_plugins_live() {
     });
     // And it counts what it says: while the assignment is behind (events
     // dropped, the plugin disabled, no safety net) it is not 0; see
-    // `a_mismatch_shows_in_the_gauge_until_the_resync_heals_it`.
+    // `cluster.rs`, `a_dropped_event_heals_through_the_resync`.
     println!(
         "metrics across kill -9 of node {victim}: elections won {won_before} -> {won_after}, \
          leadership changes {changes_before} -> {changes_after}, assigner set-leader ok \
@@ -360,19 +338,34 @@ fn operators_run_plugins_live() {
     );
 
     let out = c.cli(&["plugin", "promote", "candidate", "--persist"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert_eq!(
-        text(&out.stdout).matches("candidate active; written into").count(),
+        text(&out.stdout)
+            .matches("candidate active; written into")
+            .count(),
         3,
         "{}",
         text(&out.stdout)
     );
     for node in 1..=3 {
         let config = NodeConfig::from_file(c.nodes.config(node)).unwrap();
-        let candidate = config.plugins.iter().find(|p| p.name == "candidate").unwrap();
+        let candidate = config
+            .plugins
+            .iter()
+            .find(|p| p.name == "candidate")
+            .unwrap();
         assert_eq!(candidate.mode, leaderhook_hooks::Mode::Active);
         let view = c.plugins(node);
-        let entry = view.plugins.iter().find(|p| p.info.name == "candidate").unwrap();
+        let entry = view
+            .plugins
+            .iter()
+            .find(|p| p.info.name == "candidate")
+            .unwrap();
         assert_eq!(entry.info.mode, leaderhook_hooks::Mode::Active);
     }
     // Active now: when the victim rejoins again, it gets its preferred
@@ -440,7 +433,13 @@ fn operators_run_plugins_live() {
     let old_hash = hash(&c, 1);
     let broken = c.dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
-    let out = c.cli(&["plugin", "reload", "assigner", "--path", broken.to_str().unwrap()]);
+    let out = c.cli(&[
+        "plugin",
+        "reload",
+        "assigner",
+        "--path",
+        broken.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let said = text(&out.stdout);
     assert_eq!(said.matches("reload refused").count(), 3, "{said}");
@@ -451,7 +450,12 @@ fn operators_run_plugins_live() {
     // A new version whose behaviour differs: it fails every batch. It is
     // disabled at its first failure; the embedded default plugin takes over.
     let out = c.cli(&["plugin", "reload", "assigner", "--path", adversary]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert_eq!(text(&out.stdout).matches("assigner reloaded").count(), 3);
     assert_ne!(hash(&c, 1), old_hash);
     let (victim, _) = c.converge()["orders-1"];
@@ -469,7 +473,10 @@ fn operators_run_plugins_live() {
     let list = text(&out.stdout);
     assert!(list.contains("auto-disabled"), "{list}");
     assert!(list.contains("ENGAGED"), "{list}");
-    assert!(list.contains("adversary failed") || list.contains("flaky failure"), "{list}");
+    assert!(
+        list.contains("adversary failed") || list.contains("flaky failure"),
+        "{list}"
+    );
     for n in &survivors {
         let page = c.scrape(*n);
         assert_eq!(metric(&page, "leaderhook_fallback_engaged", &[]), 1.0);
@@ -481,7 +488,11 @@ fn operators_run_plugins_live() {
             ) >= 1.0
         );
         assert_eq!(
-            metric(&page, "leaderhook_plugin_state", &["plugin=\"assigner\"", "state=\"auto-disabled\""]),
+            metric(
+                &page,
+                "leaderhook_plugin_state",
+                &["plugin=\"assigner\"", "state=\"auto-disabled\""]
+            ),
             1.0
         );
         let fallback = c.plugins(*n).fallback.unwrap();
@@ -503,10 +514,26 @@ fn operators_run_plugins_live() {
     // the survivors reload it and the operator enables it again.
     c.nodes.spawn(victim).unwrap();
     c.converge();
-    let out = c.cli(&["plugin", "reload", "assigner", "--path", "builtin:assign-leader"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = c.cli(&[
+        "plugin",
+        "reload",
+        "assigner",
+        "--path",
+        "builtin:assign-leader",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let out = c.cli(&["plugin", "enable", "assigner"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     c.converge();
     c.wait("the safety net hands back", || {
         (1..=3).all(|n| c.plugins(n).fallback.is_some_and(|f| !f.engaged))
@@ -531,8 +558,15 @@ fn operators_run_plugins_live() {
     let (leader, _) = c.converge()["orders-2"];
     let to = (1..=3).find(|n| *n != leader).unwrap().to_string();
     let out = c.cli(&["partitions", "transfer", "orders-2", "--to", &to]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    c.wait("the topic sink created its topic", || c.nodes.view().len() == 4);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    c.wait("the topic sink created its topic", || {
+        c.nodes.view().len() == 4
+    });
     c.partitions.set(4);
     c.converge();
     let bootstrap = NodeConfig::from_file(c.nodes.config(1))
@@ -543,7 +577,15 @@ fn operators_run_plugins_live() {
     let mut records = String::new();
     c.wait("audit records in topic leaderhook-audit", || {
         let out = Command::new("kcat")
-            .args(["-C", "-b", &bootstrap, "-t", "leaderhook-audit", "-o", "beginning"])
+            .args([
+                "-C",
+                "-b",
+                &bootstrap,
+                "-t",
+                "leaderhook-audit",
+                "-o",
+                "beginning",
+            ])
             .args(["-e", "-q", "-f", "%k %s\\n"])
             .output()
             .expect("kcat is installed (scripts/test.sh installs every client)");
@@ -557,7 +599,11 @@ fn operators_run_plugins_live() {
     assert!(
         kafka_page
             .iter()
-            .map(|p| metric(p, "leaderhook_kafka_requests_total", &["api=\"Produce\"", "error_code=\"0\""]))
+            .map(|p| metric(
+                p,
+                "leaderhook_kafka_requests_total",
+                &["api=\"Produce\"", "error_code=\"0\""]
+            ))
             .sum::<f64>()
             >= 1.0
     );
@@ -567,8 +613,18 @@ fn operators_run_plugins_live() {
     // Reordered, by `plugin apply`.
     c.write_plugins(&(audit(audit_notify, "audit-topic") + &base));
     let out = c.cli(&["plugin", "apply"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(text(&out.stdout).matches("applied: reordered").count(), 3, "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout).matches("applied: reordered").count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
     for n in 1..=3 {
         assert_eq!(c.names(n), ["audit", "assigner", "candidate"]);
     }
@@ -590,21 +646,43 @@ fn operators_run_plugins_live() {
     assert_eq!(said.matches("plugin apply refused").count(), 3, "{said}");
     assert!(said.contains("broken"), "{said}");
     for n in 1..=3 {
-        assert_eq!(c.names(n), ["audit", "assigner", "candidate"], "node {n} changed");
+        assert_eq!(
+            c.names(n),
+            ["audit", "assigner", "candidate"],
+            "node {n} changed"
+        );
     }
     // A plugin naming a sink the node does not declare is refused too.
     c.write_plugins(&(base.clone() + &audit(audit_notify, "pager")));
     let out = c.cli(&["plugin", "apply"]);
     assert!(!out.status.success());
-    assert!(text(&out.stdout).contains("\"pager\""), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("\"pager\""),
+        "{}",
+        text(&out.stdout)
+    );
     for n in 1..=3 {
-        assert_eq!(c.names(n), ["audit", "assigner", "candidate"], "node {n} changed");
+        assert_eq!(
+            c.names(n),
+            ["audit", "assigner", "candidate"],
+            "node {n} changed"
+        );
     }
     // Removed.
     c.write_plugins(&base);
     let out = c.cli(&["plugin", "apply"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(text(&out.stdout).matches("applied: removed audit").count(), 3, "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout).matches("applied: removed audit").count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
     for n in 1..=3 {
         assert_eq!(c.names(n), ["assigner", "candidate"]);
     }
