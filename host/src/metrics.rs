@@ -494,13 +494,31 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
 
 /// Serves `GET /metrics` on `listener` until the process ends.
 pub async fn serve(collector: Arc<NodeCollector>, listener: tokio::net::TcpListener) {
+    let render = Arc::new(move || collector.render());
+    serve_with(render, listener, MAX_CONNECTIONS, CONNECTION_LIFETIME).await;
+}
+
+/// How long one connection may stay open, whatever its client does (a
+/// scrape takes milliseconds): a client that connects and sends nothing
+/// cannot hold one of the [`MAX_CONNECTIONS`] slots for longer.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
+/// A page renderer, called off the async workers.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+async fn serve_with(
+    render: Render,
+    listener: tokio::net::TcpListener,
+    max: usize,
+    lifetime: Duration,
+) {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
-            let collector = collector.clone();
+            let render = render.clone();
             async move {
-                let page = tokio::task::spawn_blocking(move || collector.render())
+                let page = tokio::task::spawn_blocking(move || render())
                     .await
                     .unwrap_or_default();
                 (
@@ -513,7 +531,7 @@ pub async fn serve(collector: Arc<NodeCollector>, listener: tokio::net::TcpListe
             }
         }),
     );
-    let listener = limit::Limited::new(listener, MAX_CONNECTIONS);
+    let listener = limit::Limited::new(listener, max, lifetime);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("the metrics endpoint stopped: {e}");
     }
@@ -522,31 +540,51 @@ pub async fn serve(collector: Arc<NodeCollector>, listener: tokio::net::TcpListe
 /// A listener that holds at most N connections open at once: the next
 /// accept waits for a slot.
 mod limit {
+    use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
+    use std::time::Duration;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+    use tokio::time::Sleep;
 
     pub struct Limited {
         listener: TcpListener,
         slots: Arc<Semaphore>,
+        lifetime: Duration,
     }
 
     impl Limited {
-        pub fn new(listener: TcpListener, max: usize) -> Self {
+        pub fn new(listener: TcpListener, max: usize, lifetime: Duration) -> Self {
             Self {
                 listener,
                 slots: Arc::new(Semaphore::new(max)),
+                lifetime,
             }
         }
     }
 
-    /// A connection and its slot, freed when it closes.
+    /// A connection and its slot, freed when it closes; past its deadline
+    /// every read and write fails, so the server drops it.
     pub struct Conn {
         stream: TcpStream,
+        deadline: Pin<Box<Sleep>>,
         _slot: OwnedSemaphorePermit,
+    }
+
+    impl Conn {
+        fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+            self.deadline.as_mut().poll(cx).is_ready()
+        }
+    }
+
+    fn timed_out() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "metrics connection open too long",
+        )
     }
 
     impl axum::serve::Listener for Limited {
@@ -566,6 +604,7 @@ mod limit {
                         return (
                             Conn {
                                 stream,
+                                deadline: Box::pin(tokio::time::sleep(self.lifetime)),
                                 _slot: slot,
                             },
                             addr,
@@ -587,6 +626,9 @@ mod limit {
             cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<std::io::Result<()>> {
+            if self.expired(cx) {
+                return Poll::Ready(Err(timed_out()));
+            }
             Pin::new(&mut self.stream).poll_read(cx, buf)
         }
     }
@@ -597,6 +639,9 @@ mod limit {
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
+            if self.expired(cx) {
+                return Poll::Ready(Err(timed_out()));
+            }
             Pin::new(&mut self.stream).poll_write(cx, buf)
         }
 
@@ -610,5 +655,58 @@ mod limit {
         ) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.stream).poll_shutdown(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: std::net::SocketAddr) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut page = String::new();
+        stream.take(1 << 20).read_to_string(&mut page).unwrap();
+        page
+    }
+
+    /// Clients that connect and send nothing fill every slot; a scrape
+    /// still gets its page once their connections reach their lifetime.
+    #[test]
+    fn idle_connections_cannot_hold_the_endpoint() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let render: Render = Arc::new(|| "leaderhook_test 1\n".to_owned());
+        runtime.spawn(serve_with(render, listener, 2, Duration::from_millis(300)));
+        let idle: Vec<std::net::TcpStream> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let page = get(addr);
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.ends_with("leaderhook_test 1\n"), "{page}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "both slots were taken: the scrape waited ({waited:?})"
+        );
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        drop(idle);
     }
 }

@@ -72,10 +72,15 @@ pub fn render_list(view: &PluginsView) -> String {
     let mut text = format!("node {}\n", view.node);
     text += "  name                 mode    state          calls   events  failures  p50      p99      source\n";
     for entry in &view.plugins {
-        text += &row(entry);
+        text += &row(entry, entry.stats.state.name());
     }
     if let Some(fallback) = &view.fallback {
-        text += &row(&fallback.plugin);
+        let state = if fallback.engaged {
+            "ENGAGED"
+        } else {
+            "standing-by"
+        };
+        text += &row(&fallback.plugin, state);
         text += &format!(
             "  safety net: {} ({} switches)\n",
             if fallback.engaged {
@@ -98,7 +103,9 @@ pub fn render_list(view: &PluginsView) -> String {
     text
 }
 
-fn row(entry: &PluginEntry) -> String {
+/// One table row; `state` is the plugin's run state (for the safety net:
+/// whether it is engaged).
+fn row(entry: &PluginEntry, state: &str) -> String {
     let s = &entry.stats;
     let calls = s.batches + s.failures();
     let time = |us: Option<u64>| match us {
@@ -111,7 +118,7 @@ fn row(entry: &PluginEntry) -> String {
         "  {:<20} {:<7} {:<14} {:>6}  {:>7}  {:>8}  {:<7}  {:<7}  {}\n",
         entry.info.name,
         entry.info.mode.name(),
-        s.state.name(),
+        state,
         calls,
         s.events,
         s.failures(),

@@ -686,8 +686,42 @@ fn operators_run_plugins_live() {
     for n in 1..=3 {
         assert_eq!(c.names(n), ["assigner", "candidate"]);
     }
-    // The brokers served throughout: one more failover converges.
+    // A reload racing a failover: each node answers for itself (the killed
+    // one may not), the survivors run the reloaded version, and the
+    // assignments follow Raft.
     let (victim, _) = c.converge()["orders-0"];
+    let reloads = |c: &Ops, n| {
+        c.plugins(n)
+            .plugins
+            .into_iter()
+            .find(|p| p.info.name == "assigner")
+            .unwrap()
+            .stats
+            .reloads
+    };
+    let before: Vec<(u64, u64)> = (1..=3)
+        .filter(|n| *n != victim)
+        .map(|n| (n, reloads(&c, n)))
+        .collect();
+    let reload = {
+        let dir = c.dir_arg().to_owned();
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_leaderhook"))
+                .args(["plugin", "reload", "assigner", "--dir", &dir])
+                .output()
+                .unwrap()
+        })
+    };
     c.nodes.kill9(victim).unwrap();
+    let out = reload.join().unwrap();
+    let said = text(&out.stdout);
+    let reloaded = said.matches("assigner reloaded").count();
+    assert!(
+        reloaded == 3 || (reloaded == 2 && !out.status.success()),
+        "{said}"
+    );
     c.converge();
+    for (n, was) in before {
+        assert_eq!(reloads(&c, n), was + 1, "node {n} reloaded once");
+    }
 }

@@ -435,10 +435,10 @@ mod tests {
         let a = set("orders-0", 1, 3, Outcome::Ok);
         let b = set("orders-0", 1, 3, Outcome::Unchanged);
         let c = set("orders-1", 2, 4, Outcome::Ok);
-        let (mine, theirs) = compare(&[a.clone(), c.clone()], &[b.clone()]);
+        let (mine, theirs) = compare(&[a.clone(), c.clone()], std::slice::from_ref(&b));
         assert_eq!(mine, vec![c.clone()]);
         assert!(theirs.is_empty());
-        let (mine, theirs) = compare(&[a.clone()], &[b.clone(), b.clone()]);
+        let (mine, theirs) = compare(std::slice::from_ref(&a), &[b.clone(), b.clone()]);
         assert!(mine.is_empty());
         assert_eq!(theirs, vec![b]);
     }

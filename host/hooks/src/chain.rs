@@ -34,6 +34,9 @@ pub struct PluginInfo {
     pub mode: Mode,
 }
 
+/// A plugin's name and the capability calls it made in a batch.
+pub type PluginCalls = (String, Vec<CallRecord>);
+
 pub struct PluginChain {
     plugins: Vec<Plugin>,
 }
@@ -58,7 +61,7 @@ impl PluginChain {
     pub fn deliver_recorded(
         &mut self,
         events: &[LeadershipEvent],
-    ) -> (Vec<(String, Failure)>, Vec<(String, Vec<CallRecord>)>) {
+    ) -> (Vec<(String, Failure)>, Vec<PluginCalls>) {
         for plugin in &self.plugins {
             plugin.counters().calls.set_capture(true);
             plugin.counters().calls.take();

@@ -506,10 +506,10 @@ impl HookRuntime {
         if config.mode != Mode::Shadow {
             return Err(ReloadError::NotShadow(name.to_owned()));
         }
-        if let Some(other) = replacing {
-            if self.lane(other)?.config().mode == Mode::Shadow {
-                return Err(ReloadError::ReplacingShadow(other.to_owned()));
-            }
+        if let Some(other) = replacing
+            && self.lane(other)?.config().mode == Mode::Shadow
+        {
+            return Err(ReloadError::ReplacingShadow(other.to_owned()));
         }
         config.mode = Mode::Active;
         let plugin = self.load(&config, lane.counters().clone())?;
