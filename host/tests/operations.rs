@@ -743,7 +743,9 @@ fn operators_run_plugins_live() {
     assert_eq!(rows.len(), 4, "{status}");
     let replicas = c.nodes.status(1).unwrap().replicas;
     assert!(
-        replicas.iter().all(|r| r.raft_leader.is_none() && r.role != Role::Leader),
+        replicas
+            .iter()
+            .all(|r| r.raft_leader.is_none() && r.role != Role::Leader),
         "{replicas:?}"
     );
 }

@@ -236,6 +236,12 @@ impl ShadowLedger {
             .entry(lane)
             .or_default()
             .extend(calls.into_iter().map(|r| r.call));
+        // Only this batch can have completed this group.
+        if self.complete(&self.groups[&target])
+            && let Some(group) = self.close(target)
+        {
+            self.judge(group);
+        }
         self.judge_ready(now);
     }
 
@@ -273,19 +279,24 @@ impl ShadowLedger {
         into.opened = into.opened.min(from.opened);
     }
 
-    /// Judges every group that is complete or has waited [`SETTLE`], and
-    /// gives up on the oldest while too many events are open.
+    /// Judges the groups that have waited [`SETTLE`], and gives up on the
+    /// oldest while too many events are open. Only the oldest groups are
+    /// looked at (the queue is in opening order), so a batch costs the
+    /// groups it closes, not every open group: with thousands open, a scan
+    /// per batch would make the shadow path quadratic. A group older than
+    /// its place in the queue (it absorbed an older one) is judged when the
+    /// groups ahead of it are, at most [`SETTLE`] late.
     pub fn judge_ready(&mut self, now: Instant) {
-        let ready: Vec<u64> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| {
-                g.opened.is_some_and(|at| now.duration_since(at) >= SETTLE) || self.complete(g)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            if let Some(group) = self.close(id) {
+        while let Some(&front) = self.opened.front() {
+            let settled = match self.groups.get(&front) {
+                None => true, // closed or merged away
+                Some(g) => g.opened.is_some_and(|at| now.duration_since(at) >= SETTLE),
+            };
+            if !settled {
+                break;
+            }
+            self.opened.pop_front();
+            if let Some(group) = self.close(front) {
                 self.judge(group);
             }
         }
