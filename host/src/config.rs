@@ -57,7 +57,7 @@
 //! kafka = "127.0.0.1:9092"
 //! [[sinks]]
 //! name = "audit"
-//! kind = "log"                         # log | file (with path = "...")
+//! kind = "log"                         # log | file (with path = "...") | topic (with topic = "...", default: the name)
 //! [trace]                             # optional: record events and plugin calls
 //! path = "trace-{node}.jsonl"          # JSON lines, relative to this file; {node}: the node id
 //! max_bytes = 67108864                 # rotated past this (path.1, path.2, ...)
