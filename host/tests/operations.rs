@@ -607,6 +607,17 @@ fn operators_run_plugins_live() {
             .sum::<f64>()
             >= 1.0
     );
+    assert!(
+        kafka_page
+            .iter()
+            .map(|p| metric(
+                p,
+                "leaderhook_kafka_request_seconds_count",
+                &["api=\"Metadata\""]
+            ))
+            .sum::<f64>()
+            >= 1.0
+    );
     assert!(sum(&kafka_page, "leaderhook_kafka_bytes_in_total") > 0.0);
     assert!(sum(&kafka_page, "leaderhook_kafka_bytes_out_total") > 0.0);
 
