@@ -15,14 +15,13 @@ cargo test --workspace
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,
 # kafka-python, aiokafka, kafkajs (tests/kafka/js, pinned in its
 # package.json) and kcat against loopback clusters of the debug binary that
-# `cargo test` built.
-python3 -m pip install --quiet kafka-python confluent-kafka pytest aiokafka==0.14.0
+# `cargo test` built (its integration tests build target/debug/leaderhook).
+python3 -m pip install --quiet -r tests/kafka/requirements.txt
 if ! command -v npm >/dev/null 2>&1; then
     apt-get update && apt-get install -y nodejs npm
 fi
-npm install --prefix tests/kafka/js --no-audit --no-fund
+npm ci --prefix tests/kafka/js --no-audit --no-fund
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi
-cargo build -p leaderhook
 python3 -m pytest -q -p no:warnings tests/kafka

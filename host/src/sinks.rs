@@ -12,6 +12,7 @@
 
 use crate::config::{Sink, SinkKind};
 use crate::topic_sink::TopicProducer;
+use leaderhook_hooks::Backlog;
 use leaderhook_hooks::text::{self, MAX_PAYLOAD};
 use leaderhook_hooks::{Grant, PluginConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,8 @@ pub const QUEUE_BYTES: usize = 8 << 20;
 pub struct Sinks {
     names: BTreeMap<String, Sink>,
     queue: SyncSender<(String, String)>,
+    /// The queue's bound in notifications.
+    count: usize,
     budget: Arc<ByteBudget>,
     files_opened: Arc<AtomicU64>,
 }
@@ -71,6 +74,7 @@ impl Sinks {
         Self {
             names,
             queue,
+            count,
             budget,
             files_opened,
         }
@@ -80,7 +84,7 @@ impl Sinks {
         self.names.contains_key(sink)
     }
 
-    pub fn emit(&self, sink: &str, payload: &str) -> Result<(), String> {
+    pub fn emit(&self, sink: &str, payload: &str) -> Result<(), Backlog> {
         // Cut unless the runtime already did (its cut carries a marker).
         let payload = if payload.len() > MAX_PAYLOAD + text::MAX_MARKER {
             text::bounded(payload, MAX_PAYLOAD)
@@ -89,15 +93,13 @@ impl Sinks {
         };
         let size = payload.len();
         if !self.budget.try_reserve(size) {
-            return Err(format!(
-                "the sink queue is full ({QUEUE_BYTES} bytes of notifications waiting)"
-            ));
+            return Err(Backlog::NotificationBytes(self.budget.limit));
         }
         self.queue
             .try_send((sink.to_owned(), payload))
             .map_err(|_| {
                 self.budget.release(size);
-                format!("the sink queue is full ({QUEUE} notifications waiting)")
+                Backlog::Notifications(self.count)
             })
     }
 
@@ -298,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sinks = Sinks::with_bounds(&[file_sink(&dir.path().join("a"))], 10, 100, Vec::new());
         let err = sinks.emit("audit", &"x".repeat(101)).unwrap_err();
-        assert!(err.contains("bytes of notifications waiting"), "{err}");
+        assert_eq!(err, Backlog::NotificationBytes(100));
         assert!(sinks.emit("audit", &"x".repeat(100)).is_ok());
     }
 

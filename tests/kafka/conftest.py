@@ -20,6 +20,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("LEADERHOOK_BIN", str(ROOT / "target" / "debug" / "leaderhook"))
 
 
+def wait_until(what, condition, timeout, interval=0.1):
+    """Polls `condition` until it returns something truthy and returns that;
+    fails naming `what` (and the last value seen) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}: last {value!r}"
+        time.sleep(interval)
+
+
 class Cluster:
     def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None, groups=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;

@@ -22,6 +22,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import wait_until
+
 TOPIC = "raft-test"
 PARTITIONS = 3
 MESSAGES = 10_000  # per producer
@@ -44,13 +46,11 @@ def leaders(admin):
 
 
 def wait_for_leaders(admin, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
+    def assigned():
         found = leaders(admin)
-        if len(found) == PARTITIONS and all(l > 0 for l in found.values()):
-            return found
-        assert time.monotonic() < deadline, f"no leaders assigned: {found}"
-        time.sleep(0.2)
+        return found if len(found) == PARTITIONS and all(l > 0 for l in found.values()) else None
+
+    return wait_until("a leader for every partition", assigned, timeout, interval=0.2)
 
 
 def produce_confluent(bootstrap, prefix, idempotent=False, acks="all", messages=MESSAGES):

@@ -19,7 +19,7 @@ import collections
 import time
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from groups import (
     CLIENTS, SESSION_S, Member, committed, consumed, create_topic, env_ok, produce,
     wait_committed, wait_consumed,
@@ -137,7 +137,7 @@ def test_coordinator_killed_members_find_the_new_one_with_offsets_intact(group_c
     producer = threading.Thread(target=keep_producing)
     producer.start()
     try:
-        wait_until(lambda: len(consumed(members)) > 200, 60, "consumption before the kill")
+        wait_until("consumption before the kill", lambda: len(consumed(members)) > 200, 60)
         coordinator = coordinator_of(c, group)
         before = committed(c.bootstrap, topic, group)
         assert sum(o for o in before.values() if o > 0) > 0, f"nothing committed: {before}"
@@ -149,10 +149,10 @@ def test_coordinator_killed_members_find_the_new_one_with_offsets_intact(group_c
                     if int(v.split("-")[1]) > produced_before]
 
         c.kill(coordinator)
-        wait_until(lambda: after_kill(), 60, "consumption after the kill")
+        wait_until("consumption after the kill", lambda: after_kill(), 60)
         print(f"{client}: kill -9 of coordinator node {coordinator} -> first message produced "
               f"after it consumed {min(after_kill()) - killed_at:.2f}s later")
-        wait_until(lambda: coordinator_of(c, group) != coordinator, 60, "a new coordinator")
+        wait_until("a new coordinator", lambda: coordinator_of(c, group) != coordinator, 60)
         time.sleep(3)
     finally:
         stop.set()
@@ -168,8 +168,3 @@ def test_coordinator_killed_members_find_the_new_one_with_offsets_intact(group_c
                 m.kill()
 
 
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)

@@ -15,7 +15,7 @@ import kafka.errors
 import pytest
 from confluent_kafka import Producer
 
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from test_bad_input import connect, request
 from test_clients import PARTITIONS, TOPIC, create_topic, wait_for_leaders
 
@@ -116,16 +116,6 @@ def parse_metadata_v9(data):
         r.take(">i")  # authorized operations
         r.tags()
     return controller, brokers, partitions
-
-
-def wait_until(what, condition, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def produce_one(bootstrap, value):

@@ -2,10 +2,9 @@
 partition's leader sees in its Raft group. A killed node drops out of
 every ISR; restarted, it catches up and is back in."""
 
-import time
-
 from confluent_kafka.admin import AdminClient
 
+from conftest import wait_until
 from test_clients import PARTITIONS, TOPIC, create_topic
 
 
@@ -16,13 +15,12 @@ def isr_view(bootstrap):
 
 
 def wait_for(what, bootstrap, condition, timeout=40):
-    deadline = time.monotonic() + timeout
-    while True:
+    def settled():
         view = isr_view(bootstrap)
-        if len(view) == PARTITIONS and all(condition(l, isr) for l, isr in view.values()):
-            return view
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {view}"
-        time.sleep(0.3)
+        ok = len(view) == PARTITIONS and all(condition(l, isr) for l, isr in view.values())
+        return view if ok else None
+
+    return wait_until(what, settled, timeout, interval=0.3)
 
 
 def test_isr_follows_raft_progress(cluster):

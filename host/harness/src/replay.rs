@@ -19,8 +19,8 @@ use leaderhook_hooks::calls::{Call, CallRecord, Outcome};
 use leaderhook_hooks::fence::PartitionView;
 use leaderhook_hooks::trace::{TraceRecord, TracedEvent};
 use leaderhook_hooks::{
-    Capabilities, HookEngine, LoadError, NodeId, NodeInfo, PartitionAssignment, PartitionId,
-    PluginChain, PluginConfig,
+    Capabilities, CapabilityError, HookEngine, LoadError, NodeId, NodeInfo, PartitionAssignment,
+    PartitionId, PluginChain, PluginConfig,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -233,11 +233,11 @@ impl Capabilities for ReplayView {
             .collect()
     }
 
-    fn set_leader(&self, _: &PartitionId, _: NodeId, _: u64) -> Result<(), String> {
+    fn set_leader(&self, _: &PartitionId, _: NodeId, _: u64) -> Result<(), CapabilityError> {
         Ok(())
     }
 
-    fn transfer_leader(&self, _: &PartitionId, _: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, _: &PartitionId, _: NodeId) -> Result<(), CapabilityError> {
         Ok(())
     }
 
@@ -245,7 +245,7 @@ impl Capabilities for ReplayView {
         self.lock().sinks.contains(sink)
     }
 
-    fn notify(&self, _: &str, _: &str) -> Result<(), String> {
+    fn notify(&self, _: &str, _: &str) -> Result<(), CapabilityError> {
         Ok(())
     }
 }

@@ -14,7 +14,8 @@
 
 use leaderhook_hooks::fence::{self, PartitionView};
 use leaderhook_hooks::{
-    Capabilities, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
+    Capabilities, CapabilityError, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment,
+    PartitionId, Transition,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +29,19 @@ pub struct SimPartition {
     /// The stored assignment (what Kafka Metadata would answer).
     pub leader: Option<NodeId>,
     pub epoch: u64,
+}
+
+impl SimPartition {
+    /// What a host knows of it: every simulated node knows Raft's truth.
+    pub fn view(&self) -> PartitionView {
+        PartitionView {
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            epoch: self.epoch,
+            highest_term: self.term,
+            elected: self.raft_leader,
+        }
+    }
 }
 
 /// A transfer a plugin asked for.
@@ -294,13 +308,7 @@ impl Capabilities for NodeView {
             .lock()
             .partitions
             .get(partition)
-            .map(|p| PartitionView {
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-                highest_term: p.term,
-                elected: p.raft_leader,
-            })
+            .map(SimPartition::view)
     }
 
     fn assignments(&self) -> Vec<PartitionAssignment> {
@@ -308,12 +316,7 @@ impl Capabilities for NodeView {
             .lock()
             .partitions
             .iter()
-            .map(|(id, p)| PartitionAssignment {
-                partition: id.clone(),
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-            })
+            .map(|(id, p)| p.view().assignment(id.clone()))
             .collect()
     }
 
@@ -322,28 +325,21 @@ impl Capabilities for NodeView {
         partition: &PartitionId,
         leader: NodeId,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         let mut state = self.sim.lock();
         let p = state
             .partitions
             .get_mut(partition)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         // Fenced again at apply time, as the broker's metadata group does.
-        let view = PartitionView {
-            replicas: p.replicas.clone(),
-            leader: p.leader,
-            epoch: p.epoch,
-            highest_term: p.term,
-            elected: p.raft_leader,
-        };
-        if fence::check_set_leader(&view, leader, epoch).is_ok() {
+        if fence::check_set_leader(&p.view(), leader, epoch).is_ok() {
             p.leader = Some(leader);
             p.epoch = epoch;
         }
         Ok(())
     }
 
-    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), CapabilityError> {
         let mut state = self.sim.lock();
         let request = TransferRequest {
             partition: partition.clone(),
@@ -360,7 +356,7 @@ impl Capabilities for NodeView {
         self.sim.lock().sinks.contains(sink)
     }
 
-    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), CapabilityError> {
         self.sim.lock().notifications.push(Notification {
             sink: sink.to_owned(),
             payload: payload.to_owned(),

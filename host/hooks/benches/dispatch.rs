@@ -194,9 +194,9 @@ fn native_assign(caps: &dyn Capabilities, events: &[LeadershipEvent]) -> Result<
             .partition(&event.partition)
             .ok_or_else(|| format!("{}: unknown partition", event.partition))?;
         match fence::check_set_leader(&view, event.observer, event.term) {
-            Ok(WriteOutcome::Queued) => {
-                caps.set_leader(&event.partition, event.observer, event.term)?
-            }
+            Ok(WriteOutcome::Queued) => caps
+                .set_leader(&event.partition, event.observer, event.term)
+                .map_err(|e| format!("{}: {e}", event.partition))?,
             Ok(WriteOutcome::Unchanged) | Err(_) => {}
         }
     }

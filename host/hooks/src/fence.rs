@@ -11,7 +11,7 @@
 //! host that did not know the term's leader yet) lasts only until the true
 //! leader's write, which the broker's resync keeps re-delivering.
 
-use crate::contract::{CapError, NodeId, WriteOutcome};
+use crate::contract::{CapError, NodeId, PartitionAssignment, PartitionId, WriteOutcome};
 
 /// What the host knows about a partition when it judges a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,16 @@ pub struct PartitionView {
 }
 
 impl PartitionView {
+    /// The stored assignment as the contract shows it to plugins.
+    pub fn assignment(&self, partition: PartitionId) -> PartitionAssignment {
+        PartitionAssignment {
+            partition,
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            epoch: self.epoch,
+        }
+    }
+
     /// The node elected at `epoch`, if the host knows it.
     pub fn elected_at(&self, epoch: u64) -> Option<NodeId> {
         self.elected.filter(|_| epoch == self.highest_term)

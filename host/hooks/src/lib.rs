@@ -58,7 +58,7 @@ pub mod text;
 pub mod trace;
 
 pub use artifact::{ArtifactKey, CacheStats};
-pub use capabilities::Capabilities;
+pub use capabilities::{Backlog, Capabilities, CapabilityError};
 pub use chain::{PluginChain, PluginInfo};
 pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, Mode, OnError, PluginConfig};
 pub use contract::{

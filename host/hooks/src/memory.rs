@@ -2,7 +2,7 @@
 //! and notifications are applied at once and recorded. For tests, the demo
 //! and benchmarks; the plugin test harness builds on the same trait.
 
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, CapabilityError};
 use crate::contract::{
     LeadershipEvent, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
 };
@@ -164,12 +164,7 @@ impl Capabilities for MemoryCluster {
         self.lock()
             .partitions
             .iter()
-            .map(|(p, v)| PartitionAssignment {
-                partition: p.clone(),
-                replicas: v.replicas.clone(),
-                leader: v.leader,
-                epoch: v.epoch,
-            })
+            .map(|(p, v)| v.assignment(p.clone()))
             .collect()
     }
 
@@ -178,12 +173,12 @@ impl Capabilities for MemoryCluster {
         partition: &PartitionId,
         leader: NodeId,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         let mut inner = self.lock();
         let view = inner
             .partitions
             .get_mut(partition)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         // Fenced again at apply time, as the broker's state machine does.
         if fence::check_set_leader(view, leader, epoch).is_ok() {
             view.leader = Some(leader);
@@ -193,7 +188,7 @@ impl Capabilities for MemoryCluster {
         Ok(())
     }
 
-    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), CapabilityError> {
         self.lock().transfers.push((partition.clone(), to));
         Ok(())
     }
@@ -202,7 +197,7 @@ impl Capabilities for MemoryCluster {
         self.lock().sinks.contains(sink)
     }
 
-    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), CapabilityError> {
         self.lock()
             .notifications
             .push((sink.to_owned(), payload.to_owned()));

@@ -23,7 +23,7 @@
 //! calls per side.
 
 use crate::calls::{Call, CallRecord, Capability};
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, CapabilityError};
 use crate::config::Grant;
 use crate::contract::{
     LeaderCount, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment, PartitionId, Transition,
@@ -65,16 +65,16 @@ impl Capabilities for ShadowCaps {
     fn leader_counts(&self) -> Vec<LeaderCount> {
         self.0.leader_counts()
     }
-    fn set_leader(&self, _: &PartitionId, _: NodeId, _: u64) -> Result<(), String> {
+    fn set_leader(&self, _: &PartitionId, _: NodeId, _: u64) -> Result<(), CapabilityError> {
         Ok(())
     }
-    fn transfer_leader(&self, _: &PartitionId, _: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, _: &PartitionId, _: NodeId) -> Result<(), CapabilityError> {
         Ok(())
     }
     fn has_sink(&self, sink: &str) -> bool {
         self.0.has_sink(sink)
     }
-    fn notify(&self, _: &str, _: &str) -> Result<(), String> {
+    fn notify(&self, _: &str, _: &str) -> Result<(), CapabilityError> {
         Ok(())
     }
 }

@@ -213,13 +213,7 @@ impl cluster::Host for PluginState {
     }
 
     fn assignment(&mut self, partition: PartitionId) -> Option<PartitionAssignment> {
-        let view = self.ctx.caps.partition(&partition)?;
-        Some(PartitionAssignment {
-            partition,
-            replicas: view.replicas,
-            leader: view.leader,
-            epoch: view.epoch,
-        })
+        Some(self.ctx.caps.partition(&partition)?.assignment(partition))
     }
 
     fn assignments(&mut self) -> Vec<PartitionAssignment> {
@@ -284,7 +278,7 @@ impl PluginState {
         }
         match self.ctx.caps.set_leader(partition, leader, epoch) {
             Ok(()) => Ok(WriteOutcome::Queued),
-            Err(why) => self.refused("set-leader", partition, CapError::Unavailable(why)),
+            Err(why) => self.refused("set-leader", partition, why.to_cap_error()),
         }
     }
 }
@@ -310,7 +304,7 @@ impl PluginState {
         self.ctx
             .caps
             .transfer_leader(partition, to)
-            .or_else(|why| self.refused("transfer", partition, CapError::Unavailable(why)))
+            .or_else(|why| self.refused("transfer", partition, why.to_cap_error()))
     }
 }
 
@@ -341,7 +335,7 @@ impl PluginState {
         }
         self.ctx.caps.notify(&sink, &payload).map_err(|why| {
             PluginCounters::bump(&self.ctx.counters.refused_calls);
-            CapError::Unavailable(why)
+            why.to_cap_error()
         })
     }
 }

@@ -7,15 +7,16 @@
 
 pub mod inflight;
 
-use crate::metadata::Command;
-use crate::raft::handle::{RaftCommand, RaftHandle};
-use crate::raft::shared::Shared;
+use crate::metadata::{Command, PartitionMeta};
+use crate::raft::handle::{RaftCommand, RaftError, RaftHandle};
+use crate::raft::shared::{ReplicaStatus, Shared};
 use crate::sinks::Sinks;
 use inflight::{Admit, InflightWrites, LeaderWrite};
 use leaderhook_hooks::{
-    Capabilities, NodeId, NodeInfo, PartitionAssignment, PartitionId, PartitionView,
+    Backlog, Capabilities, CapabilityError, NodeId, NodeInfo, PartitionAssignment, PartitionId,
+    PartitionView,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,37 +61,28 @@ impl Capabilities for BrokerCaps {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let meta = metadata.partition(partition)?;
-        // The local replica's term and the leader it knows for that term
-        // (Raft's leader id always belongs to the replica's current term).
-        let (local_term, local_leader) = self
+        let replicas = self
             .shared
             .replicas
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&meta.group)
-            .map_or((0, None), |s| (s.term, s.leader));
-        let highest_term = local_term.max(meta.epoch);
-        Some(PartitionView {
-            replicas: meta.replicas.clone(),
-            leader: meta.leader,
-            epoch: meta.epoch,
-            highest_term,
-            elected: local_leader.filter(|_| local_term == highest_term),
-        })
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(view(meta, &replicas))
     }
 
     fn assignments(&self) -> Vec<PartitionAssignment> {
-        self.shared
+        let metadata = self
+            .shared
             .metadata
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        let replicas = self
+            .shared
+            .replicas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        metadata
             .partitions()
-            .map(|(partition, p)| PartitionAssignment {
-                partition,
-                replicas: p.replicas.clone(),
-                leader: p.leader,
-                epoch: p.epoch,
-            })
+            .map(|(partition, meta)| view(meta, &replicas).assignment(partition))
             .collect()
     }
 
@@ -99,7 +91,7 @@ impl Capabilities for BrokerCaps {
         partition: &PartitionId,
         leader: NodeId,
         epoch: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), CapabilityError> {
         // Resolved to the topic's id now: if the topic is deleted (and
         // perhaps re-created) before this applies, it is refused there.
         let key = self
@@ -108,7 +100,7 @@ impl Capabilities for BrokerCaps {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .key_of(partition)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         // Vouch for the write when this node knows Raft elected `leader` in
         // term `epoch`: such a write corrects a wrong name at that epoch.
         let attested = self
@@ -133,13 +125,13 @@ impl Capabilities for BrokerCaps {
                     .send(RaftCommand::Propose(command, None))
                     .map_err(|e| {
                         self.inflight.dropped(key);
-                        e.to_string()
+                        unqueued(e)
                     })
             }
         }
     }
 
-    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), String> {
+    fn transfer_leader(&self, partition: &PartitionId, to: NodeId) -> Result<(), CapabilityError> {
         let group = self
             .shared
             .metadata
@@ -147,7 +139,7 @@ impl Capabilities for BrokerCaps {
             .unwrap_or_else(PoisonError::into_inner)
             .partition(partition)
             .map(|p| p.group)
-            .ok_or("unknown partition")?;
+            .ok_or(CapabilityError::UnknownPartition)?;
         let local = self
             .shared
             .replicas
@@ -155,7 +147,7 @@ impl Capabilities for BrokerCaps {
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(&group);
         if !local {
-            return Err(format!("node {} has no replica of {partition}", self.node));
+            return Err(CapabilityError::NoLocalReplica { node: self.node });
         }
         let now = Instant::now();
         let mut last = self
@@ -167,12 +159,10 @@ impl Capabilities for BrokerCaps {
             .map(|at| now.duration_since(*at))
             .filter(|since| *since < self.transfer_cooldown)
         {
-            return Err(format!(
-                "transfer of {partition} refused: one was requested {} ms ago; the cooldown \
-                 is {} ms",
-                since.as_millis(),
-                self.transfer_cooldown.as_millis()
-            ));
+            return Err(CapabilityError::TransferCooldown {
+                since,
+                cooldown: self.transfer_cooldown,
+            });
         }
         // Forget partitions that have cooled down, so the map stays small.
         last.retain(|_, at| now.duration_since(*at) < self.transfer_cooldown);
@@ -180,14 +170,43 @@ impl Capabilities for BrokerCaps {
         drop(last);
         self.raft
             .send(RaftCommand::Transfer { group, to })
-            .map_err(|e| e.to_string())
+            .map_err(unqueued)
     }
 
     fn has_sink(&self, sink: &str) -> bool {
         self.sinks.has(sink)
     }
 
-    fn notify(&self, sink: &str, payload: &str) -> Result<(), String> {
-        self.sinks.emit(sink, payload)
+    fn notify(&self, sink: &str, payload: &str) -> Result<(), CapabilityError> {
+        self.sinks
+            .emit(sink, payload)
+            .map_err(CapabilityError::Full)
+    }
+}
+
+/// What this node knows of a partition: the stored assignment, and the
+/// local replica's term and the leader it knows for that term (Raft's
+/// leader id always belongs to the replica's current term).
+fn view(meta: &PartitionMeta, replicas: &BTreeMap<u64, ReplicaStatus>) -> PartitionView {
+    let (local_term, local_leader) = replicas
+        .get(&meta.group)
+        .map_or((0, None), |s| (s.term, s.leader));
+    let highest_term = local_term.max(meta.epoch);
+    PartitionView {
+        replicas: meta.replicas.clone(),
+        leader: meta.leader,
+        epoch: meta.epoch,
+        highest_term,
+        elected: local_leader.filter(|_| local_term == highest_term),
+    }
+}
+
+/// Why a command did not reach the Raft loop's queue (`send` fails only so).
+fn unqueued(e: RaftError) -> CapabilityError {
+    match e {
+        RaftError::Stopped => CapabilityError::Stopped,
+        RaftError::Busy | RaftError::Dropped | RaftError::TimedOut(_) => {
+            CapabilityError::Full(Backlog::RaftCommands)
+        }
     }
 }

@@ -46,7 +46,7 @@ fn refuse(error: ResponseError, message: String) -> Refused {
 impl From<BatchError> for Refused {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::Corrupt(m) => refuse(ResponseError::CorruptMessage, m),
+            BatchError::Corrupt(c) => refuse(ResponseError::CorruptMessage, c.to_string()),
             BatchError::Invalid(m) => refuse(ResponseError::InvalidRecord, m),
         }
     }
@@ -147,10 +147,16 @@ mod tests {
             message_max_bytes: MAX_RAFT_BATCH_BYTES + 1,
             ..Default::default()
         };
-        let e = over.validate().unwrap_err();
-        assert!(
-            e.contains("message_max_bytes") && e.contains("MAX_FRAME_LEN"),
-            "{e}"
+        // The refusal names the setting, its bound and why the bound is there.
+        assert_eq!(
+            over.validate(),
+            Err(format!(
+                "kafka.message_max_bytes = {} must be between 1 and {MAX_RAFT_BATCH_BYTES}: a \
+                 record batch is one Raft entry, and the Raft transport's frame \
+                 (raft::transport::MAX_FRAME_LEN, 16 MiB) less 64 KiB of message overhead is \
+                 the largest entry it carries",
+                MAX_RAFT_BATCH_BYTES + 1
+            ))
         );
     }
 

@@ -46,10 +46,25 @@ const CONTROL: i16 = 0x20;
 pub enum BatchError {
     /// Damaged bytes: framing or CRC (Kafka's `CorruptRecordException`,
     /// answered CORRUPT_MESSAGE).
-    Corrupt(String),
+    Corrupt(Corruption),
     /// Intact but unacceptable or lying content (Kafka's
     /// `InvalidRecordException`, answered INVALID_RECORD).
     Invalid(String),
+}
+
+/// How a batch's bytes are damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("record batch truncated: {left} bytes left, a batch header is {HEADER_LEN}")]
+    Truncated { left: usize },
+    #[error("record batch length {length} does not fit the {sent} bytes sent")]
+    LengthPastEnd { length: i32, sent: usize },
+    #[error("record batch of {len} bytes is shorter than its {HEADER_LEN}-byte header")]
+    ShorterThanHeader { len: usize },
+    #[error("record batch length field {length} does not match the {len} bytes of the batch")]
+    LengthMismatch { length: i32, len: usize },
+    #[error("record batch CRC {stored:#010x} does not match its content ({computed:#010x})")]
+    Crc { stored: u32, computed: u32 },
 }
 
 impl std::error::Error for BatchError {}
@@ -57,13 +72,10 @@ impl std::error::Error for BatchError {}
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BatchError::Corrupt(m) | BatchError::Invalid(m) => f.write_str(m),
+            BatchError::Corrupt(c) => c.fmt(f),
+            BatchError::Invalid(m) => f.write_str(m),
         }
     }
-}
-
-fn corrupt(message: String) -> BatchError {
-    BatchError::Corrupt(message)
 }
 
 fn invalid(message: String) -> BatchError {
@@ -100,22 +112,19 @@ pub fn split(mut records: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
     let mut batches = Vec::new();
     while !records.is_empty() {
         if records.len() < HEADER_LEN {
-            return Err(corrupt(format!(
-                "record batch truncated: {} bytes left, a batch header is {HEADER_LEN}",
-                records.len()
-            )));
+            return Err(BatchError::Corrupt(Corruption::Truncated {
+                left: records.len(),
+            }));
         }
         let length = i32_at(records, BATCH_LENGTH);
         let total = usize::try_from(length)
             .ok()
             .and_then(|l| l.checked_add(LOG_OVERHEAD))
             .filter(|t| (HEADER_LEN..=records.len()).contains(t))
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "record batch length {length} does not fit the {} bytes sent",
-                    records.len()
-                ))
-            })?;
+            .ok_or(BatchError::Corrupt(Corruption::LengthPastEnd {
+                length,
+                sent: records.len(),
+            }))?;
         let (batch, rest) = records.split_at(total);
         batches.push(batch);
         records = rest;
@@ -158,17 +167,16 @@ pub fn leader_epoch(batch: &[u8]) -> i32 {
 
 fn check_framed(batch: &[u8], from_producer: bool) -> Result<BatchHeader, BatchError> {
     if batch.len() < HEADER_LEN {
-        return Err(corrupt(format!(
-            "record batch of {} bytes is shorter than its {HEADER_LEN}-byte header",
-            batch.len()
-        )));
+        return Err(BatchError::Corrupt(Corruption::ShorterThanHeader {
+            len: batch.len(),
+        }));
     }
     let length = i32_at(batch, BATCH_LENGTH);
     if i64::from(length) + LOG_OVERHEAD as i64 != batch.len() as i64 {
-        return Err(corrupt(format!(
-            "record batch length field {length} does not match the {} bytes of the batch",
-            batch.len() - LOG_OVERHEAD
-        )));
+        return Err(BatchError::Corrupt(Corruption::LengthMismatch {
+            length,
+            len: batch.len() - LOG_OVERHEAD,
+        }));
     }
     let magic = batch[MAGIC] as i8;
     if magic != 2 {
@@ -179,9 +187,7 @@ fn check_framed(batch: &[u8], from_producer: bool) -> Result<BatchHeader, BatchE
     let stored = u32::from_be_bytes(batch[CRC..CRC + 4].try_into().expect("4 bytes"));
     let computed = crc32c::crc32c(&batch[ATTRIBUTES..]);
     if stored != computed {
-        return Err(corrupt(format!(
-            "record batch CRC {stored:#010x} does not match its content ({computed:#010x})"
-        )));
+        return Err(BatchError::Corrupt(Corruption::Crc { stored, computed }));
     }
     let attributes = i16_at(batch, ATTRIBUTES);
     let compression = attributes & COMPRESSION_MASK;
@@ -520,13 +526,30 @@ pub(crate) mod tests {
         let good = batch(2);
         let mut flipped = good.clone();
         flipped[HEADER_LEN + 3] ^= 1;
-        assert!(matches!(check(&flipped), Err(BatchError::Corrupt(m)) if m.contains("CRC")));
-        assert!(matches!(check(&good[..40]), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            check(&flipped),
+            Err(BatchError::Corrupt(Corruption::Crc { .. }))
+        ));
+        assert_eq!(
+            check(&good[..40]),
+            Err(BatchError::Corrupt(Corruption::ShorterThanHeader {
+                len: 40
+            }))
+        );
         // The length field must match the bytes exactly.
         let long = with_i32(good.clone(), BATCH_LENGTH, good.len() as i32);
-        assert!(matches!(check(&long), Err(BatchError::Corrupt(m)) if m.contains("length")));
+        assert!(matches!(
+            check(&long),
+            Err(BatchError::Corrupt(Corruption::LengthMismatch { .. }))
+        ));
         let short = with_i32(good.clone(), BATCH_LENGTH, 49);
-        assert!(matches!(check(&short), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            check(&short),
+            Err(BatchError::Corrupt(Corruption::LengthMismatch {
+                length: 49,
+                ..
+            }))
+        ));
     }
 
     #[test]
