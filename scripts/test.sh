@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# host/tests/operations.rs reads the topic sink back with kcat.
+if ! command -v kcat >/dev/null 2>&1; then
+    apt-get update && apt-get install -y kcat
+fi
 cargo test --workspace
 
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,

@@ -20,7 +20,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Envelopes waiting for the Raft loop before the transport drops them.
 const INBOX: usize = 65_536;
 
+/// Runs the node of config file `file`; SIGHUP and `plugin apply` re-read
+/// it (see [`crate::admin`]).
+pub fn run_file(file: &std::path::Path) -> anyhow::Result<()> {
+    start(NodeConfig::from_file(file)?, Some(file.to_owned()))
+}
+
 pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    start(config, None)
+}
+
+fn start(config: NodeConfig, config_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("leaderhook-io")
@@ -61,7 +71,10 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .collect(),
         shared: shared.clone(),
         raft: raft.clone(),
-        sinks: Sinks::start(&config.sinks),
+        sinks: Sinks::start_for_cluster(
+            &config.sinks,
+            config.peers.iter().filter_map(|p| p.kafka).collect(),
+        ),
         inflight: inflight.clone(),
         transfer_cooldown: config.raft.transfer_cooldown(),
         last_transfer: Default::default(),
@@ -70,9 +83,14 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.dispatch.cache_dir.clone(),
         &config.data_dir.join("artifact.key"),
     )?;
-    let hooks = Arc::new(HookRuntime::start(engine, caps, &config.hooks())?);
+    let hooks = Arc::new(HookRuntime::start_with(
+        engine,
+        caps,
+        &config.hooks(),
+        crate::admin::plugins::runtime_options(&config)?,
+    )?);
     for plugin in hooks.plugins() {
-        tracing::info!(plugin = %plugin.name, origin = %plugin.origin, "plugin loaded");
+        tracing::info!(plugin = %plugin.name, origin = %plugin.origin, mode = plugin.mode.name(), "plugin loaded");
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,12 +139,19 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         )),
         auto_create: Default::default(),
     });
+    let metrics = Arc::new(crate::metrics::NodeCollector {
+        shared: shared.clone(),
+        hooks: hooks.clone(),
+    });
     let admin = Arc::new(Admin {
         node: config.node_id,
         topic_limits: config.topics,
         shared,
         raft,
         hooks,
+        config_file,
+        sinks: config.sinks.clone(),
+        trace: config.trace.clone(),
         transport: transport.clone(),
         access: crate::admin::AdminAccess::from_config(&config)?,
         store: store_for_purge,
@@ -136,7 +161,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("admin endpoint {}", config.admin_listen))?;
         tracing::info!(node = config.node_id, admin = %config.admin_listen, raft = %config.raft_listen, "node started");
-        tokio::spawn(admin.serve(listener));
+        tokio::spawn(admin.clone().serve(listener));
         if let Some(addr) = config.kafka_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -144,10 +169,26 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
             tracing::info!(node = config.node_id, kafka = %addr, "Kafka listener started");
             tokio::spawn(crate::kafka::serve(kafka, listener));
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        if let Some(addr) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics endpoint {addr}"))?;
+            tracing::info!(node = config.node_id, metrics = %addr, "metrics endpoint started");
+            tokio::spawn(crate::metrics::serve(metrics, listener));
+        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => {
+                    // The config file is the source of truth for plugins.
+                    let admin = admin.clone();
+                    tokio::task::spawn_blocking(move || admin.apply_config_logged("SIGHUP"));
+                }
+            }
         }
         anyhow::Ok(())
     })?;

@@ -6,6 +6,9 @@ use leaderhook_hooks::HookEngine;
 /// The default plugin, built by `build.rs` for wasm32-wasip2.
 pub const ASSIGN_LEADER: &[u8] = include_bytes!(env!("LEADERHOOK_ASSIGN_LEADER_WASM"));
 
+/// How a config names the default plugin (the safety net loads it too).
+pub const DEFAULT_PLUGIN_PATH: &str = "builtin:assign-leader";
+
 /// An engine that knows the builtin plugins.
 pub fn engine() -> anyhow::Result<HookEngine> {
     HookEngine::builder()

@@ -100,15 +100,20 @@ pub fn init_with(
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let metrics: Vec<SocketAddr> = peers
+        .iter()
+        .map(|_| free_port())
+        .collect::<anyhow::Result<_>>()?;
     let mut files = Vec::new();
-    for peer in &peers {
+    for (peer, metrics) in peers.iter().zip(&metrics) {
         let mut text = format!(
             "# leaderhook node {id} (written by `leaderhook cluster init`)\n\
              node_id = {id}\n\
              data_dir = \"node{id}\"\n\
              raft_listen = \"{raft}\"\n\
              admin_listen = \"{admin}\"\n\
-             kafka_listen = \"{kafka}\"\n\n\
+             kafka_listen = \"{kafka}\"\n\
+             metrics_listen = \"{metrics}\"\n\n\
              {shared}\
              [raft]\n{raft_table}\n",
             id = peer.id,
@@ -146,7 +151,7 @@ fn hex_id() -> String {
 
 /// Writes a file only its owner can read (it holds the cluster secret),
 /// replacing any previous one.
-fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut out = std::fs::OpenOptions::new()
@@ -196,11 +201,7 @@ pub fn up(dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!(
-        "leaderhook: {} nodes up (configs in {}); Ctrl-C stops them",
-        children.len(),
-        dir.display()
-    );
+    eprint!("{}", up_banner(dir, &files));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -225,6 +226,49 @@ pub fn up(dir: &Path) -> anyhow::Result<()> {
     outcome
 }
 
+/// What a newcomer needs once the nodes run: where Kafka clients and
+/// Prometheus connect, and the next commands.
+pub fn up_banner(dir: &Path, files: &[PathBuf]) -> String {
+    let configs: Vec<crate::config::NodeConfig> = files
+        .iter()
+        .filter_map(|f| crate::config::NodeConfig::from_file(f).ok())
+        .collect();
+    let bootstrap: Vec<String> = configs
+        .iter()
+        .filter_map(|c| c.kafka_listen.map(|a| a.to_string()))
+        .collect();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "leaderhook".into());
+    let dir_arg = if dir == Path::new("cluster") {
+        String::new()
+    } else {
+        format!(" --dir {}", dir.display())
+    };
+    let mut out = format!(
+        "leaderhook: {} nodes up (configs in {}); Ctrl-C stops them\n\n\
+         Kafka bootstrap servers: {}\n",
+        files.len(),
+        dir.display(),
+        bootstrap.join(",")
+    );
+    for c in &configs {
+        if let Some(m) = c.metrics_listen {
+            out += &format!("metrics, node {}: http://{m}/metrics\n", c.node_id);
+        }
+    }
+    out += &format!(
+        "\nNext, in another terminal:\n\
+         \x20 {exe} topics create orders --partitions 3 --replication 3{dir_arg}\n\
+         \x20 {exe} status{dir_arg}            # each replica's Raft role beside its assignment\n\
+         \x20 {exe} plugin list{dir_arg}       # the plugins of every node, their state and counters\n\
+         \x20 kcat -b {} -L          # any Kafka client\n",
+        bootstrap.first().map_or("127.0.0.1:PORT", String::as_str)
+    );
+    out
+}
+
 /// SIGTERM to every child, then wait (SIGKILL after 10 s).
 fn stop_all(children: &mut [Child]) {
     for child in children.iter() {
@@ -240,12 +284,22 @@ fn stop_all(children: &mut [Child]) {
     }
 }
 
-#[allow(unsafe_code)]
 fn terminate(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// SIGHUP to a node: it re-reads its config file and applies its plugin
+/// changes (see `leaderhook plugin apply`).
+pub fn hangup(child: &Child) {
+    signal(child.id(), libc::SIGHUP);
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of
     // our own children, not yet reaped, so it cannot name another process.
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        libc::kill(pid as libc::pid_t, signal);
     }
 }
 

@@ -6,6 +6,7 @@
 //! raft_listen = "127.0.0.1:7001"
 //! admin_listen = "127.0.0.1:7101"
 //! kafka_listen = "127.0.0.1:9092"       # optional
+//! metrics_listen = "127.0.0.1:9190"     # optional: Prometheus text at /metrics
 //! [kafka]                              # every field optional, defaults shown
 //! max_frame_bytes = 104857600
 //! max_connections = 1024
@@ -58,8 +59,13 @@
 //! kafka = "127.0.0.1:9092"
 //! [[sinks]]
 //! name = "audit"
-//! kind = "log"                         # log | file (with path = "...")
+//! kind = "log"                         # log | file (with path = "...") | topic (with topic = "...", default: the name)
+//! [trace]                             # optional: record events and plugin calls
+//! path = "trace-{node}.jsonl"          # JSON lines, relative to this file; {node}: the node id
+//! max_bytes = 67108864                 # rotated past this (path.1, path.2, ...)
+//! keep = 3
 //! [dispatch]
+//! fail_to_default = true               # the embedded default plugin as a safety net
 //! [[plugins]]
 //! name = "assign-leader"
 //! path = "builtin:assign-leader"
@@ -85,6 +91,12 @@ pub struct NodeConfig {
     pub admin_listen: SocketAddr,
     /// Where Kafka clients connect; no Kafka listener if absent.
     pub kafka_listen: Option<SocketAddr>,
+    /// Where `GET /metrics` answers in the Prometheus text format; none if
+    /// absent.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Records every leadership event and plugin batch (with capability
+    /// calls and outcomes) as JSON lines; none if absent.
+    pub trace: Option<leaderhook_hooks::TraceConfig>,
     #[serde(default)]
     pub kafka: KafkaConfig,
     #[serde(default)]
@@ -444,6 +456,17 @@ pub struct Sink {
     pub kind: SinkKind,
     /// For `kind = "file"`: the file notifications are appended to.
     pub path: Option<PathBuf>,
+    /// For `kind = "topic"`: the topic of this cluster records are appended
+    /// to (default: the sink's name); created if missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+impl Sink {
+    /// The topic a `kind = "topic"` sink writes to.
+    pub fn topic_name(&self) -> &str {
+        self.topic.as_deref().unwrap_or(&self.name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -453,6 +476,9 @@ pub enum SinkKind {
     Log,
     /// Each notification is appended as a line to `path`.
     File,
+    /// Each notification is a record appended to a topic of this cluster
+    /// (created if missing), read back with any Kafka client.
+    Topic,
 }
 
 /// The config holds the cluster secret: say so when other users can read it.
@@ -469,6 +495,25 @@ fn warn_if_readable_by_others(file: &Path) {
 }
 
 impl NodeConfig {
+    /// What an admin client needs of a node config, its admin address and
+    /// secret, read without validating the rest: a half-edited
+    /// `[[plugins]]` must not lock the operator out of `status` or of the
+    /// `plugin apply` that reports what is wrong with it.
+    pub fn admin_endpoint(file: &Path) -> anyhow::Result<(SocketAddr, crate::auth::Secret)> {
+        #[derive(Deserialize)]
+        struct Endpoint {
+            admin_listen: SocketAddr,
+            security: SecurityConfig,
+        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+        let endpoint: Endpoint =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let secret = crate::auth::Secret::new(&endpoint.security.secret)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Ok((endpoint.admin_listen, secret))
+    }
+
     pub fn from_file(file: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
@@ -487,6 +532,15 @@ impl NodeConfig {
             {
                 *path = base.join(&*path);
             }
+        }
+        if let Some(trace) = &mut config.trace {
+            // One trace file per node, even when the nodes share a config
+            // text and a directory: `{node}` is this node's id.
+            let named = trace
+                .path
+                .to_string_lossy()
+                .replace("{node}", &config.node_id.to_string());
+            trace.path = base.join(named);
         }
         // The hooks part is validated and resolved by its own rules.
         let hooks = HooksConfig::from_parts(config.dispatch.clone(), config.plugins.clone(), file)
@@ -509,7 +563,15 @@ impl NodeConfig {
         if ids.len() != self.peers.len() {
             return Err("peers: duplicate node id".into());
         }
+        if let Some(trace) = &self.trace {
+            trace.validate()?;
+        }
+        crate::sinks::check_plugin_sinks(&self.sinks, &self.plugins)?;
         for sink in &self.sinks {
+            if sink.kind == SinkKind::Topic {
+                crate::metadata::topic::validate_name(sink.topic_name())
+                    .map_err(|e| format!("sink {:?}: topic: {e}", sink.name))?;
+            }
             if sink.kind == SinkKind::File && sink.path.is_none() {
                 return Err(format!(
                     "sink {:?}: kind = \"file\" needs a path",

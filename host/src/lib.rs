@@ -14,7 +14,8 @@
 //!   [`coordinator`]: consumer groups, coordinated by offsets-partition leaders.
 //! - [`auth`]: cluster id and secret, the proofs of membership;
 //!   [`log_limit`]: rate-limited logs.
-//! - [`admin`]: the admin endpoint; [`broker`]: one node, wired together.
+//! - [`admin`]: the admin endpoint; [`metrics`]: the Prometheus endpoint;
+//!   [`broker`]: one node, wired together.
 //! - [`supervisor`]: local clusters of broker processes (CLI, tests, benches).
 
 pub mod admin;
@@ -29,7 +30,9 @@ pub mod demo;
 pub mod kafka;
 pub mod log_limit;
 pub mod metadata;
+pub mod metrics;
 pub mod partition_log;
 pub mod raft;
 pub mod sinks;
 pub mod supervisor;
+pub mod topic_sink;

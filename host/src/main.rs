@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod plugin_ops;
+
 /// The environment variable holding the admin secret for `--admin ADDR`.
 const SECRET_ENV: &str = "LEADERHOOK_SECRET";
 
@@ -162,10 +164,7 @@ impl Target {
         );
         files
             .iter()
-            .map(|f| {
-                let config = NodeConfig::from_file(f)?;
-                Ok((config.admin_listen, config.auth()?.secret().clone()))
-            })
+            .map(|f| NodeConfig::admin_endpoint(f))
             .collect()
     }
 
@@ -180,9 +179,9 @@ impl Target {
             return Secret::new(&text).with_context(|| format!("${SECRET_ENV}"));
         }
         for file in cluster::configs(&self.dir) {
-            let config = NodeConfig::from_file(&file)?;
-            if config.admin_listen == addr {
-                return Ok(config.auth()?.secret().clone());
+            let (admin, secret) = NodeConfig::admin_endpoint(&file)?;
+            if admin == addr {
+                return Ok(secret);
             }
         }
         anyhow::bail!(
@@ -231,8 +230,18 @@ enum PluginCommand {
         /// A .wasm component, or builtin:<name>.
         plugin: String,
         /// Scenario files (TOML); repeat for several.
-        #[arg(long = "scenario", required = true)]
+        #[arg(long = "scenario", required_unless_present = "traces")]
         scenarios: Vec<PathBuf>,
+        /// A recorded trace (`[trace]` of a node config) to replay instead:
+        /// the plugin gets each recorded batch again, and where its calls
+        /// differ from the recorded ones is printed. Repeat for several
+        /// files (rotated ones first, oldest first).
+        #[arg(long = "trace", conflicts_with = "scenarios")]
+        traces: Vec<PathBuf>,
+        /// The recorded plugin to compare with (default: the active plugin
+        /// with the most batches in the trace).
+        #[arg(long, requires = "traces")]
+        against: Option<String>,
     },
     /// Stop delivering events to a loaded plugin, on every node of the
     /// target (it stays loaded; `enable` resumes it).
@@ -245,6 +254,55 @@ enum PluginCommand {
     /// Resume a disabled plugin on every node of the target.
     Enable {
         name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Per node: each plugin's source, content hash, contract, grants, mode,
+    /// state, calls, events, failures, last error and call times; the
+    /// safety net and the trace.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON (one line per node).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load, check and initialise a plugin's file again (or a new one) on
+    /// every node; each node swaps between batches and keeps the old
+    /// version if the new one is refused (reported per node).
+    Reload {
+        name: String,
+        /// The new .wasm file (default: the plugin's current path).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every node re-reads its config file and applies its plugin changes
+    /// (added, removed, reordered, new paths, config tables, limits,
+    /// grants, modes), all or nothing; as SIGHUP does.
+    Apply {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A shadow plugin's agreement with the active chain and its last
+    /// differences, per node.
+    Diff {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a shadow plugin active on every node, without a restart.
+    Promote {
+        name: String,
+        /// The active plugin it replaces (removed from the chain).
+        #[arg(long)]
+        replacing: Option<String>,
+        /// Also write it into each node's config file.
+        #[arg(long)]
+        persist: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -323,7 +381,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
     let engine = builtin::engine()?;
     match cli.command {
-        Command::Broker { config } => broker::run(NodeConfig::from_file(&config)?),
+        Command::Broker { config } => broker::run_file(&config),
         Command::Cluster {
             command:
                 ClusterCommand::Init {
@@ -378,6 +436,27 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         Command::Plugin {
             command: PluginCommand::Enable { name, target },
         } => set_plugin_enabled(out, &target, name, true),
+        Command::Plugin {
+            command: PluginCommand::List { target, json },
+        } => plugin_ops::list(out, &target, json),
+        Command::Plugin {
+            command: PluginCommand::Reload { name, path, target },
+        } => plugin_ops::reload(out, &target, name, path),
+        Command::Plugin {
+            command: PluginCommand::Apply { target },
+        } => plugin_ops::apply(out, &target),
+        Command::Plugin {
+            command: PluginCommand::Diff { name, target, json },
+        } => plugin_ops::diff(out, &target, name, json),
+        Command::Plugin {
+            command:
+                PluginCommand::Promote {
+                    name,
+                    replacing,
+                    persist,
+                    target,
+                },
+        } => plugin_ops::promote(out, &target, name, replacing, persist),
         Command::Partitions {
             command:
                 PartitionsCommand::Transfer {
@@ -426,7 +505,18 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin {
-            command: PluginCommand::Test { plugin, scenarios },
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    traces,
+                    against,
+                    ..
+                },
+        } if !traces.is_empty() => plugin_ops::replay(out, engine, plugin, &traces, against),
+        Command::Plugin {
+            command: PluginCommand::Test {
+                plugin, scenarios, ..
+            },
         } => {
             let mut failed = Vec::new();
             for file in &scenarios {

@@ -6,13 +6,18 @@
 //! and a payload keeps at most [`MAX_PAYLOAD`] bytes (the plugin runtime
 //! cuts it before it gets here). A file sink's file is opened once and kept
 //! open (reopened only after a write to it failed), and written a whole
-//! line at a time.
+//! line at a time. A topic sink appends records to a topic of this cluster
+//! through its Kafka listeners ([`crate::topic_sink`]), the notifications
+//! drained together as one batch.
 
 use crate::config::{Sink, SinkKind};
+use crate::topic_sink::TopicProducer;
 use leaderhook_hooks::Backlog;
 use leaderhook_hooks::text::{self, MAX_PAYLOAD};
+use leaderhook_hooks::{Grant, PluginConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -32,11 +37,18 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// Sinks without a cluster to write topic sinks to (tests).
     pub fn start(sinks: &[Sink]) -> Self {
-        Self::with_bounds(sinks, QUEUE, QUEUE_BYTES)
+        Self::start_for_cluster(sinks, Vec::new())
     }
 
-    fn with_bounds(sinks: &[Sink], count: usize, bytes: usize) -> Self {
+    /// Sinks whose topic sinks write through `kafka`, the cluster's Kafka
+    /// listeners.
+    pub fn start_for_cluster(sinks: &[Sink], kafka: Vec<SocketAddr>) -> Self {
+        Self::with_bounds(sinks, QUEUE, QUEUE_BYTES, kafka)
+    }
+
+    fn with_bounds(sinks: &[Sink], count: usize, bytes: usize, kafka: Vec<SocketAddr>) -> Self {
         let names: BTreeMap<String, Sink> =
             sinks.iter().map(|s| (s.name.clone(), s.clone())).collect();
         let (queue, rx) = sync_channel::<(String, String)>(count);
@@ -45,6 +57,14 @@ impl Sinks {
         let writer = Writer {
             sinks: names.clone(),
             files: HashMap::new(),
+            topics: names
+                .values()
+                .filter(|s| s.kind == SinkKind::Topic)
+                .map(|s| {
+                    let producer = TopicProducer::new(kafka.clone(), s.topic_name().to_owned());
+                    (s.name.clone(), (producer, Vec::new()))
+                })
+                .collect(),
             budget: budget.clone(),
             files_opened: files_opened.clone(),
         };
@@ -120,6 +140,8 @@ struct Writer {
     sinks: BTreeMap<String, Sink>,
     /// Open file sinks, by sink name.
     files: HashMap<String, BufWriter<std::fs::File>>,
+    /// Topic sinks and the notifications drained for them, by sink name.
+    topics: HashMap<String, (TopicProducer, Vec<String>)>,
     budget: Arc<ByteBudget>,
     files_opened: Arc<AtomicU64>,
 }
@@ -131,7 +153,12 @@ impl Writer {
             while let Ok(next) = rx.try_recv() {
                 self.write(next);
             }
-            // The queue is empty: what was written reaches the files.
+            // The queue is empty: what was written reaches the files and
+            // topics.
+            for (producer, pending) in self.topics.values_mut() {
+                producer.send(pending);
+                pending.clear();
+            }
             let mut failed = Vec::new();
             for (sink, file) in &mut self.files {
                 if let Err(e) = file.flush() {
@@ -151,6 +178,11 @@ impl Writer {
             return;
         };
         match (config.kind, &config.path) {
+            (SinkKind::Topic, _) => {
+                if let Some((_, pending)) = self.topics.get_mut(&sink) {
+                    pending.push(payload);
+                }
+            }
             (SinkKind::Log, _) | (SinkKind::File, None) => {
                 tracing::info!(target: "leaderhook::sink", sink = %sink, "{payload}");
             }
@@ -186,16 +218,67 @@ impl Writer {
     }
 }
 
+/// Refuses plugins whose config names a sink the node does not declare
+/// (the `sink` key of a plugin granted `notify`, the convention of the
+/// example plugins): they would load, then fail at their first notification.
+pub fn check_plugin_sinks(sinks: &[Sink], plugins: &[PluginConfig]) -> Result<(), String> {
+    for (i, plugin) in plugins.iter().enumerate() {
+        if !plugin.grants.contains(&Grant::Notify) {
+            continue;
+        }
+        let Some(named) = plugin.config.get("sink").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        if !sinks.iter().any(|s| s.name == named) {
+            let declared: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "plugins[{i}] (name {:?}): its config names sink {named:?}, which this node \
+                 does not declare (declared: {}); add a [[sinks]] table named {named:?}",
+                plugin.name,
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_plugin_naming_an_undeclared_sink_is_refused() {
+        let log = Sink {
+            name: "audit".into(),
+            kind: SinkKind::Log,
+            path: None,
+            topic: None,
+        };
+        let mut alert = PluginConfig::new("alert", "alert.wasm", &[Grant::Notify]);
+        alert.config.insert("sink".into(), "pager".into());
+        let err = check_plugin_sinks(std::slice::from_ref(&log), std::slice::from_ref(&alert))
+            .unwrap_err();
+        assert!(err.contains("names sink \"pager\""), "{err}");
+        assert!(err.contains("declared: audit"), "{err}");
+        alert.config.insert("sink".into(), "audit".into());
+        assert!(check_plugin_sinks(&[log], std::slice::from_ref(&alert)).is_ok());
+        // Not granted notify: it cannot emit, so its config is its own business.
+        alert.grants.clear();
+        alert.config.insert("sink".into(), "nowhere".into());
+        assert!(check_plugin_sinks(&[], &[alert]).is_ok());
+    }
 
     fn file_sink(path: &std::path::Path) -> Sink {
         Sink {
             name: "audit".into(),
             kind: SinkKind::File,
             path: Some(path.to_owned()),
+            topic: None,
         }
     }
 
@@ -215,7 +298,7 @@ mod tests {
         // What the writer drains meanwhile is up to the scheduler; a payload
         // larger than the whole byte budget is refused whatever it does.
         let dir = tempfile::tempdir().unwrap();
-        let sinks = Sinks::with_bounds(&[file_sink(&dir.path().join("a"))], 10, 100);
+        let sinks = Sinks::with_bounds(&[file_sink(&dir.path().join("a"))], 10, 100, Vec::new());
         let err = sinks.emit("audit", &"x".repeat(101)).unwrap_err();
         assert_eq!(err, Backlog::NotificationBytes(100));
         assert!(sinks.emit("audit", &"x".repeat(100)).is_ok());

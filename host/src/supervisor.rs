@@ -23,6 +23,23 @@ pub type Assigned = BTreeMap<NodeId, (Option<NodeId>, u64)>;
 /// every answering node's stored assignment.
 pub type View = BTreeMap<String, (Option<(NodeId, u64)>, Assigned)>;
 
+/// Bytes of a metrics page [`LocalCluster::scrape`] reads.
+pub const MAX_METRICS_PAGE: u64 = 4 << 20;
+
+/// The sum of the samples of metric `name` in a Prometheus text page whose
+/// labels include every `labels` pair (written `key="value"`).
+pub fn metric_sum(page: &str, name: &str, labels: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// How a cluster is set up before its nodes start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -144,6 +161,17 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGHUP: the node re-reads its config file and applies its plugin
+    /// changes.
+    pub fn hangup(&self, node: NodeId) -> anyhow::Result<()> {
+        let child = self
+            .nodes
+            .get(&node)
+            .ok_or_else(|| anyhow!("node {node} is not running"))?;
+        cluster::hangup(child);
+        Ok(())
+    }
+
     /// Waits up to `within` for a node to exit by itself; its exit status.
     pub fn wait_exit(
         &mut self,
@@ -181,6 +209,28 @@ impl LocalCluster {
         Ok(serde_json::from_value(
             self.request(node, &Request::Status)?,
         )?)
+    }
+
+    /// A node's `GET /metrics` page (its `metrics_listen`), bounded in
+    /// bytes and time.
+    pub fn scrape(&self, node: NodeId) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let addr = NodeConfig::from_file(self.config(node))?
+            .metrics_listen
+            .ok_or_else(|| anyhow!("node {node} has no metrics_listen"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut page = String::new();
+        stream.take(MAX_METRICS_PAGE).read_to_string(&mut page)?;
+        anyhow::ensure!(
+            page.starts_with("HTTP/1.1 200"),
+            "metrics of node {node}: {page:.200}"
+        );
+        Ok(page)
     }
 
     /// Creates a topic through any running node that answers, retrying

@@ -153,14 +153,67 @@ fn cluster_up_topics_create_status_and_clean_stop() {
     let mut up = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
         .args(["cluster", "up", "--dir", dir_arg])
         .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // What `cluster up` tells a newcomer, read as it comes (bounded).
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = said.clone();
+        let stderr = up.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut said = said.lock().unwrap();
+                if said.len() < 64 * 1024 {
+                    *said += &line;
+                    said.push('\n');
+                }
+            }
+        })
+    };
     let result = std::panic::catch_unwind(|| {
         // `cluster up` initialised a 3-node cluster in the empty directory.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !dir.path().join("node3.toml").exists() {
             assert!(std::time::Instant::now() < deadline, "no configs written");
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // It printed the bootstrap servers, the metrics URLs and the next
+        // commands.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !said.lock().unwrap().contains("plugin list") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no banner: {}",
+                said.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let banner = said.lock().unwrap().clone();
+        let kafka: Vec<String> = (1..=3)
+            .map(|n| {
+                let config = leaderhook::config::NodeConfig::from_file(
+                    &dir.path().join(format!("node{n}.toml")),
+                )
+                .unwrap();
+                let metrics = config.metrics_listen.unwrap();
+                assert!(
+                    banner.contains(&format!("metrics, node {n}: http://{metrics}/metrics")),
+                    "{banner}"
+                );
+                config.kafka_listen.unwrap().to_string()
+            })
+            .collect();
+        assert!(
+            banner.contains(&format!("Kafka bootstrap servers: {}", kafka.join(","))),
+            "{banner}"
+        );
+        for next in ["topics create orders", "status", "plugin list", "kcat -b"] {
+            assert!(banner.contains(next), "{banner}");
         }
         let out = leaderhook(&[
             "topics",
@@ -207,6 +260,29 @@ fn cluster_up_topics_create_status_and_clean_stop() {
                 "status never settled:\n{stdout}"
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // The metrics URL it printed answers, with the partitions' groups.
+        {
+            use std::io::{Read, Write};
+            let config =
+                leaderhook::config::NodeConfig::from_file(&dir.path().join("node1.toml")).unwrap();
+            let addr = config.metrics_listen.unwrap();
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut page = String::new();
+            stream.take(4 << 20).read_to_string(&mut page).unwrap();
+            assert!(page.starts_with("HTTP/1.1 200"), "{page:.300}");
+            assert!(
+                page.contains("leaderhook_raft_groups{role=\"leader\"}"),
+                "{page:.3000}"
+            );
         }
         // `status | head -1` stops quietly: exit 0, no panic.
         let piped = Command::new("bash")
@@ -300,6 +376,7 @@ fn cluster_up_topics_create_status_and_clean_stop() {
     let pid = up.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = up.wait().unwrap();
+    reader.join().unwrap();
     result.unwrap();
     assert!(status.success(), "cluster up exited with {status}");
     let out = leaderhook(&["status", "--dir", dir.path().to_str().unwrap()]);

@@ -6,7 +6,7 @@
 use leaderhook::admin::{Request, Status};
 use leaderhook::config::RaftConfig;
 use leaderhook::raft::shared::Role;
-use leaderhook::supervisor::{ClusterSpec, LocalCluster, View};
+use leaderhook::supervisor::{ClusterSpec, LocalCluster, View, metric_sum};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -153,7 +153,9 @@ fn a_killed_leader_is_replaced_before_any_election_timeout() {
 
 #[test]
 fn without_the_default_plugin_assignments_diverge() {
-    let c = Cluster::start(Some(""));
+    // No plugin, and no safety net (the embedded default plugin would
+    // take over the assignments).
+    let c = Cluster::start(Some("[dispatch]\nfail_to_default = false\n"));
     c.create_topic("orders", 3);
     let deadline = Instant::now() + WAIT;
     // Wait for Raft to elect every partition's leader...
@@ -217,15 +219,48 @@ fn a_dropped_event_heals_through_the_resync() {
         }
     }
     c.kill9(victim);
-    // The drop count outlasts the election's events; lift it so the resync's
-    // re-delivery gets through.
-    std::thread::sleep(Duration::from_secs(3));
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != victim).collect();
+    // The drop count outlasts the election's events; meanwhile the metrics
+    // show the stored assignment behind Raft (the seed bug, as a gauge).
+    let scrape = |node| c.nodes.scrape(node).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !survivors
+        .iter()
+        .any(|n| metric_sum(&scrape(*n), "leaderhook_assignment_mismatch", &[]) >= 1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gauge never showed the mismatch"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resynced_before: f64 = survivors
+        .iter()
+        .map(|n| metric_sum(&scrape(*n), "leaderhook_resync_redeliveries_total", &[]))
+        .sum();
+    // Lift the drop so the resync's re-delivery gets through.
     for node in [1, 2, 3] {
         if node != victim {
             c.request(node, &Request::DropEvents { count: 0 }).unwrap();
         }
     }
     let after = c.wait_converged(1);
+    let deadline = Instant::now() + WAIT;
+    while !survivors
+        .iter()
+        .all(|n| metric_sum(&scrape(*n), "leaderhook_assignment_mismatch", &[]) == 0.0)
+    {
+        assert!(Instant::now() < deadline, "the gauge never returned to 0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resynced_after: f64 = survivors
+        .iter()
+        .map(|n| metric_sum(&scrape(*n), "leaderhook_resync_redeliveries_total", &[]))
+        .sum();
+    assert!(
+        resynced_after > resynced_before,
+        "resync re-deliveries {resynced_before} -> {resynced_after}"
+    );
     let (leader, _) = after["orders-0"];
     assert_ne!(leader, victim);
     let status = c.status(leader).unwrap();

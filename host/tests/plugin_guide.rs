@@ -1,6 +1,7 @@
 //! Follows docs/plugin-guide.md from an empty directory: writes every block
 //! that names a file, runs every `sh` block in order, and so ends with the
-//! guide's custom plugin built and passing its scenario.
+//! guide's custom plugin built, passing its scenario and its Rust test,
+//! and loaded into a running loopback cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,10 +74,18 @@ fn the_plugin_guide_works_as_written() {
             }
             Block::Shell(script) => {
                 let state = dir.path().join(".cwd");
+                // Step 6's `cargo test` compiles the plugin runtime
+                // (wasmtime) for the author's test crate: keep that build
+                // in this checkout's target dir, so only the first run pays
+                // for it. Nothing else of the author's commands changes.
+                let cache = root.join("target/plugin-guide");
                 let output = Command::new("bash")
                     .arg("-c")
                     .arg(format!(
-                        "set -euo pipefail\n{script}pwd > '{}'\n",
+                        "set -euo pipefail\n\
+                         cargo() {{ if [ \"$1\" = test ]; then command cargo \"$@\" --target-dir '{}'; \
+                         else command cargo \"$@\"; fi; }}\n{script}pwd > '{}'\n",
+                        cache.display(),
                         state.display()
                     ))
                     .current_dir(&cwd)
@@ -105,4 +114,23 @@ fn the_plugin_guide_works_as_written() {
     );
     assert!(transcript.contains("5 passed, 0 failed"), "{transcript}");
     assert!(transcript.contains("imports: notify\n"), "{transcript}");
+    // Step 6: the Rust test ran and passed.
+    assert!(
+        transcript.contains("test survivors_alert_when_a_leader_dies ... ok"),
+        "{transcript}"
+    );
+    // Step 7: loaded into the running cluster on every node, after the
+    // default plugin, enabled.
+    assert_eq!(
+        transcript
+            .matches("applied: added leader-lost-alert")
+            .count(),
+        3,
+        "{transcript}"
+    );
+    let listed = transcript
+        .lines()
+        .filter(|l| l.trim_start().starts_with("leader-lost-alert ") && l.contains("enabled"))
+        .count();
+    assert_eq!(listed, 3, "{transcript}");
 }

@@ -27,11 +27,14 @@
 //! - [`harness`]: nodes running the plugin chain; settling after each action.
 //! - [`scenario`]: the TOML scenario format, its runner and its report.
 //! - [`random`]: seeded random timelines (for determinism checks).
+//! - [`replay`]: recorded traces replayed through a plugin, compared.
 
 pub mod harness;
 pub mod random;
+pub mod replay;
 pub mod scenario;
 pub mod sim;
 
 pub use harness::{Harness, HarnessError, NodeSpec, PluginFailure};
+pub use replay::{ReplayError, ReplayReport};
 pub use scenario::{Report, Scenario};

@@ -297,6 +297,7 @@ impl Scenario {
             config: self.plugin.config.clone(),
             limits: self.plugin.limits,
             on_error: self.plugin.on_error,
+            mode: leaderhook_hooks::Mode::Active,
         });
         Ok(chain)
     }

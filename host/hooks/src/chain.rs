@@ -4,8 +4,9 @@
 //! own lane instead, see [`crate::dispatch`].) Each call blocks its thread
 //! until the plugins return (each within its time limit).
 
+use crate::calls::CallRecord;
 use crate::capabilities::Capabilities;
-use crate::config::PluginConfig;
+use crate::config::{Grant, Mode, PluginConfig};
 use crate::contract::LeadershipEvent;
 use crate::engine::HookEngine;
 use crate::load::LoadError;
@@ -13,16 +14,28 @@ use crate::plugin::{Failure, Plugin};
 use crate::state::PluginContext;
 use crate::stats::{PluginCounters, PluginStats};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// What an operator sees of a loaded plugin.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     pub name: String,
+    /// A path or `builtin:<name>`.
     pub origin: String,
+    /// Hex SHA-256 of the plugin's bytes.
+    #[serde(default)]
+    pub content_hash: String,
     pub contract_version: String,
+    /// The contract interfaces it imports.
     pub capabilities: Vec<String>,
+    /// What the operator granted it.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default)]
+    pub mode: Mode,
 }
+
+/// A plugin's name and the capability calls it made in a batch.
+pub type PluginCalls = (String, Vec<CallRecord>);
 
 pub struct PluginChain {
     plugins: Vec<Plugin>,
@@ -41,6 +54,28 @@ impl PluginChain {
             .map(|config| load_plugin(engine, caps, config, Arc::default()))
             .collect::<Result<_, _>>()?;
         Ok(Self { plugins })
+    }
+
+    /// [`Self::deliver`], also returning each plugin's capability calls in
+    /// the batch, with their outcomes (in chain order).
+    pub fn deliver_recorded(
+        &mut self,
+        events: &[LeadershipEvent],
+    ) -> (Vec<(String, Failure)>, Vec<PluginCalls>) {
+        for plugin in &self.plugins {
+            plugin.counters().calls.set_capture(true);
+            plugin.counters().calls.take();
+        }
+        let failures = self.deliver(events);
+        let calls = self
+            .plugins
+            .iter()
+            .map(|p| {
+                p.counters().calls.set_capture(false);
+                (p.name().to_owned(), p.counters().calls.take())
+            })
+            .collect();
+        (failures, calls)
     }
 
     /// Delivers a batch to each plugin in order. A failing plugin does not
@@ -72,11 +107,6 @@ impl PluginChain {
             }
             None => false,
         }
-    }
-
-    /// The plugins, in config order (the runtime moves each into its lane).
-    pub(crate) fn into_plugins(self) -> Vec<Plugin> {
-        self.plugins
     }
 
     pub fn stats(&self) -> Vec<PluginStats> {
@@ -111,14 +141,26 @@ pub(crate) fn load_plugin(
             );
         }
     }
+    // A shadow's calls are validated against the real state and go nowhere.
+    let caps: Arc<dyn Capabilities> = match config.mode {
+        Mode::Active => caps.clone(),
+        Mode::Shadow => Arc::new(crate::shadow::ShadowCaps(caps.clone())),
+    };
     let ctx = Arc::new(PluginContext::new(
         &config.name,
         config.grants.clone(),
-        caps.clone(),
+        caps,
         counters,
         &config.limits,
     ));
-    let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx);
+    let content_hash = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&source.bytes[..])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx, content_hash);
     plugin
         .ensure_instance_blocking()
         .map_err(|failure| LoadError::Init {
@@ -126,6 +168,6 @@ pub(crate) fn load_plugin(
             name: config.name.clone(),
             message: failure.message,
         })?;
-    plugin.counters().disabled.store(false, Ordering::Relaxed);
+    plugin.counters().set_disabled(false);
     Ok(plugin)
 }

@@ -45,6 +45,11 @@ pub struct DispatchConfig {
     pub max_batch: usize,
     /// Directory for precompiled plugin artifacts, keyed by content hash.
     pub cache_dir: Option<PathBuf>,
+    /// The safety net: while no enabled, healthy, active plugin holding the
+    /// `assignments` grant is in the chain, the embedded default plugin
+    /// keeps the assignments following Raft (see `crate::fallback`). Only
+    /// negative-control tests switch it off.
+    pub fail_to_default: bool,
 }
 
 impl Default for DispatchConfig {
@@ -54,6 +59,7 @@ impl Default for DispatchConfig {
             queue_bytes: 16 << 20,
             max_batch: 1024,
             cache_dir: None,
+            fail_to_default: true,
         }
     }
 }
@@ -73,11 +79,37 @@ pub struct PluginConfig {
     pub limits: Limits,
     #[serde(default)]
     pub on_error: OnError,
+    /// `active` (default) or `shadow`: a shadow plugin receives the live
+    /// events but its capability calls are only recorded and compared.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Whether a plugin's capability calls take effect.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Its calls are applied.
+    #[default]
+    Active,
+    /// Its calls are validated against the real state, answered as they
+    /// would have been, recorded and compared with the active chain's; never
+    /// applied.
+    Shadow,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Active => "active",
+            Mode::Shadow => "shadow",
+        }
+    }
 }
 
 /// Capabilities a plugin may be granted. `log` and the read-only `cluster`
 /// view are always available.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Grant {
     /// `assignments.set-leader`
@@ -340,6 +372,7 @@ impl PluginConfig {
             config: toml::Table::new(),
             limits: Limits::default(),
             on_error: OnError::default(),
+            mode: Mode::Active,
         }
     }
 

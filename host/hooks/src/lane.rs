@@ -16,8 +16,10 @@ use crate::contract::LeadershipEvent;
 use crate::exec;
 use crate::plugin::{FailureKind, Plugin};
 use crate::queue::{PartitionKey, PendingQueue, Push};
+use crate::record::Recorders;
+use crate::shadow::LaneId;
 use crate::stats::{PluginCounters, PluginStats, QueueStats};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -40,6 +42,12 @@ struct Shared {
     cancel: CancelToken,
     counters: Arc<PluginCounters>,
     max_batch: usize,
+    id: LaneId,
+    /// Where batches and their calls go when shadows or a trace want them.
+    recorders: Arc<Recorders>,
+    /// Active and granted `assignments` (read on every submit, so not
+    /// behind the lock).
+    writes_assignments: AtomicBool,
 }
 
 struct State {
@@ -53,7 +61,12 @@ struct State {
 }
 
 impl Lane {
-    pub(crate) fn start(plugin: Plugin, dispatch: &DispatchConfig) -> Self {
+    pub(crate) fn start(
+        plugin: Plugin,
+        dispatch: &DispatchConfig,
+        id: LaneId,
+        recorders: Arc<Recorders>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: PendingQueue::with_bytes(dispatch.queue_capacity, dispatch.queue_bytes),
@@ -69,6 +82,9 @@ impl Lane {
             cancel: CancelToken::default(),
             counters: plugin.counters().clone(),
             max_batch: dispatch.max_batch.max(1),
+            id,
+            recorders,
+            writes_assignments: AtomicBool::new(writes_assignments(plugin.config())),
         });
         let thread = {
             let shared = shared.clone();
@@ -97,6 +113,17 @@ impl Lane {
 
     pub(crate) fn counters(&self) -> &Arc<PluginCounters> {
         &self.shared.counters
+    }
+
+    pub(crate) fn id(&self) -> LaneId {
+        self.shared.id
+    }
+
+    /// An active plugin granted `assignments`, enabled, whose last batch
+    /// succeeded: while one is in the chain the safety net stays off.
+    pub(crate) fn guards_assignments(&self) -> bool {
+        self.shared.writes_assignments.load(Ordering::Relaxed)
+            && self.shared.counters.run_state().is_healthy()
     }
 
     /// Queues an event; never waits on the plugin. A disabled plugin's lane
@@ -138,6 +165,8 @@ impl Lane {
             }
             state.info = plugin.info();
             state.config = plugin.config().clone();
+            (self.shared.writes_assignments)
+                .store(writes_assignments(plugin.config()), Ordering::Relaxed);
             state.replacement = Some((Box::new(plugin), done_tx));
             self.shared.cancel.cancel();
         }
@@ -149,10 +178,7 @@ impl Lane {
     /// events dropped) or back on.
     pub(crate) fn set_enabled(&self, enabled: bool) {
         let _state = self.shared.lock();
-        self.shared
-            .counters
-            .disabled
-            .store(!enabled, Ordering::Relaxed);
+        self.shared.counters.set_disabled(!enabled);
         if !enabled {
             self.shared.cancel.cancel();
             self.shared.work.notify_one();
@@ -191,14 +217,15 @@ impl Lane {
     }
 
     pub(crate) fn stats(&self) -> PluginStats {
-        let (name, queue) = {
+        let (name, queue, mode) = {
             let state = self.shared.lock();
             let mut queue = state.stats.clone();
             queue.pending = state.queue.len() as u64;
-            (state.info.name.clone(), queue)
+            (state.info.name.clone(), queue, state.config.mode)
         };
         let mut stats = self.shared.counters.snapshot(&name);
         stats.queue = queue;
+        stats.mode = mode;
         stats
     }
 }
@@ -222,6 +249,11 @@ impl Shared {
     }
 }
 
+fn writes_assignments(config: &PluginConfig) -> bool {
+    config.mode == crate::config::Mode::Active
+        && config.grants.contains(&crate::config::Grant::Assignments)
+}
+
 /// The worker: takes batches from the lane's queue and delivers them.
 fn run(shared: Arc<Shared>, mut plugin: Plugin) {
     let runtime = exec::new_runtime();
@@ -238,7 +270,7 @@ fn run(shared: Arc<Shared>, mut plugin: Plugin) {
                 if let Some((replacement, done)) = state.replacement.take() {
                     plugin = *replacement;
                     plugin.attach(&shared.cancel);
-                    shared.counters.disabled.store(false, Ordering::Relaxed);
+                    shared.counters.set_disabled(false);
                     let _ = done.send(());
                     continue;
                 }
@@ -254,7 +286,21 @@ fn run(shared: Arc<Shared>, mut plugin: Plugin) {
             state.queue.take_keyed_batch(shared.max_batch)
         };
         let (keys, batch) = batch;
+        let calls = &shared.counters.calls;
+        let capture = shared.recorders.capturing();
+        calls.set_capture(capture);
         let outcome = runtime.block_on(plugin.deliver_async(&batch));
+        let cancelled = matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled);
+        if capture && !cancelled {
+            shared.recorders.batch(
+                shared.id,
+                plugin.config(),
+                &keys,
+                &batch,
+                calls.take(),
+                outcome.is_err(),
+            );
+        }
         let mut state = shared.lock();
         state.busy = false;
         match outcome {

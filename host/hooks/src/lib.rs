@@ -22,12 +22,16 @@
 //! - [`chain`]: a node's plugins in config order, called synchronously.
 //! - [`queue`], `lane` and [`dispatch`]: each plugin's bounded queue and
 //!   worker, and the runtime that fans events out to them.
+//! - [`calls`]: capability calls as data (counted, captured per batch);
+//!   [`shadow`]: shadow plugins and their comparison with the active chain;
+//!   [`trace`]: recorded traces; `record`: where lanes report batches.
 //! - [`capabilities`] and [`fence`]: the trait plugins see the world
 //!   through, and the term-fencing rule every writer applies.
 //! - [`memory`]: an in-memory cluster implementing [`Capabilities`].
 //! - [`guest_build`]: builds guest crates to `.wasm` for tests and benches.
 
 pub mod artifact;
+pub mod calls;
 pub mod cancel;
 pub mod capabilities;
 pub mod chain;
@@ -45,23 +49,29 @@ pub mod loggate;
 pub mod memory;
 pub mod plugin;
 pub mod queue;
+mod record;
+pub mod shadow;
 mod state;
 pub mod stats;
 mod stdio;
 pub mod text;
+pub mod trace;
 
 pub use artifact::{ArtifactKey, CacheStats};
 pub use capabilities::{Backlog, Capabilities, CapabilityError};
 pub use chain::{PluginChain, PluginInfo};
-pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, OnError, PluginConfig};
+pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, Mode, OnError, PluginConfig};
 pub use contract::{
     CONTRACT_VERSION, CapError, LeaderCount, LeadershipEvent, NodeId, NodeInfo,
     PartitionAssignment, PartitionId, Transition, WriteOutcome,
 };
-pub use dispatch::{HookRuntime, ReloadError, RuntimeStats};
+pub use dispatch::{
+    ApplyError, ApplyReport, FallbackStats, HookRuntime, ReloadError, RuntimeOptions, RuntimeStats,
+};
 pub use engine::HookEngine;
 pub use fence::PartitionView;
 pub use load::{LoadError, PluginSource};
 pub use memory::MemoryCluster;
 pub use queue::PartitionKey;
-pub use stats::{OverQuotaStats, PluginStats, QueueStats};
+pub use stats::{LatencyStats, OverQuotaStats, PluginStats, QueueStats, RunState};
+pub use trace::{TraceConfig, TraceWriter};

@@ -120,6 +120,8 @@ pub struct Plugin {
     quotas: Option<Quotas>,
     cancel: CancelToken,
     consecutive_failures: u32,
+    /// Hex SHA-256 of the plugin's bytes.
+    content_hash: String,
 }
 
 impl Plugin {
@@ -128,6 +130,7 @@ impl Plugin {
         engine: HookEngine,
         validated: Validated,
         ctx: Arc<PluginContext>,
+        content_hash: String,
     ) -> Self {
         let quotas = Quotas::new(&config.limits);
         Self {
@@ -139,6 +142,7 @@ impl Plugin {
             quotas: Some(quotas),
             cancel: CancelToken::default(),
             consecutive_failures: 0,
+            content_hash,
         }
     }
 
@@ -342,10 +346,16 @@ impl Plugin {
             } else {
                 Instant::now()
             };
-            match self.call_once(events, now).await {
+            let began = Instant::now();
+            let outcome = self.call_once(events, now).await;
+            if !matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled) {
+                self.ctx.counters.latency.observe(began.elapsed());
+            }
+            match outcome {
                 Ok(()) => {
                     self.consecutive_failures = 0;
                     let c = &self.ctx.counters;
+                    c.consecutive_failures.store(0, Ordering::Relaxed);
                     PluginCounters::bump(&c.batches);
                     c.events.fetch_add(events.len() as u64, Ordering::Relaxed);
                     return Ok(());
@@ -361,9 +371,15 @@ impl Plugin {
         }
         PluginCounters::bump(&self.ctx.counters.skipped_batches);
         self.consecutive_failures += 1;
+        (self.ctx.counters.consecutive_failures)
+            .store(u64::from(self.consecutive_failures), Ordering::Relaxed);
         if policy.policy == ErrorPolicy::Disable
             && self.consecutive_failures >= policy.disable_after
         {
+            self.ctx
+                .counters
+                .auto_disabled
+                .store(true, Ordering::Relaxed);
             self.ctx.counters.disabled.store(true, Ordering::Relaxed);
             tracing::error!(
                 plugin = %self.ctx.name,
@@ -410,8 +426,11 @@ impl Plugin {
         crate::chain::PluginInfo {
             name: self.config.name.clone(),
             origin: self.validated.origin.clone(),
+            content_hash: self.content_hash.clone(),
             contract_version: self.validated.contract_version.clone(),
             capabilities: self.validated.capabilities.clone(),
+            grants: self.config.grants.clone(),
+            mode: self.config.mode,
         }
     }
 

@@ -232,10 +232,26 @@ impl assignments::Host for PluginState {
         leader: NodeId,
         epoch: u64,
     ) -> Result<WriteOutcome, CapError> {
+        let result = self.set_leader_unrecorded(&partition, leader, epoch);
+        self.ctx
+            .counters
+            .calls
+            .set_leader(&partition, leader, epoch, &result);
+        result
+    }
+}
+
+impl PluginState {
+    fn set_leader_unrecorded(
+        &mut self,
+        partition: &PartitionId,
+        leader: NodeId,
+        epoch: u64,
+    ) -> Result<WriteOutcome, CapError> {
         self.require(Grant::Assignments)?;
         self.quota(Quoted::SetLeader)?;
-        let Some(view) = self.ctx.caps.partition(&partition) else {
-            return self.refused("set-leader", &partition, CapError::UnknownPartition);
+        let Some(view) = self.ctx.caps.partition(partition) else {
+            return self.refused("set-leader", partition, CapError::UnknownPartition);
         };
         match fence::check_set_leader(&view, leader, epoch) {
             Ok(WriteOutcome::Queued) => {}
@@ -257,35 +273,56 @@ impl assignments::Host for PluginState {
                         e.describe()
                     );
                 }
-                return self.refused("set-leader", &partition, e);
+                return self.refused("set-leader", partition, e);
             }
         }
-        match self.ctx.caps.set_leader(&partition, leader, epoch) {
+        match self.ctx.caps.set_leader(partition, leader, epoch) {
             Ok(()) => Ok(WriteOutcome::Queued),
-            Err(why) => self.refused("set-leader", &partition, why.to_cap_error()),
+            Err(why) => self.refused("set-leader", partition, why.to_cap_error()),
         }
     }
 }
 
 impl leadership::Host for PluginState {
     fn transfer(&mut self, partition: PartitionId, to: NodeId) -> Result<(), CapError> {
+        let result = self.transfer_unrecorded(&partition, to);
+        self.ctx.counters.calls.transfer(&partition, to, &result);
+        result
+    }
+}
+
+impl PluginState {
+    fn transfer_unrecorded(&mut self, partition: &PartitionId, to: NodeId) -> Result<(), CapError> {
         self.require(Grant::Leadership)?;
         self.quota(Quoted::Transfer)?;
-        let Some(view) = self.ctx.caps.partition(&partition) else {
-            return self.refused("transfer", &partition, CapError::UnknownPartition);
+        let Some(view) = self.ctx.caps.partition(partition) else {
+            return self.refused("transfer", partition, CapError::UnknownPartition);
         };
         if !view.replicas.contains(&to) {
-            return self.refused("transfer", &partition, CapError::NotAReplica(to));
+            return self.refused("transfer", partition, CapError::NotAReplica(to));
         }
         self.ctx
             .caps
-            .transfer_leader(&partition, to)
-            .or_else(|why| self.refused("transfer", &partition, why.to_cap_error()))
+            .transfer_leader(partition, to)
+            .or_else(|why| self.refused("transfer", partition, why.to_cap_error()))
     }
 }
 
 impl notify::Host for PluginState {
-    fn emit(&mut self, mut sink: String, mut payload: String) -> Result<(), CapError> {
+    fn emit(&mut self, sink: String, payload: String) -> Result<(), CapError> {
+        let ctx = self.ctx.clone();
+        let calls = &ctx.counters.calls;
+        // The arguments are copied only while calls are captured.
+        let kept = calls.capturing().then(|| (sink.clone(), payload.clone()));
+        let result = self.emit_unrecorded(sink, payload);
+        let (sink, payload) = kept.as_ref().map_or(("", ""), |(s, p)| (s, p));
+        calls.emit(sink, payload, &result);
+        result
+    }
+}
+
+impl PluginState {
+    fn emit_unrecorded(&mut self, mut sink: String, mut payload: String) -> Result<(), CapError> {
         self.require(Grant::Notify)?;
         self.quota(Quoted::Emit)?;
         if !self.ctx.caps.has_sink(&sink) {

@@ -1,8 +1,11 @@
 //! Counters an operator reads to see what plugins did.
 
-use serde::Serialize;
+use crate::calls::{CallCount, CallLedger};
+use crate::config::Mode;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Live counters of one plugin, shared by its host imports and the
 /// dispatcher; they survive instance recycling and reloads.
@@ -31,8 +34,18 @@ pub struct PluginCounters {
     pub over_quota_emit: AtomicU64,
     pub cancelled: AtomicU64,
     pub disabled: AtomicBool,
+    /// Set with `disabled` when the `on_error` policy disabled the plugin
+    /// (not the operator).
+    pub auto_disabled: AtomicBool,
+    /// Batches given up on in a row (0 after a batch that succeeded).
+    pub consecutive_failures: AtomicU64,
     /// Bounded by [`crate::text::MAX_TEXT`] (plus the failure kind).
     pub last_error: Mutex<Option<String>>,
+    /// Time of each `on-events` call (each attempt).
+    pub latency: LatencyHistogram,
+    /// Capability calls by capability and outcome (and the current batch's
+    /// calls while captured).
+    pub calls: CallLedger,
 }
 
 impl PluginCounters {
@@ -70,13 +83,147 @@ impl PluginCounters {
             cancelled: get(&self.cancelled),
             queue: QueueStats::default(),
             disabled: self.disabled.load(Ordering::Relaxed),
+            state: self.run_state(),
+            mode: Mode::Active,
+            consecutive_failures: get(&self.consecutive_failures),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+            latency: self.latency.snapshot(),
+            calls: self.calls.counts(),
+            capture_overflow: get(&self.calls.capture_overflow),
+            shadow: None,
+        }
+    }
+
+    /// Enabled and not failing, failing, or switched off (and by whom).
+    pub fn run_state(&self) -> RunState {
+        if self.disabled.load(Ordering::Relaxed) {
+            if self.auto_disabled.load(Ordering::Relaxed) {
+                RunState::AutoDisabled
+            } else {
+                RunState::Disabled
+            }
+        } else if self.consecutive_failures.load(Ordering::Relaxed) > 0 {
+            RunState::Failing
+        } else {
+            RunState::Enabled
+        }
+    }
+
+    /// Switches the plugin off or on by the operator's command (which also
+    /// lifts a disable by the `on_error` policy).
+    pub(crate) fn set_disabled(&self, disabled: bool) {
+        self.auto_disabled.store(false, Ordering::Relaxed);
+        self.disabled.store(disabled, Ordering::Relaxed);
+        if !disabled {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
         }
     }
 }
 
+/// What an operator sees of a plugin's health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    /// Receiving events; its last batch succeeded (or it had none yet).
+    #[default]
+    Enabled,
+    /// Switched off by the operator (`plugin disable`).
+    Disabled,
+    /// Its last batch failed (after the `on_error` policy).
+    Failing,
+    /// Switched off by its `on_error = { policy = "disable" }`.
+    AutoDisabled,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Enabled => "enabled",
+            RunState::Disabled => "disabled",
+            RunState::Failing => "failing",
+            RunState::AutoDisabled => "auto-disabled",
+        }
+    }
+
+    /// Handling events successfully.
+    pub fn is_healthy(self) -> bool {
+        self == RunState::Enabled
+    }
+}
+
+/// Upper bounds (µs) of the call-time histogram's buckets; the last bucket
+/// is unbounded.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    10_000_000,
+];
+
+/// Call times in fixed buckets, lock-free (one atomic add per bucket hit).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencyStats {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count = counts.iter().sum();
+        LatencyStats {
+            p50_us: quantile(&counts, count, 0.50),
+            p99_us: quantile(&counts, count, 0.99),
+            counts,
+            count,
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The upper bound of the bucket holding the `q` quantile (`None` for no
+/// calls, `u64::MAX` past the last bound).
+fn quantile(counts: &[u64], count: u64, q: f64) -> Option<u64> {
+    if count == 0 {
+        return None;
+    }
+    let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(LATENCY_BUCKETS_US.get(i).copied().unwrap_or(u64::MAX));
+        }
+    }
+    Some(u64::MAX)
+}
+
+/// A copy of a [`LatencyHistogram`]: per-bucket counts (not cumulative),
+/// bounds in [`LATENCY_BUCKETS_US`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum_us: u64,
+    /// Upper bound of the bucket holding the median call, in µs.
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+}
+
 /// A point-in-time copy of [`PluginCounters`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginStats {
     pub name: String,
     /// on-events calls that returned Ok.
@@ -119,12 +266,26 @@ pub struct PluginStats {
     /// plugin is driven without one, e.g. by the harness).
     pub queue: QueueStats,
     pub disabled: bool,
+    /// enabled, disabled (by the operator), failing, auto-disabled.
+    pub state: RunState,
+    /// active or shadow (filled in by the runtime).
+    pub mode: Mode,
+    pub consecutive_failures: u64,
     /// The last failure, at most [`crate::text::MAX_TEXT`] bytes of message.
     pub last_error: Option<String>,
+    /// Time of each on-events call.
+    pub latency: LatencyStats,
+    /// Capability calls by capability and outcome.
+    pub calls: Vec<CallCount>,
+    /// Calls not kept for comparison or tracing because a batch's capture
+    /// was full.
+    pub capture_overflow: u64,
+    /// A shadow plugin's agreement with the active chain.
+    pub shadow: Option<crate::shadow::ShadowStats>,
 }
 
 /// Capability calls refused over quota, per capability.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverQuotaStats {
     pub set_leader: u64,
     pub transfer: u64,
@@ -145,7 +306,7 @@ impl PluginStats {
 
 /// Counters of a dispatch queue (one per plugin; the runtime's totals are
 /// sums over its plugins, except `submitted`, counted once per event).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     pub submitted: u64,
     pub delivered: u64,
@@ -156,4 +317,40 @@ pub struct QueueStats {
     /// Events dropped because a newer term of the partition was already delivered.
     pub stale: u64,
     pub pending: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_name_the_bucket_bound() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.snapshot().p50_us, None);
+        for _ in 0..98 {
+            h.observe(Duration::from_micros(70));
+        }
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let s = h.snapshot();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.p50_us, Some(100));
+        assert_eq!(s.p99_us, Some(5_000));
+        assert_eq!(*s.counts.last().unwrap(), 1, "past the last bound");
+    }
+
+    #[test]
+    fn states_tell_who_switched_a_plugin_off() {
+        let c = PluginCounters::default();
+        assert_eq!(c.run_state(), RunState::Enabled);
+        c.consecutive_failures.store(2, Ordering::Relaxed);
+        assert_eq!(c.run_state(), RunState::Failing);
+        c.auto_disabled.store(true, Ordering::Relaxed);
+        c.disabled.store(true, Ordering::Relaxed);
+        assert_eq!(c.run_state(), RunState::AutoDisabled);
+        c.set_disabled(true);
+        assert_eq!(c.run_state(), RunState::Disabled);
+        c.set_disabled(false);
+        assert_eq!(c.run_state(), RunState::Enabled);
+    }
 }

@@ -15,6 +15,7 @@
 //! (`[admin] max_connections`; one more is answered `busy` and closed).
 
 pub mod client;
+pub mod plugins;
 pub mod server;
 
 pub use client::{AdminError, Connection, request};
@@ -135,6 +136,26 @@ pub enum Request {
         partition: String,
         to: NodeId,
     },
+    /// Every plugin of this node: source, hash, grants, mode, state,
+    /// counters, call times ([`plugins::PluginsView`]).
+    Plugins,
+    /// Re-reads this node's config file and applies its plugin changes, all
+    /// or nothing (as SIGHUP does).
+    ApplyConfig,
+    /// A shadow plugin's agreement with the active chain and its last
+    /// differences ([`plugins::DiffView`]).
+    PluginDiff {
+        plugin: String,
+    },
+    /// Turns a shadow plugin active (with `replacing`, that active plugin
+    /// leaves the chain); with `persist`, writes it into the config file.
+    Promote {
+        plugin: String,
+        #[serde(default)]
+        replacing: Option<String>,
+        #[serde(default)]
+        persist: bool,
+    },
 }
 
 /// One local replica beside its stored assignment.
@@ -187,6 +208,13 @@ pub struct Admin {
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
     pub hooks: Arc<HookRuntime>,
+    /// The config file SIGHUP and `apply-config` re-read (none: started
+    /// from a config in memory).
+    pub config_file: Option<std::path::PathBuf>,
+    /// The sinks opened at start (plugins are checked against them).
+    pub sinks: Vec<crate::config::Sink>,
+    /// The trace set up at start.
+    pub trace: Option<leaderhook_hooks::TraceConfig>,
     pub transport: Transport,
     pub access: AdminAccess,
     /// For the fail-storage test hook.
@@ -244,6 +272,21 @@ impl Admin {
                 .reload(&plugin, path.as_deref())
                 .map(|()| serde_json::json!({ "reloaded": plugin }))
                 .map_err(|e| Failure::refused(e.to_string())),
+            Request::Plugins => serde_json::to_value(self.plugins_view())
+                .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
+            Request::ApplyConfig => self.apply_config().and_then(|report| {
+                serde_json::to_value(report)
+                    .map_err(|e| Failure::new(FailureKind::Failed, e.to_string()))
+            }),
+            Request::PluginDiff { plugin } => self.diff(&plugin).and_then(|diff| {
+                serde_json::to_value(diff)
+                    .map_err(|e| Failure::new(FailureKind::Failed, e.to_string()))
+            }),
+            Request::Promote {
+                plugin,
+                replacing,
+                persist,
+            } => self.promote(&plugin, replacing.as_deref(), persist),
         };
         match result {
             Ok(value) => serde_json::json!({ "ok": value }),
@@ -363,22 +406,25 @@ impl Admin {
             .read()
             .map(|r| r.clone())
             .unwrap_or_default();
-        let views = replicas
-            .values()
-            .filter_map(|r| {
-                let partition = r.partition.clone()?;
-                let meta = metadata.partition(&partition)?;
-                Some(ReplicaView {
+        // Every partition this node hosts, by the metadata: a replica that
+        // has reported nothing yet (no election seen) shows as the follower
+        // at term 0 that Raft starts it as.
+        let views = metadata
+            .partitions()
+            .filter(|(_, meta)| meta.replicas.contains(&self.node))
+            .map(|(partition, meta)| {
+                let replica = replicas.get(&meta.group);
+                ReplicaView {
                     partition: partition.to_string(),
-                    group: r.group,
-                    role: r.role,
-                    raft_leader: r.leader,
-                    term: r.term,
-                    serving: r.serving,
+                    group: meta.group,
+                    role: replica.map_or(Role::Follower, |r| r.role),
+                    raft_leader: replica.and_then(|r| r.leader),
+                    term: replica.map_or(0, |r| r.term),
+                    serving: replica.is_some_and(|r| r.serving),
                     assigned_leader: meta.leader,
                     epoch: meta.epoch,
                     isr: meta.isr.clone(),
-                })
+                }
             })
             .collect();
         Status {

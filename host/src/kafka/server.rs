@@ -298,6 +298,7 @@ async fn read_request(
     let Some(size) = size else {
         return Ok(None);
     };
+    crate::metrics::kafka().bytes_in.inc_by(size as u64 + 4);
     let held = budget.take(size).await;
     let node_held = node.take(size).await;
     let frame = tokio::time::timeout(idle, codec::read_body(read, size, buf))
@@ -329,6 +330,7 @@ async fn answer(
     client: &super::Client,
 ) -> Reply {
     use super::produce::Finished;
+    let started = std::time::Instant::now();
     let (response, version) = match work {
         Work::TooNew => (api_versions::unsupported(), 0),
         Work::Produce(submitted) => match super::produce::finish(&broker, submitted).await {
@@ -345,8 +347,17 @@ async fn answer(
             None => return Reply::Close(format!("no handler for {key:?}")),
         },
     };
+    let metrics = crate::metrics::kafka();
+    metrics.request(
+        key,
+        crate::metrics::error_code(&response),
+        started.elapsed(),
+    );
     match codec::encode_response(key, version, correlation_id, &response) {
-        Ok(frame) => Reply::Frame(frame),
+        Ok(frame) => {
+            metrics.bytes_out.inc_by(frame.len() as u64);
+            Reply::Frame(frame)
+        }
         // Skipping it would hand the next response to this request.
         Err(e) => {
             tracing::warn!(peer = %client.host, "cannot encode the {key:?} v{version} response: {e}");

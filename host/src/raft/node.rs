@@ -1448,6 +1448,7 @@ impl RaftLoop {
             return;
         }
         group.seen = now;
+        crate::metrics::raft().role_changed(old.role, now.role);
         let serving = group.serving;
         let partition = self
             .shared
@@ -1477,6 +1478,7 @@ impl RaftLoop {
         let Some(transition) = transition(old, now) else {
             return;
         };
+        crate::metrics::raft().leadership_changes.inc();
         self.hooks.submit(
             PartitionKey(id),
             LeadershipEvent {
@@ -1555,6 +1557,7 @@ impl RaftLoop {
             ));
         }
         drop(metadata);
+        (crate::metrics::raft().resync_redeliveries).inc_by(events.len() as u64);
         for (key, event) in events {
             tracing::debug!(partition = %event.partition, term = event.term, "resync: re-delivering leadership");
             self.hooks.submit(key, event);
