@@ -58,6 +58,14 @@ impl PluginChain {
         })
     }
 
+    /// Calls `on-tick(now_ms)` on the plugin named `name` (the caller keeps
+    /// the schedule: the harness ticks on its simulated clock). `None` if
+    /// there is no such plugin.
+    pub fn tick(&mut self, name: &str, now_ms: u64) -> Option<Result<(), Failure>> {
+        let plugin = self.plugins.iter_mut().find(|p| p.name() == name)?;
+        Some(plugin.tick(now_ms))
+    }
+
     /// Swaps in an already-initialised replacement for the plugin of the
     /// same name. Returns false if there is no such plugin.
     pub fn replace(&mut self, replacement: Plugin) -> bool {
@@ -101,16 +109,7 @@ pub(crate) fn load_plugin(
 ) -> Result<Plugin, LoadError> {
     let source = engine.source(&config.path)?;
     let validated = engine.load(&source)?;
-    for capability in &validated.capabilities {
-        let granted = config.grants.iter().any(|g| g.name() == capability);
-        if matches!(capability.as_str(), "assignments" | "leadership" | "notify") && !granted {
-            tracing::warn!(
-                plugin = %config.name,
-                capability = %capability,
-                "plugin imports a capability it is not granted; its calls will be refused"
-            );
-        }
-    }
+    validated.check_entry(engine, config)?;
     let ctx = Arc::new(PluginContext::new(
         &config.name,
         config.grants.clone(),

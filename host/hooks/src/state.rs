@@ -5,12 +5,15 @@
 use crate::cancel::CancelToken;
 use crate::capabilities::Capabilities;
 use crate::config::Grant;
-use crate::contract::leaderhook::plugin::{assignments, cluster, leadership, log, notify, types};
+use crate::contract::latest::leaderhook::plugin::{
+    assignments, cluster, leadership, log, notify, types,
+};
 use crate::contract::{
-    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId, WriteOutcome,
+    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId, Quota, QuotaWindow,
+    WriteOutcome,
 };
 use crate::fence;
-use crate::limits::{InstanceLimiter, Quotas, Quoted};
+use crate::limits::{InstanceLimiter, OverQuota, Quotas, Quoted};
 use crate::loggate::LogGate;
 use crate::stats::PluginCounters;
 use crate::stdio::LogStream;
@@ -162,7 +165,16 @@ impl PluginState {
                 "{over}; further refusals in this batch are counted, not logged"
             );
         }
-        Err(CapError::Unavailable(over.to_string()))
+        Err(CapError::OverQuota(match over {
+            OverQuota::PerBatch(_, limit) => Quota {
+                limit,
+                window: QuotaWindow::Batch,
+            },
+            OverQuota::PerSec(_, limit) => Quota {
+                limit,
+                window: QuotaWindow::Second,
+            },
+        }))
     }
 
     fn refused<T>(&self, call: &str, partition: &PartitionId, e: CapError) -> Result<T, CapError> {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub struct PluginCounters {
     pub batches: AtomicU64,
     pub events: AtomicU64,
+    pub ticks: AtomicU64,
     pub traps: AtomicU64,
     pub panics: AtomicU64,
     pub timeouts: AtomicU64,
@@ -46,6 +47,7 @@ impl PluginCounters {
             name: name.to_owned(),
             batches: get(&self.batches),
             events: get(&self.events),
+            ticks: get(&self.ticks),
             traps: get(&self.traps),
             panics: get(&self.panics),
             timeouts: get(&self.timeouts),
@@ -83,6 +85,8 @@ pub struct PluginStats {
     pub batches: u64,
     /// Events delivered in those calls.
     pub events: u64,
+    /// on-tick calls that returned Ok.
+    pub ticks: u64,
     pub traps: u64,
     pub panics: u64,
     pub timeouts: u64,

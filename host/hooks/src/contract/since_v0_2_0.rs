@@ -1,0 +1,15 @@
+//! Contract line 0.2 (`wit/since_v0.2.0`), the newest: its generated types
+//! are the runtime's internal model, and `state.rs` implements its imports.
+
+wasmtime::component::bindgen!({
+    path: "../../wit/since_v0.2.0",
+    world: "leadership-hook",
+    // Exports are called as futures, so a call blocked in a WASI host
+    // future can be abandoned at its deadline (see `plugin.rs`).
+    exports: { default: async },
+    additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize],
+});
+
+/// The version `wit/since_v0.2.0/leaderhook.wit` declares (checked by
+/// `tests/contract_versions.rs`).
+pub const VERSION: &str = "0.2.0";
