@@ -116,6 +116,7 @@ pub(crate) fn load_plugin(
         caps.clone(),
         counters,
         &config.limits,
+        engine.log_tap(),
     ));
     let mut plugin = Plugin::new(config.clone(), engine.clone(), validated, ctx);
     plugin

@@ -5,7 +5,7 @@
 use crate::artifact::{ArtifactCache, ArtifactKey, CacheStats};
 use crate::contract::{Line, since_v0_1_0, since_v0_2_0};
 use crate::load::{self, LoadError, PluginSource, Validated};
-use crate::state::PluginState;
+use crate::state::{LogTap, PluginState};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,8 @@ const MAX_WARNED: usize = 4096;
 #[derive(Clone)]
 pub struct HookEngine {
     inner: Arc<Inner>,
+    /// Where plugins loaded through this handle also send their log lines.
+    log_tap: Option<Arc<dyn LogTap>>,
 }
 
 struct Inner {
@@ -59,6 +61,20 @@ impl HookEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The same engine (compiled plugins and all), whose plugins loaded
+    /// from now on also hand every line they log to `tap`: the harness
+    /// keeps each simulated node's lines this way.
+    pub fn with_log_tap(&self, tap: Arc<dyn LogTap>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            log_tap: Some(tap),
+        }
+    }
+
+    pub(crate) fn log_tap(&self) -> Option<Arc<dyn LogTap>> {
+        self.log_tap.clone()
     }
 
     /// The linker for plugins of `line`.
@@ -206,6 +222,7 @@ impl HookEngineBuilder {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone())?;
         Ok(HookEngine {
+            log_tap: None,
             inner: Arc::new(Inner {
                 engine,
                 linkers,

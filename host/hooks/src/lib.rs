@@ -68,4 +68,5 @@ pub use fence::PartitionView;
 pub use load::{LoadError, PluginSource};
 pub use memory::MemoryCluster;
 pub use queue::PartitionKey;
+pub use state::LogTap;
 pub use stats::{OverQuotaStats, PluginStats, QueueStats};

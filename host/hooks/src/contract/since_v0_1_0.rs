@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     path: "../../wit/since_v0.1.0",
     world: "leadership-hook",
     exports: { default: async },
+    additional_derives: [PartialEq, Eq],
 });
 
 use leaderhook::plugin::{assignments, cluster, leadership, log, notify, types};
