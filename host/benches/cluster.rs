@@ -247,6 +247,7 @@ impl Cluster {
                 name: name.into(),
                 partitions,
                 replication: 3,
+                configs: Default::default(),
             };
             let (addr, secret) = self.admin(1);
             match leaderhook::admin::request(addr, &secret, &request, Duration::from_secs(30)) {

@@ -96,6 +96,14 @@ enum ClusterCommand {
     },
 }
 
+/// `KEY=VALUE` of `topics create --config`.
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
 #[derive(Subcommand)]
 enum TopicsCommand {
     /// Create a topic: its partitions, each a Raft group on `replication`
@@ -106,6 +114,10 @@ enum TopicsCommand {
         partitions: u32,
         #[arg(long, default_value_t = 1)]
         replication: usize,
+        /// A topic config, KEY=VALUE (repeatable): max.message.bytes,
+        /// retention.ms, retention.bytes.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
         #[command(flatten)]
         target: Target,
     },
@@ -340,6 +352,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                     name,
                     partitions,
                     replication,
+                    configs,
                     target,
                 },
         } => {
@@ -347,6 +360,7 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 name: name.clone(),
                 partitions,
                 replication,
+                configs: configs.into_iter().collect(),
             })?;
             writeln!(out, "created topic {name}: {answer}")?;
             Ok(())

@@ -197,6 +197,7 @@ impl LocalCluster {
             name: name.into(),
             partitions,
             replication,
+            configs: Default::default(),
         };
         for attempt in 0.. {
             let nodes = self.running();

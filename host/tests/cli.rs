@@ -448,3 +448,52 @@ fn a_log_file_gets_no_colour_codes() {
     let _ = node.wait();
     assert!(!bytes.contains(&0x1b), "escape codes in the log file");
 }
+
+/// `topics create --config KEY=VALUE` stores supported topic configs and
+/// refuses the others, naming them.
+#[test]
+fn topics_create_takes_configs_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = leaderhook::supervisor::LocalCluster::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_leaderhook")),
+        dir.path(),
+        &leaderhook::supervisor::ClusterSpec::default(),
+    )
+    .unwrap();
+    // Wait until the cluster takes topics.
+    c.create_topic("warmup", 1, 1, std::time::Duration::from_secs(60))
+        .unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let ok = leaderhook(&[
+        "topics",
+        "create",
+        "kept",
+        "--config",
+        "retention.ms=60000",
+        "--config",
+        "max.message.bytes=2048",
+        "--dir",
+        dir_arg,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let bad = leaderhook(&[
+        "topics",
+        "create",
+        "odd",
+        "--config",
+        "cleanup.policy=compact",
+        "--dir",
+        dir_arg,
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("cleanup.policy"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let malformed = leaderhook(&[
+        "topics", "create", "x", "--config", "nope", "--dir", dir_arg,
+    ]);
+    assert!(!malformed.status.success());
+    assert!(text(&malformed.stderr).contains("KEY=VALUE"));
+}

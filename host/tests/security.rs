@@ -112,6 +112,7 @@ impl Cluster {
                 name: name.into(),
                 partitions,
                 replication,
+                configs: Default::default(),
             };
             match self.request(1, &request) {
                 Ok(_) => return,

@@ -165,10 +165,12 @@ def have_node_deps():
 
 
 def env_ok(client):
+    """Every client of the test set must be there: a missing one fails its
+    tests (scripts/test.sh installs them all), never skips them."""
     if client == "kafkajs" and not have_node_deps():
-        return "kafkajs not installed (npm install --prefix tests/kafka/js)"
+        return "kafkajs not installed (npm install --prefix tests/kafka/js; scripts/test.sh does)"
     if client == "kcat" and subprocess.run(["which", "kcat"], capture_output=True).returncode:
-        return "kcat not installed"
+        return "kcat not installed (scripts/test.sh installs it)"
     return None
 
 

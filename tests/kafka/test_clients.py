@@ -202,7 +202,7 @@ def test_produce_and_consume_with_real_clients(cluster):
         assert got[p] == want.get(p, []), f"confluent-kafka consumer, partition {p}"
 
     if shutil.which("kcat") is None:
-        pytest.skip("kcat not installed (scripts/test.sh installs it)")
+        pytest.fail("kcat not installed (scripts/test.sh installs it)")
     for p in range(PARTITIONS):
         assert consume_kcat(cluster.bootstrap, p) == want.get(p, []), f"kcat, partition {p}"
 

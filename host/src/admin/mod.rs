@@ -97,6 +97,9 @@ pub enum Request {
         name: String,
         partitions: u32,
         replication: usize,
+        /// Topic configs (`metadata::topic::SUPPORTED_CONFIGS`).
+        #[serde(default)]
+        configs: TopicConfigs,
     },
     DeleteTopic {
         name: String,
@@ -218,7 +221,8 @@ impl Admin {
                 name,
                 partitions,
                 replication,
-            } => self.create_topic(name, partitions, replication),
+                configs,
+            } => self.create_topic(name, partitions, replication, configs),
             Request::DeleteTopic { name } => self.delete_topic(&name),
             Request::DropEvents { count } => {
                 self.hooks.drop_next_events(count);
@@ -263,8 +267,10 @@ impl Admin {
         name: String,
         partitions: u32,
         replication: usize,
+        configs: TopicConfigs,
     ) -> Result<serde_json::Value, Failure> {
         topic::validate_name(&name).map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
+        topic::validate_configs(&configs).map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
         let live: Vec<_> = self.shared.live_nodes().into_iter().collect();
         let replicas = topic::place(&live, partitions, replication, &self.topic_limits)
             .map_err(|e| Failure::new(FailureKind::BadRequest, e.to_string()))?;
@@ -272,7 +278,7 @@ impl Admin {
             name,
             topic_id: TopicId::random(),
             replicas,
-            configs: TopicConfigs::new(),
+            configs,
         };
         self.propose(command)
     }
