@@ -2,6 +2,7 @@
 //! `plugin check`, `cluster up`, help texts, a closed stdout, log files.
 
 use std::process::{Command, Output};
+use leaderhook_hooks::CONTRACT_VERSION;
 
 fn leaderhook(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leaderhook"))
@@ -72,7 +73,14 @@ fn plugin_check_prints_contract_and_imports() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        stdout.contains("contract: leaderhook:plugin@0.1.0"),
+        stdout.contains(&format!(
+            "contract: leaderhook:plugin@{CONTRACT_VERSION} (host implements lines 0.1.0, 0.2.0)"
+        )),
+        "{stdout}"
+    );
+    // The SDK's version section, read from the component's core module.
+    assert!(
+        stdout.contains(&format!("sdk: leaderhook-sdk {}\n", env!("CARGO_PKG_VERSION"))),
         "{stdout}"
     );
     assert!(stdout.contains("imports: assignments, log"), "{stdout}");

@@ -694,7 +694,11 @@ fn check(harness: &Harness, expect: &Expect) -> Vec<Check> {
                     node: e.node,
                     count: e.count,
                 };
-                matching.check("log lines", lines)
+                let noun = match &e.plugin {
+                    Some(plugin) => format!("log lines of plugin {plugin}"),
+                    None => "log lines".to_owned(),
+                };
+                matching.check(&noun, lines)
             })
             .collect();
         checks.push(Check {

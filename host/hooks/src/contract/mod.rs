@@ -64,6 +64,36 @@ impl Line {
     }
 }
 
+/// The version a contract line's WIT declares (`package
+/// leaderhook:plugin@<version>;`), read at compile time: the WIT is the one
+/// place a line's version is written. Fails the build if the WIT declares
+/// none.
+pub const fn wit_package_version(wit: &'static str) -> &'static str {
+    const PREFIX: &[u8] = b"package leaderhook:plugin@";
+    let bytes = wit.as_bytes();
+    let mut start = 0;
+    while start + PREFIX.len() <= bytes.len() {
+        let mut i = 0;
+        while i < PREFIX.len() && bytes[start + i] == PREFIX[i] {
+            i += 1;
+        }
+        if i == PREFIX.len() {
+            let (_, rest) = bytes.split_at(start + PREFIX.len());
+            let mut end = 0;
+            while end < rest.len() && rest[end] != b';' {
+                end += 1;
+            }
+            let (version, _) = rest.split_at(end);
+            return match std::str::from_utf8(version) {
+                Ok(version) => version,
+                Err(_) => panic!("the WIT package version is not UTF-8"),
+            };
+        }
+        start += 1;
+    }
+    panic!("the WIT declares no `package leaderhook:plugin@<version>;`")
+}
+
 /// Semver compatibility as the component model applies it: same major, and
 /// for 0.x the same minor.
 pub(crate) fn same_minor_line(found: &str, ours: &str) -> bool {
@@ -248,5 +278,14 @@ mod tests {
         );
         assert_eq!(CONTRACT_VERSION, Line::V0_2.version());
         assert!(!Line::V0_1.has_tick() && Line::V0_2.has_tick());
+    }
+
+    #[test]
+    fn package_versions_are_read_from_the_wit() {
+        const WIT: &str = "/// doc\npackage leaderhook:plugin@7.8.9;\n\ninterface types {}";
+        const V: &str = wit_package_version(WIT);
+        assert_eq!(V, "7.8.9");
+        assert_eq!(since_v0_1_0::VERSION, "0.1.0");
+        assert_eq!(since_v0_2_0::VERSION, "0.2.0");
     }
 }

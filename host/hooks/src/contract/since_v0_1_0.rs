@@ -15,9 +15,11 @@ wasmtime::component::bindgen!({
 
 use leaderhook::plugin::{assignments, cluster, leadership, log, notify, types};
 
-/// The version `wit/since_v0.1.0/leaderhook.wit` declares (checked by
-/// `tests/contract_versions.rs`).
-pub const VERSION: &str = "0.1.0";
+/// The version `wit/since_v0.1.0/leaderhook.wit` declares, read from it
+/// (`tests/contract_versions.rs` checks it against the directory's name and
+/// the SDK's).
+pub const VERSION: &str =
+    super::wit_package_version(include_str!("../../../../wit/since_v0.1.0/leaderhook.wit"));
 
 impl From<types::PartitionId> for latest::types::PartitionId {
     fn from(p: types::PartitionId) -> Self {

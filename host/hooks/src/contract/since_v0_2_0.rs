@@ -10,6 +10,8 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize],
 });
 
-/// The version `wit/since_v0.2.0/leaderhook.wit` declares (checked by
-/// `tests/contract_versions.rs`).
-pub const VERSION: &str = "0.2.0";
+/// The version `wit/since_v0.2.0/leaderhook.wit` declares, read from it
+/// (`tests/contract_versions.rs` checks it against the directory's name and
+/// the SDK's).
+pub const VERSION: &str =
+    super::wit_package_version(include_str!("../../../../wit/since_v0.2.0/leaderhook.wit"));
