@@ -278,7 +278,14 @@ impl Plugin {
                     message,
                 });
             }
-            Ended::Returned(Err(e)) => classify(&self.ctx, limits, store, e),
+            Ended::Returned(Err(e)) => {
+                let mut failure = classify(&self.ctx, limits, store, e);
+                // A tick's failure says so (a batch's is the default).
+                if matches!(call, Call::Tick(_)) && failure.kind != FailureKind::Cancelled {
+                    failure.message = format!("on-tick {}", failure.message);
+                }
+                failure
+            }
             Ended::TimedOut => timed_out(limits, call.name()),
             Ended::Cancelled => cancelled(),
         };
