@@ -79,7 +79,10 @@ impl BatchFailures {
             (0, _) => Ok(()),
             (1, Some(only)) => Err(only),
             (n, _) => {
-                let mut report = format!("{n} of {} {} failed: {}", self.tried, self.what, self.joined);
+                let mut report = format!(
+                    "{n} of {} {} failed: {}",
+                    self.tried, self.what, self.joined
+                );
                 if self.omitted > 0 {
                     report.push_str(&format!("; … and {} more", self.omitted));
                 }
@@ -128,7 +131,10 @@ mod tests {
         let outcomes = (0..100).map(|_| Err(long.clone())).collect();
         let report = report(outcomes).unwrap_err();
         assert!(report.len() <= MAX_REPORT_BYTES + 100, "{}", report.len());
-        assert!(report.starts_with("100 of 100 events failed: xxx"), "{report}");
+        assert!(
+            report.starts_with("100 of 100 events failed: xxx"),
+            "{report}"
+        );
         assert!(report.ends_with("; … and 96 more"), "{report}");
     }
 }

@@ -99,8 +99,8 @@ macro_rules! register_hook {
 pub mod __private {
     pub use crate::wit::{
         __export_leaderhook, __export_world_leadership_hook_cabi, __post_return_init,
-        __post_return_on_events, __post_return_on_tick, _export_init_cabi,
-        _export_on_events_cabi, _export_on_tick_cabi, Guest, LeadershipEvent,
+        __post_return_on_events, __post_return_on_tick, _export_init_cabi, _export_on_events_cabi,
+        _export_on_tick_cabi, Guest, LeadershipEvent,
     };
 
     use super::Hook;
@@ -243,10 +243,7 @@ mod tests {
             on_events(&SLOT, vec![wit_event(1)]),
             Err("on-events called before init".into())
         );
-        assert_eq!(
-            on_tick(&SLOT, 5),
-            Err("on-tick called before init".into())
-        );
+        assert_eq!(on_tick(&SLOT, 5), Err("on-tick called before init".into()));
         assert_eq!(init(&SLOT, "{\"fail_on\": 3}".into()), Ok(()));
         assert_eq!(on_events(&SLOT, vec![wit_event(1), wit_event(2)]), Ok(()));
         assert_eq!(

@@ -164,7 +164,6 @@ const fn wit_package_version(wit: &'static str) -> &'static str {
     panic!("the WIT declares no `package leaderhook:plugin@<version>;`")
 }
 
-
 #[cfg(target_arch = "wasm32")]
 const fn sdk_version_bytes<const N: usize>() -> [u8; N] {
     let bytes = SDK_VERSION.as_bytes();

@@ -178,7 +178,10 @@ impl fmt::Display for CapError {
             CapError::UnknownSink(sink) => write!(f, "unknown sink: {sink}"),
             CapError::Unavailable(why) => write!(f, "unavailable: {why}"),
             CapError::NotElected(elected) => {
-                write!(f, "not the leader Raft elected in that term (node {elected} is)")
+                write!(
+                    f,
+                    "not the leader Raft elected in that term (node {elected} is)"
+                )
             }
             CapError::OverQuota(Quota { limit, window }) => {
                 let window = match window {

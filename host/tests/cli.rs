@@ -1,8 +1,8 @@
 //! The `leaderhook` binary: the demo with and without the default plugin,
 //! `plugin check`, `cluster up`, help texts, a closed stdout, log files.
 
-use std::process::{Command, Output};
 use leaderhook_hooks::CONTRACT_VERSION;
+use std::process::{Command, Output};
 
 fn leaderhook(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leaderhook"))
@@ -80,7 +80,10 @@ fn plugin_check_prints_contract_and_imports() {
     );
     // The SDK's version section, read from the component's core module.
     assert!(
-        stdout.contains(&format!("sdk: leaderhook-sdk {}\n", env!("CARGO_PKG_VERSION"))),
+        stdout.contains(&format!(
+            "sdk: leaderhook-sdk {}\n",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("imports: assignments, log"), "{stdout}");

@@ -22,8 +22,8 @@
 //!   `became-leader`, the old one `stepped-down`, the others
 //!   `leader-observed`; a leaderless partition's replicas see `leader-lost`.
 
-use leaderhook_hooks::fence::{self, PartitionView};
 use leaderhook_hooks::contract::Level;
+use leaderhook_hooks::fence::{self, PartitionView};
 use leaderhook_hooks::{
     Capabilities, LeadershipEvent, LogTap, NodeId, NodeInfo, PartitionAssignment, PartitionId,
     Transition,

@@ -71,19 +71,26 @@ fn the_python_plugin_fails_a_wrong_expectation() {
         .unwrap();
     assert!(!report.passed());
     let rendered = report.render();
-    assert!(rendered.contains("expected 3 notifications on sink audit matching regex"), "{rendered}");
+    assert!(
+        rendered.contains("expected 3 notifications on sink audit matching regex"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn the_python_plugin_refuses_a_bad_config_and_reports_its_line() {
     let engine = engine();
     let validated = engine.load(&engine.source(&audit_py()).unwrap()).unwrap();
-    assert_eq!(validated.contract_version, leaderhook_hooks::CONTRACT_VERSION);
+    assert_eq!(
+        validated.contract_version,
+        leaderhook_hooks::CONTRACT_VERSION
+    );
     assert_eq!(validated.sdk_version, None, "not built with the Rust SDK");
     let file = root().join("plugins/audit-py/scenarios/audit-trail.toml");
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace(r#"config = { sink = "audit" }"#, r#"config = { sink = "audit", colour = "red" }"#);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        r#"config = { sink = "audit" }"#,
+        r#"config = { sink = "audit", colour = "red" }"#,
+    );
     let err = Scenario::from_toml(&text, &file)
         .unwrap()
         .run(engine, Some(&audit_py()))

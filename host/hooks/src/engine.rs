@@ -242,14 +242,16 @@ fn linker_for(engine: &Engine, line: Line) -> anyhow::Result<Linker<PluginState>
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     match line {
-        Line::V0_1 => since_v0_1_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )?,
-        Line::V0_2 => since_v0_2_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )?,
+        Line::V0_1 => {
+            since_v0_1_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| {
+                state
+            })?
+        }
+        Line::V0_2 => {
+            since_v0_2_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| {
+                state
+            })?
+        }
     }
     Ok(linker)
 }

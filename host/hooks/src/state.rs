@@ -9,8 +9,8 @@ use crate::contract::latest::leaderhook::plugin::{
     assignments, cluster, leadership, log, notify, types,
 };
 use crate::contract::{
-    CapError, LeaderCount, Level, NodeId, NodeInfo, PartitionAssignment, PartitionId, Quota, QuotaWindow,
-    WriteOutcome,
+    CapError, LeaderCount, Level, NodeId, NodeInfo, PartitionAssignment, PartitionId, Quota,
+    QuotaWindow, WriteOutcome,
 };
 use crate::fence;
 use crate::limits::{InstanceLimiter, OverQuota, Quotas, Quoted};

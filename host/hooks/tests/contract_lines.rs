@@ -74,7 +74,10 @@ fn a_refusal_the_0_1_line_has_no_case_for_reaches_it_as_unavailable() {
     let failures = chain.deliver(&[became_leader(&cluster, 0, 1, 3)]);
     assert_eq!(failures.len(), 1, "{failures:?}");
     let message = &failures[0].1.message;
-    assert!(message.starts_with("refused: CapError::Unavailable("), "{message}");
+    assert!(
+        message.starts_with("refused: CapError::Unavailable("),
+        "{message}"
+    );
     assert!(message.contains("(node 1 is)"), "{message}");
 }
 

@@ -546,7 +546,10 @@ fn a_tick_that_loops_forever_ends_at_its_time_limit_and_the_chain_goes_on() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 2)));
     let stats = chain.stats();
-    assert_eq!((stats[0].timeouts, stats[0].ticks, stats[0].instances), (1, 0, 2));
+    assert_eq!(
+        (stats[0].timeouts, stats[0].ticks, stats[0].instances),
+        (1, 0, 2)
+    );
 }
 
 #[test]

@@ -33,7 +33,9 @@
 //! while the preferred replica is alive, it asks again, whatever it asked
 //! before (at most `max_retries_per_tick` partitions per tick, in
 //! `(topic, partition)` order). Only the leader's node retries, so a tick
-//! asks at most once per partition cluster-wide.
+//! asks at most once per partition cluster-wide. A retry refused because
+//! the partition's leadership moved recently (`cooldown`) is left to a later
+//! tick, not reported as a failure.
 //!
 //! Grants: `leadership`. Config: `enabled` (bool, default `true`),
 //! `max_retries_per_tick` (default 64).
@@ -41,7 +43,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leaderhook_sdk::{
-    BatchFailures, Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log,
+    BatchFailures, CapError, Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log,
     register_hook,
 };
 use serde::Deserialize;
@@ -178,9 +180,18 @@ impl Hook for PreferredLeader {
         });
         for (a, preferred) in away.take(self.max_retries_per_tick) {
             let partition = &a.partition;
-            let outcome = leadership::transfer(partition, preferred).map_err(|e| {
-                format!("{partition}: retrying the transfer to preferred {preferred}: {e}")
-            });
+            let outcome = match leadership::transfer(partition, preferred) {
+                // Leadership moved recently: a later tick asks again.
+                Err(CapError::Cooldown(ms)) => {
+                    log::debug(format!(
+                        "{partition}: failback to {preferred} in cooldown for {ms} ms"
+                    ));
+                    continue;
+                }
+                outcome => outcome.map_err(|e| {
+                    format!("{partition}: retrying the transfer to preferred {preferred}: {e}")
+                }),
+            };
             if outcome.is_ok() {
                 log::info(format!(
                     "{partition}: still led by {local} at epoch {}; transfer to preferred \

@@ -240,7 +240,9 @@ impl CapError {
             CapError::UnknownSink(sink) => format!("unknown sink `{sink}`"),
             CapError::Unavailable(why) => format!("unavailable: {why}"),
             CapError::NotElected(elected) => {
-                format!("the node named is not the leader Raft elected in that term (node {elected} is)")
+                format!(
+                    "the node named is not the leader Raft elected in that term (node {elected} is)"
+                )
             }
             CapError::OverQuota(quota) => format!("over quota: {quota}"),
             CapError::Cooldown(ms) => {

@@ -27,7 +27,12 @@ pub fn plugins() -> &'static Plugins {
         let root = guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref());
         let paths = guest_build::build_guests(
             &root,
-            &["assign-leader", "adversary", "wrong-version", "contract-v0-1"],
+            &[
+                "assign-leader",
+                "adversary",
+                "wrong-version",
+                "contract-v0-1",
+            ],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let s = |p: &PathBuf| p.to_string_lossy().into_owned();

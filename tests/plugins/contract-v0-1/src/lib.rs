@@ -39,9 +39,10 @@ thread_local! {
 /// the old line as small as it gets).
 fn parse(config: &str) -> Config {
     let compact: String = config.chars().filter(|c| !c.is_whitespace()).collect();
-    let sink = compact.split("\"sink\":\"").nth(1).and_then(|rest| {
-        rest.split('"').next().map(str::to_owned)
-    });
+    let sink = compact
+        .split("\"sink\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next().map(str::to_owned));
     Config {
         wrong_leader: compact.contains("\"wrong_leader\":true"),
         sink,
@@ -75,7 +76,10 @@ fn handle(config: &Config, event: &LeadershipEvent) -> Result<(), String> {
             .unwrap_or_default();
         let nodes = cluster::nodes().len();
         let counted: u32 = cluster::leader_counts().iter().map(|c| c.leaders).sum();
-        let payload = format!("v0.1:{name}:{}:{view}:nodes={nodes}:led={counted}", event.term);
+        let payload = format!(
+            "v0.1:{name}:{}:{view}:nodes={nodes}:led={counted}",
+            event.term
+        );
         notify::emit(sink, &payload).map_err(|e| format!("emit: {e:?}"))?;
     }
     if event.transition != Transition::BecameLeader {
