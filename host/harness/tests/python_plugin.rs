@@ -9,19 +9,47 @@
 mod support;
 
 use leaderhook_harness::Scenario;
-use leaderhook_hooks::guest_build;
+use leaderhook_hooks::{ArtifactKey, HookEngine, guest_build};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use support::*;
+use support::{plugin, root};
 
+/// The Python plugin's .wasm, built once, and compiled once before any test
+/// uses it: an 18 MB component takes a while to compile in a debug build,
+/// so the engine keeps precompiled artifacts in the target directory, as a
+/// node keeps them in its data directory, and later runs only verify them.
 fn audit_py() -> String {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            guest_build::build_python_guest(&root(), "audit-py").unwrap_or_else(|e| panic!("{e}"))
+            let path = guest_build::build_python_guest(&root(), "audit-py")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let engine = engine();
+            let source = engine.source(&path.to_string_lossy()).unwrap();
+            engine.load(&source).unwrap_or_else(|e| panic!("{e}"));
+            path
         })
         .to_string_lossy()
         .into_owned()
+}
+
+/// An engine with `builtin:assign-leader` and a precompiled-artifact cache
+/// under `target/`, under a fixed test key.
+fn engine() -> HookEngine {
+    static ENGINE: OnceLock<HookEngine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let bytes = std::fs::read(plugin("assign-leader")).expect("assign-leader.wasm");
+            let cache = guest_build::guest_target_dir(&root()).join("python/artifacts");
+            std::fs::create_dir_all(&cache).unwrap();
+            HookEngine::builder()
+                .builtin("assign-leader", Box::leak(bytes.into_boxed_slice()))
+                .cache_dir(Some(cache))
+                .artifact_key(ArtifactKey::from_bytes([0x5a; 32]))
+                .build()
+                .expect("engine")
+        })
+        .clone()
 }
 
 fn scenarios(plugin: &str) -> Vec<PathBuf> {
