@@ -157,11 +157,7 @@ fn advance_drives_ticks_and_records_log_lines_per_node() {
     ticker.tick_ms = Some(1000);
     let mut h = Harness::new(engine(), [1, 2], vec![ticker]).unwrap();
     h.advance(2500).unwrap();
-    let lines: Vec<(u64, String)> = h
-        .logs()
-        .into_iter()
-        .map(|l| (l.node, l.message))
-        .collect();
+    let lines: Vec<(u64, String)> = h.logs().into_iter().map(|l| (l.node, l.message)).collect();
     assert_eq!(
         lines,
         [

@@ -10,7 +10,7 @@ mod support;
 
 use leaderhook_harness::Scenario;
 use leaderhook_hooks::{ArtifactKey, HookEngine, guest_build};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use support::{plugin, root};
 
@@ -63,7 +63,7 @@ fn scenarios(plugin: &str) -> Vec<PathBuf> {
     files
 }
 
-fn run(file: &PathBuf) -> leaderhook_harness::Report {
+fn run(file: &Path) -> leaderhook_harness::Report {
     let scenario = Scenario::from_file(file).unwrap();
     scenario.run(engine(), Some(&audit_py())).unwrap()
 }
