@@ -79,11 +79,17 @@ fn plugin_check_prints_contract_and_imports() {
         "{stdout}"
     );
     // The SDK's version section, read from the component's core module.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/Cargo.toml"),
+    )
+    .unwrap();
+    let sdk_version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("guest-sdk/Cargo.toml sets its version");
     assert!(
-        stdout.contains(&format!(
-            "sdk: leaderhook-sdk {}\n",
-            env!("CARGO_PKG_VERSION")
-        )),
+        stdout.contains(&format!("sdk: leaderhook-sdk {sdk_version}\n")),
         "{stdout}"
     );
     assert!(stdout.contains("imports: assignments, log"), "{stdout}");
