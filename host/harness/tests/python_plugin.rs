@@ -122,8 +122,7 @@ fn the_python_plugin_refuses_a_bad_config_and_reports_its_line() {
     let err = Scenario::from_toml(&text, &file)
         .unwrap()
         .run(engine, Some(&audit_py()))
-        .err()
-        .expect("init refused");
+        .expect_err("init refused");
     let message = format!("{err:#}");
     assert!(message.contains("unknown keys ['colour']"), "{message}");
 }
