@@ -106,7 +106,7 @@ fn writes_and_transfers_land_after_their_latency() {
     use leaderhook_harness::sim::Timing;
     let mut preferred = PluginConfig::new(
         "preferred-leader",
-        &plugin("preferred-leader"),
+        plugin("preferred-leader"),
         &[Grant::Leadership],
     );
     preferred.tick_ms = None;
@@ -152,7 +152,7 @@ fn writes_and_transfers_land_after_their_latency() {
 
 #[test]
 fn advance_drives_ticks_and_records_log_lines_per_node() {
-    let mut ticker = PluginConfig::new("ticker", &adversary(), &[]);
+    let mut ticker = PluginConfig::new("ticker", adversary(), &[]);
     ticker.config.insert("mode".into(), "tick-count".into());
     ticker.tick_ms = Some(1000);
     let mut h = Harness::new(engine(), [1, 2], vec![ticker]).unwrap();
@@ -191,7 +191,7 @@ fn advance_drives_ticks_and_records_log_lines_per_node() {
 
 #[test]
 fn an_advance_that_would_tick_without_bound_is_refused() {
-    let mut ticker = PluginConfig::new("ticker", &adversary(), &[]);
+    let mut ticker = PluginConfig::new("ticker", adversary(), &[]);
     ticker.config.insert("mode".into(), "tick-count".into());
     ticker.tick_ms = Some(10);
     let mut h = Harness::new(engine(), [1, 2, 3], vec![ticker]).unwrap();
