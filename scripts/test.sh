@@ -10,6 +10,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi
+# The Python example plugin (plugins/audit-py) is built by its tests with
+# componentize-py (host/harness/tests/python_plugin.rs): one wheel from
+# PyPI, pinned (guest_build::COMPONENTIZE_PY_VERSION).
+python3 -m pip install --quiet componentize-py==0.25.1
 cargo test --workspace
 
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,

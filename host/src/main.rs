@@ -495,12 +495,16 @@ fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         } => {
             let validated = engine.load(&engine.source(&plugin)?)?;
             writeln!(out, "{plugin}: ok")?;
+            let lines = leaderhook_hooks::LINES.join(", ");
             writeln!(
                 out,
-                "contract: leaderhook:plugin@{} (host implements {})",
+                "contract: leaderhook:plugin@{} (host implements lines {lines})",
                 validated.contract_version,
-                leaderhook_hooks::CONTRACT_VERSION
             )?;
+            match &validated.sdk_version {
+                Some(version) => writeln!(out, "sdk: leaderhook-sdk {version}")?,
+                None => writeln!(out, "sdk: none recorded (built without the Rust SDK)")?,
+            }
             writeln!(out, "imports: {}", validated.capabilities.join(", "))?;
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! The `leaderhook` binary: the demo with and without the default plugin,
 //! `plugin check`, `cluster up`, help texts, a closed stdout, log files.
 
+use leaderhook_hooks::{CONTRACT_VERSION, guest_build};
 use std::process::{Command, Output};
 
 fn leaderhook(args: &[&str]) -> Output {
@@ -72,7 +73,23 @@ fn plugin_check_prints_contract_and_imports() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        stdout.contains("contract: leaderhook:plugin@0.1.0"),
+        stdout.contains(&format!(
+            "contract: leaderhook:plugin@{CONTRACT_VERSION} (host implements lines 0.1.0, 0.2.0)"
+        )),
+        "{stdout}"
+    );
+    // The SDK's version section, read from the component's core module.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/Cargo.toml"),
+    )
+    .unwrap();
+    let sdk_version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("guest-sdk/Cargo.toml sets its version");
+    assert!(
+        stdout.contains(&format!("sdk: leaderhook-sdk {sdk_version}\n")),
         "{stdout}"
     );
     assert!(stdout.contains("imports: assignments, log"), "{stdout}");
@@ -90,6 +107,33 @@ fn plugin_check_refuses_a_bad_file() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn plugin_test_warns_once_per_ungranted_import() {
+    let root = guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref());
+    let wasm = guest_build::build_guests(&root, &["preferred-leader"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .remove(0);
+    // preferred-leader imports `leadership`; this scenario grants nothing,
+    // on three simulated nodes, each loading the plugin: one warning, not
+    // one per node.
+    let scenario = root.join("plugins/preferred-leader/scenarios/granted-nothing.toml");
+    let out = leaderhook(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--scenario",
+        scenario.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("imports a capability it is not granted"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("leadership"), "{stderr}");
 }
 
 /// The default plugin's own scenario, through `leaderhook plugin test`.

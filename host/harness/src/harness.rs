@@ -1,10 +1,15 @@
 //! The harness: a [`Sim`] cluster with every alive node running the plugin
 //! chain under test through the real hook runtime. Each action settles:
 //! events are delivered to each node's plugins (in node order, in batches),
-//! the transfers they request are applied by the simulated Raft, and the
-//! resulting events delivered, until nothing moves.
+//! the writes and transfers they request that are due are applied by the
+//! simulated cluster, and the resulting events delivered, until nothing
+//! moves. [`Harness::advance`] moves the simulated clock: writes and
+//! transfers land when their latency has passed ([`Timing`]), and plugins
+//! with `tick_ms` get `on-tick` on the simulated clock.
 
-use crate::sim::{NodeView, Notification, Sim, SimPartition, TransferRequest};
+use crate::sim::{
+    LogLine, NodeLogTap, NodeView, Notification, Sim, SimPartition, Timing, TransferRequest,
+};
 use leaderhook_hooks::plugin::FailureKind;
 use leaderhook_hooks::{
     Capabilities, HookEngine, LoadError, NodeId, NodeInfo, PartitionId, PluginChain, PluginConfig,
@@ -15,6 +20,9 @@ use std::sync::Arc;
 
 /// Settling rounds before the harness declares the plugins flapping.
 pub const MAX_ROUNDS: usize = 1000;
+/// Most `on-tick` calls one [`Harness::advance`] may make (over all nodes
+/// and plugins): a longer advance is refused rather than run for hours.
+pub const MAX_TICKS_PER_ADVANCE: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -57,6 +65,8 @@ pub struct Harness {
     max_batch: usize,
     sim: Arc<Sim>,
     chains: BTreeMap<NodeId, PluginChain>,
+    /// When each alive node's ticking plugins are next due, by name.
+    ticks: BTreeMap<(NodeId, String), u64>,
     failures: Vec<PluginFailure>,
     /// Every event delivered, in delivery order (for determinism checks).
     delivered: u64,
@@ -95,6 +105,7 @@ impl Harness {
             max_batch: 1024,
             sim,
             chains: BTreeMap::new(),
+            ticks: BTreeMap::new(),
             failures: Vec::new(),
             delivered: 0,
         };
@@ -110,9 +121,27 @@ impl Harness {
             node,
             sim: self.sim.clone(),
         });
-        let chain = PluginChain::load(&self.engine, &caps, &self.plugins)?;
+        let tap = Arc::new(NodeLogTap {
+            node,
+            sim: self.sim.clone(),
+        });
+        let engine = self.engine.with_log_tap(tap);
+        let chain = PluginChain::load(&engine, &caps, &self.plugins)?;
         self.chains.insert(node, chain);
+        let now = self.now_ms();
+        for plugin in &self.plugins {
+            if let Some(tick_ms) = plugin.tick_ms {
+                let due = now.saturating_add(tick_ms);
+                self.ticks.insert((node, plugin.name.clone()), due);
+            }
+        }
         Ok(())
+    }
+
+    /// How long writes and transfers take, and how long a revived node
+    /// catches up (default: all at once).
+    pub fn set_timing(&mut self, timing: Timing) {
+        self.sim.lock().timing = timing;
     }
 
     pub fn add_sink(&mut self, sink: &str) {
@@ -169,6 +198,7 @@ impl Harness {
     pub fn kill(&mut self, node: NodeId) -> Result<(), HarnessError> {
         self.known_node(node)?;
         self.chains.remove(&node);
+        self.ticks.retain(|(n, _), _| *n != node);
         self.sim.lock().kill(node);
         self.settle()
     }
@@ -206,10 +236,74 @@ impl Harness {
         self.settle()
     }
 
-    /// Moves the simulated clock forward.
-    pub fn advance(&mut self, ms: u64) {
-        let mut state = self.sim.lock();
-        state.now_ms = state.now_ms.saturating_add(ms);
+    /// Moves the simulated clock forward by `ms`, stopping at every moment
+    /// something is due on the way: a write or a transfer whose latency has
+    /// passed lands, and every plugin whose tick is due gets `on-tick` (in
+    /// node order, then config order), each followed by settling.
+    pub fn advance(&mut self, ms: u64) -> Result<(), HarnessError> {
+        let target = self.now_ms().saturating_add(ms);
+        let ticks: u64 = self
+            .ticks
+            .keys()
+            .map(|(_, plugin)| ms / self.tick_interval(plugin).max(1))
+            .fold(0, u64::saturating_add);
+        if ticks > MAX_TICKS_PER_ADVANCE {
+            return Err(HarnessError::Invalid(format!(
+                "advance {ms} ms would make {ticks} on-tick calls (at most \
+                 {MAX_TICKS_PER_ADVANCE}): advance in smaller steps or raise tick_ms"
+            )));
+        }
+        loop {
+            let next_tick = self.ticks.values().copied().min();
+            let next_due = self.sim.lock().next_due();
+            let next = match (next_tick, next_due) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(u64::MAX),
+            };
+            if next > target {
+                break;
+            }
+            self.sim.lock().now_ms = next;
+            self.fire_ticks(next);
+            self.settle()?;
+        }
+        self.sim.lock().now_ms = target;
+        self.settle()
+    }
+
+    /// The plugin's `tick_ms` (only ticking plugins are scheduled).
+    fn tick_interval(&self, plugin: &str) -> u64 {
+        self.plugins
+            .iter()
+            .find(|p| p.name == plugin)
+            .and_then(|p| p.tick_ms)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Calls `on-tick` on every plugin due at `now`, and schedules its next.
+    fn fire_ticks(&mut self, now: u64) {
+        let due: Vec<(NodeId, String)> = self
+            .ticks
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (node, plugin) in due {
+            let interval = self.tick_interval(&plugin);
+            self.ticks
+                .insert((node, plugin.clone()), now.saturating_add(interval));
+            let Some(chain) = self.chains.get_mut(&node) else {
+                continue;
+            };
+            if let Some(Err(failure)) = chain.tick(&plugin, now) {
+                self.failures.push(PluginFailure {
+                    node,
+                    plugin,
+                    kind: failure.kind,
+                    message: failure.message,
+                });
+            }
+        }
     }
 
     fn known_node(&self, node: NodeId) -> Result<(), HarnessError> {
@@ -244,7 +338,7 @@ impl Harness {
                 }
             }
             let mut state = self.sim.lock();
-            state.apply_transfers();
+            state.apply_due();
             if state.outbox.is_empty() {
                 return Ok(());
             }
@@ -285,6 +379,16 @@ impl Harness {
     /// Every transfer plugins requested, in order.
     pub fn transfers(&self) -> Vec<TransferRequest> {
         self.sim.lock().transfers.clone()
+    }
+
+    /// Every transfer Raft dropped because its target was still catching up.
+    pub fn dropped_transfers(&self) -> Vec<TransferRequest> {
+        self.sim.lock().dropped_transfers.clone()
+    }
+
+    /// Every line plugins logged (through `log`), in order, with the node.
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.sim.lock().logs.iter().cloned().collect()
     }
 
     /// Every notification plugins emitted, in order.

@@ -60,7 +60,7 @@ pub fn random_timeline(
             }
             2 => {
                 let ms = 1 + rng.below(20_000);
-                harness.advance(ms);
+                harness.advance(ms)?;
                 log.push(format!("advance {ms}"));
             }
             _ => {

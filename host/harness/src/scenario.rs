@@ -9,6 +9,9 @@
 //! [cluster]
 //! nodes = [1, 2, 3]                 # or [{ id = 1, rack = "a" }, ...]
 //! sinks = ["audit"]
+//! write_latency_ms = 0              # set-leader lands this long after the call
+//! transfer_latency_ms = 0           # Raft acts on a transfer this long after it
+//! catch_up_ms = 0                   # a revived node is behind this long: transfers to it are dropped
 //! [[cluster.topics]]
 //! name = "orders"
 //! partitions = 3
@@ -22,6 +25,7 @@
 //! [plugin]                          # the plugin under test; its file comes from the command line
 //! grants = ["leadership"]
 //! config = { }
+//! tick_ms = 1000                    # on-tick every second of simulated time (advance drives it)
 //!
 //! [[step]]
 //! do = "kill"                       # kill | revive | elect | create-topic | delete-topic | advance | expect
@@ -33,12 +37,19 @@
 //! follows_raft = true
 //! leader_counts = { "1" = 0, "2" = 2, "3" = 1 }
 //! transfers = ["orders-0 -> 1"]     # every transfer requested so far, in order
+//! transfers_by = { "2" = ["orders-0 -> 1"] }   # the same, per requesting node
 //! notifications = { audit = 4 }     # count per sink so far
-//! notification_contains = [{ sink = "audit", text = "became-leader" }]
+//! notification_contains = [{ sink = "audit", text = "became-leader" }]  # or regex; node, count
+//! logs = [{ node = 2, text = "requested" }, { regex = "orders-\\d", count = 3 }]  # plugin lines
 //! failures = 0                      # failed plugin calls so far
 //! ```
+//!
+//! A text expectation (`logs`, `notification_contains`) gives `text` (a
+//! substring) or `regex`, optionally a `node` (and for logs a `plugin`);
+//! without `count` at least one line must match, with it exactly `count`.
 
 use crate::harness::{Harness, HarnessError, NodeSpec};
+use crate::sim::Timing;
 use leaderhook_hooks::{Grant, HookEngine, Limits, NodeId, OnError, PartitionId, PluginConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -71,6 +82,15 @@ pub struct ClusterSpec {
     pub sinks: Vec<String>,
     #[serde(default)]
     pub topics: Vec<TopicSpec>,
+    /// From a `set-leader` call to the stored assignment changing.
+    #[serde(default)]
+    pub write_latency_ms: u64,
+    /// From a `transfer` call to Raft acting on it.
+    #[serde(default)]
+    pub transfer_latency_ms: u64,
+    /// How long a revived node is behind (transfers to it are dropped).
+    #[serde(default)]
+    pub catch_up_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +137,8 @@ pub struct PluginUnderTest {
     pub limits: Limits,
     #[serde(default)]
     pub on_error: OnError,
+    /// `on-tick` every this many ms of simulated time.
+    pub tick_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,8 +161,10 @@ pub struct Expect {
     pub follows_raft: Option<bool>,
     pub leader_counts: Option<BTreeMap<String, u32>>,
     pub transfers: Option<Vec<String>>,
+    pub transfers_by: Option<BTreeMap<String, Vec<String>>>,
     pub notifications: Option<BTreeMap<String, usize>>,
     pub notification_contains: Option<Vec<NotificationExpect>>,
+    pub logs: Option<Vec<LogExpect>>,
     pub failures: Option<usize>,
     pub failure_contains: Option<String>,
 }
@@ -167,8 +191,119 @@ impl LeaderExpect {
 #[serde(deny_unknown_fields)]
 pub struct NotificationExpect {
     pub sink: String,
-    pub text: String,
+    pub text: Option<String>,
+    pub regex: Option<String>,
+    pub node: Option<NodeId>,
+    pub count: Option<usize>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogExpect {
+    /// Only lines of the plugin of this name.
+    pub plugin: Option<String>,
+    pub text: Option<String>,
+    pub regex: Option<String>,
+    pub node: Option<NodeId>,
+    pub count: Option<usize>,
+}
+
+/// Lines (log lines, notification payloads) an expectation looks for: the
+/// fields `logs` and `notification_contains` entries share.
+#[derive(Debug, Clone)]
+pub struct TextExpect {
+    /// A substring of the line.
+    pub text: Option<String>,
+    /// A regular expression (the `regex` crate's syntax) the line matches.
+    pub regex: Option<String>,
+    /// Only lines from this node.
+    pub node: Option<NodeId>,
+    /// Exactly this many lines match; without it, at least one.
+    pub count: Option<usize>,
+}
+
+/// A compiled [`TextExpect`] pattern.
+enum Pattern {
+    Text(String),
+    Regex(regex::Regex),
+}
+
+impl Pattern {
+    fn matches(&self, line: &str) -> bool {
+        match self {
+            Pattern::Text(text) => line.contains(text.as_str()),
+            Pattern::Regex(regex) => regex.is_match(line),
+        }
+    }
+}
+
+impl TextExpect {
+    fn pattern(&self) -> Result<Pattern, String> {
+        match (&self.text, &self.regex) {
+            (Some(text), None) => Ok(Pattern::Text(text.clone())),
+            (None, Some(regex)) => regex::Regex::new(regex)
+                .map(Pattern::Regex)
+                .map_err(|e| format!("invalid regex {regex:?}: {e}")),
+            _ => Err("give exactly one of `text` and `regex`".into()),
+        }
+    }
+
+    /// What it looks for, for messages: `text "x" on node 2`.
+    fn describe(&self) -> String {
+        let what = match (&self.text, &self.regex) {
+            (Some(text), _) => format!("text {text:?}"),
+            (None, Some(regex)) => format!("regex {regex:?}"),
+            (None, None) => "nothing".into(),
+        };
+        match self.node {
+            Some(node) => format!("{what} on node {node}"),
+            None => what,
+        }
+    }
+
+    /// The check over `lines` (node, text): empty when it holds.
+    fn check<'a>(
+        &self,
+        noun: &str,
+        lines: impl Iterator<Item = (NodeId, &'a str)> + Clone,
+    ) -> Vec<String> {
+        let pattern = match self.pattern() {
+            Ok(p) => p,
+            Err(e) => return vec![e],
+        };
+        let candidates = lines.filter(|(node, _)| self.node.is_none_or(|n| n == *node));
+        let matched = candidates
+            .clone()
+            .filter(|(_, line)| pattern.matches(line))
+            .count();
+        let ok = match self.count {
+            Some(want) => matched == want,
+            None => matched > 0,
+        };
+        if ok {
+            return Vec::new();
+        }
+        let mut diff = vec![match self.count {
+            Some(want) => format!(
+                "expected {want} {noun} matching {}, got {matched}",
+                self.describe()
+            ),
+            None => format!("no {noun} matches {}", self.describe()),
+        }];
+        let shown: Vec<String> = candidates
+            .take(MAX_SHOWN)
+            .map(|(node, line)| format!("  node {node}: {line}"))
+            .collect();
+        if !shown.is_empty() {
+            diff.push(format!("{noun} seen (first {MAX_SHOWN}):"));
+            diff.extend(shown);
+        }
+        diff
+    }
+}
+
+/// Most lines a failed text expectation lists in its diff.
+const MAX_SHOWN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -298,6 +433,7 @@ impl Scenario {
             limits: self.plugin.limits,
             on_error: self.plugin.on_error,
             mode: leaderhook_hooks::Mode::Active,
+            tick_ms: self.plugin.tick_ms,
         });
         Ok(chain)
     }
@@ -321,6 +457,11 @@ impl Scenario {
         for sink in &self.cluster.sinks {
             harness.add_sink(sink);
         }
+        harness.set_timing(Timing {
+            write_latency_ms: self.cluster.write_latency_ms,
+            transfer_latency_ms: self.cluster.transfer_latency_ms,
+            catch_up_ms: self.cluster.catch_up_ms,
+        });
         let mut report = Report {
             scenario: self.name.clone(),
             plugin,
@@ -386,10 +527,7 @@ fn apply(harness: &mut Harness, step: &Step) -> Result<(), HarnessError> {
         }
         Step::CreateTopic(topic) => create_topic(harness, topic),
         Step::DeleteTopic { name } => harness.delete_topic(name),
-        Step::Advance { ms } => {
-            harness.advance(*ms);
-            Ok(())
-        }
+        Step::Advance { ms } => harness.advance(*ms),
         Step::Expect(_) => Ok(()),
     }
 }
@@ -518,6 +656,57 @@ fn check(harness: &Harness, expect: &Expect) -> Vec<Check> {
             diff: list_diff(expected, &actual),
         });
     }
+    if let Some(expected) = &expect.transfers_by {
+        let transfers = harness.transfers();
+        let mut diff = Vec::new();
+        for (node, want) in expected {
+            let Ok(node) = node.parse::<NodeId>() else {
+                diff.push(format!("{node:?} is not a node id"));
+                continue;
+            };
+            let actual: Vec<String> = transfers
+                .iter()
+                .filter(|t| t.by == node)
+                .map(|t| format!("{} -> {}", t.partition, t.to))
+                .collect();
+            diff.extend(
+                list_diff(want, &actual)
+                    .into_iter()
+                    .map(|line| format!("by node {node}: {line}")),
+            );
+        }
+        checks.push(Check {
+            what: "transfers requested, by node".into(),
+            diff,
+        });
+    }
+    if let Some(expected) = &expect.logs {
+        let logs = harness.logs();
+        let diff = expected
+            .iter()
+            .flat_map(|e| {
+                let lines = logs
+                    .iter()
+                    .filter(|l| e.plugin.as_ref().is_none_or(|p| *p == l.plugin))
+                    .map(|l| (l.node, l.message.as_str()));
+                let matching = TextExpect {
+                    text: e.text.clone(),
+                    regex: e.regex.clone(),
+                    node: e.node,
+                    count: e.count,
+                };
+                let noun = match &e.plugin {
+                    Some(plugin) => format!("log lines of plugin {plugin}"),
+                    None => "log lines".to_owned(),
+                };
+                matching.check(&noun, lines)
+            })
+            .collect();
+        checks.push(Check {
+            what: "plugin log lines".into(),
+            diff,
+        });
+    }
     let notifications = harness.notifications();
     if let Some(expected) = &expect.notifications {
         let mut diff = Vec::new();
@@ -537,12 +726,20 @@ fn check(harness: &Harness, expect: &Expect) -> Vec<Check> {
     if let Some(expected) = &expect.notification_contains {
         let diff = expected
             .iter()
-            .filter(|e| {
-                !notifications
+            .flat_map(|e| {
+                let lines = notifications
                     .iter()
-                    .any(|n| n.sink == e.sink && n.payload.contains(&e.text))
+                    .filter(|n| n.sink == e.sink)
+                    .map(|n| (n.by, n.payload.as_str()));
+                let noun = format!("notifications on sink {}", e.sink);
+                let matching = TextExpect {
+                    text: e.text.clone(),
+                    regex: e.regex.clone(),
+                    node: e.node,
+                    count: e.count,
+                };
+                matching.check(&noun, lines)
             })
-            .map(|e| format!("no notification on sink {} contains {:?}", e.sink, e.text))
             .collect();
         checks.push(Check {
             what: "notification contents".into(),

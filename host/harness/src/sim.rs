@@ -2,19 +2,30 @@
 //! stand-in for Raft that elects deterministically. No sockets, no clocks:
 //! time is `now_ms`, moved by the script.
 //!
+//! Like a cluster, and unlike an instant simulation, writes and transfers
+//! may take time ([`Timing`]): a `set-leader` is validated when the plugin
+//! calls it but lands `write_latency_ms` later (fenced again then, as the
+//! broker's metadata group does), and a transfer is acted on
+//! `transfer_latency_ms` after it was asked for. Until then the stored
+//! assignments, and the leader counts read from them, lag Raft. A revived
+//! node catches up for `catch_up_ms`, and Raft drops a transfer to it
+//! meanwhile (raft-rs aborts a transfer to a replica that is behind): a
+//! move that does not happen, with no event to say so.
+//!
 //! Raft rules of the simulation:
 //! - a partition has a leader only while a majority of its replicas is alive;
 //! - when its leader dies, the first alive replica in replica order wins the
 //!   next term (preferred replica first);
-//! - a transfer to an alive replica that is not leading elects it at the
-//!   next term; other transfers are ignored (as Raft would);
+//! - a transfer to an alive, caught-up replica that is not leading elects it
+//!   at the next term; other transfers are ignored (as Raft would);
 //! - every alive replica observes every change: the new leader sees
 //!   `became-leader`, the old one `stepped-down`, the others
 //!   `leader-observed`; a leaderless partition's replicas see `leader-lost`.
 
+use leaderhook_hooks::contract::Level;
 use leaderhook_hooks::fence::{self, PartitionView};
 use leaderhook_hooks::{
-    Capabilities, CapabilityError, LeadershipEvent, NodeId, NodeInfo, PartitionAssignment,
+    Capabilities, CapabilityError, LeadershipEvent, LogTap, NodeId, NodeInfo, PartitionAssignment,
     PartitionId, Transition,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +71,40 @@ pub struct Notification {
     pub by: NodeId,
 }
 
+/// A line a plugin logged on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub node: NodeId,
+    pub plugin: String,
+    pub level: Level,
+    pub message: String,
+    pub at_ms: u64,
+}
+
+/// How long effects take in the simulated cluster (all zero: at once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From a `set-leader` call to the stored assignment changing.
+    pub write_latency_ms: u64,
+    /// From a `transfer` call to Raft acting on it.
+    pub transfer_latency_ms: u64,
+    /// How long a revived node is behind: transfers to it are dropped.
+    pub catch_up_ms: u64,
+}
+
+/// A `set-leader` accepted but not applied yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingWrite {
+    partition: PartitionId,
+    leader: NodeId,
+    epoch: u64,
+    due_ms: u64,
+}
+
+/// Most log lines the simulation keeps (the oldest go first); each line is
+/// already bounded by the runtime (4 KiB).
+pub const MAX_LOG_LINES: usize = 100_000;
+
 #[derive(Debug, Default)]
 pub(crate) struct SimState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
@@ -72,6 +117,13 @@ pub(crate) struct SimState {
     pub notifications: Vec<Notification>,
     /// Events waiting for delivery, per observing node.
     pub outbox: BTreeMap<NodeId, Vec<LeadershipEvent>>,
+    pub timing: Timing,
+    pending_writes: Vec<PendingWrite>,
+    /// Until when a revived node is behind.
+    catching_up: BTreeMap<NodeId, u64>,
+    /// Transfers Raft dropped because their target was behind.
+    pub dropped_transfers: Vec<TransferRequest>,
+    pub logs: std::collections::VecDeque<LogLine>,
 }
 
 /// Shared by every simulated node's [`NodeView`].
@@ -185,6 +237,10 @@ impl SimState {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.alive = true;
         }
+        if self.timing.catch_up_ms > 0 {
+            let until = self.now_ms.saturating_add(self.timing.catch_up_ms);
+            self.catching_up.insert(node, until);
+        }
         let hosted: Vec<PartitionId> = self
             .partitions
             .iter()
@@ -258,10 +314,25 @@ impl SimState {
             .collect())
     }
 
-    /// Acts on the transfers plugins requested. Returns how many moved a leader.
-    pub fn apply_transfers(&mut self) -> usize {
+    /// Applies the writes and acts on the transfers that are due by now, in
+    /// the order they were made. Returns how many transfers moved a leader.
+    pub fn apply_due(&mut self) -> usize {
+        let now = self.now_ms;
+        let (due, later) = std::mem::take(&mut self.pending_writes)
+            .into_iter()
+            .partition::<Vec<_>, _>(|w| w.due_ms <= now);
+        self.pending_writes = later;
+        for write in due {
+            self.write(&write.partition, write.leader, write.epoch);
+        }
+        let (due, later) = std::mem::take(&mut self.pending_transfers)
+            .into_iter()
+            .partition::<Vec<_>, _>(|t| {
+                t.at_ms.saturating_add(self.timing.transfer_latency_ms) <= now
+            });
+        self.pending_transfers = later;
         let mut moved = 0;
-        for request in std::mem::take(&mut self.pending_transfers) {
+        for request in due {
             let Some(p) = self.partitions.get(&request.partition) else {
                 continue;
             };
@@ -269,12 +340,47 @@ impl SimState {
                 && self.alive(request.to)
                 && p.raft_leader.is_some()
                 && p.raft_leader != Some(request.to);
-            if valid {
-                self.elect(&request.partition, request.to);
-                moved += 1;
+            if !valid {
+                continue;
             }
+            if self.catching_up.get(&request.to).is_some_and(|&t| now < t) {
+                self.dropped_transfers.push(request);
+                continue;
+            }
+            self.elect(&request.partition, request.to);
+            moved += 1;
         }
         moved
+    }
+
+    /// When the next pending write or transfer is due, if any is pending.
+    pub fn next_due(&self) -> Option<u64> {
+        let writes = self.pending_writes.iter().map(|w| w.due_ms);
+        let transfers = self
+            .pending_transfers
+            .iter()
+            .map(|t| t.at_ms.saturating_add(self.timing.transfer_latency_ms));
+        writes.chain(transfers).min()
+    }
+
+    /// Stores a write if the fence still lets it through (checked again when
+    /// it lands, as the broker's metadata group does).
+    fn write(&mut self, partition: &PartitionId, leader: NodeId, epoch: u64) {
+        let Some(p) = self.partitions.get_mut(partition) else {
+            return;
+        };
+        // Fenced again at apply time, as the broker's metadata group does.
+        if fence::check_set_leader(&p.view(), leader, epoch).is_ok() {
+            p.leader = Some(leader);
+            p.epoch = epoch;
+        }
+    }
+
+    pub(crate) fn record_log(&mut self, line: LogLine) {
+        if self.logs.len() >= MAX_LOG_LINES {
+            self.logs.pop_front();
+        }
+        self.logs.push_back(line);
     }
 
     pub fn leader_counts(&self) -> BTreeMap<NodeId, u32> {
@@ -327,14 +433,20 @@ impl Capabilities for NodeView {
         epoch: u64,
     ) -> Result<(), CapabilityError> {
         let mut state = self.sim.lock();
-        let p = state
-            .partitions
-            .get_mut(partition)
-            .ok_or(CapabilityError::UnknownPartition)?;
-        // Fenced again at apply time, as the broker's metadata group does.
-        if fence::check_set_leader(&p.view(), leader, epoch).is_ok() {
-            p.leader = Some(leader);
-            p.epoch = epoch;
+        if !state.partitions.contains_key(partition) {
+            return Err(CapabilityError::UnknownPartition);
+        }
+        let latency = state.timing.write_latency_ms;
+        if latency == 0 {
+            state.write(partition, leader, epoch);
+        } else {
+            let due_ms = state.now_ms.saturating_add(latency);
+            state.pending_writes.push(PendingWrite {
+                partition: partition.clone(),
+                leader,
+                epoch,
+                due_ms,
+            });
         }
         Ok(())
     }
@@ -363,5 +475,25 @@ impl Capabilities for NodeView {
             by: self.node,
         });
         Ok(())
+    }
+}
+
+/// One simulated node's plugins' log lines, kept in the simulation.
+pub(crate) struct NodeLogTap {
+    pub node: NodeId,
+    pub sim: Arc<Sim>,
+}
+
+impl LogTap for NodeLogTap {
+    fn line(&self, plugin: &str, level: Level, message: &str) {
+        let mut state = self.sim.lock();
+        let at_ms = state.now_ms;
+        state.record_log(LogLine {
+            node: self.node,
+            plugin: plugin.to_owned(),
+            level,
+            message: message.to_owned(),
+            at_ms,
+        });
     }
 }

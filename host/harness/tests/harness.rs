@@ -100,3 +100,104 @@ fn a_seeded_random_timeline_gives_identical_results_twice() {
     assert_ne!(first, random_run(43), "the seed matters");
     assert!(first.contains("kill") && first.contains("elect"), "{first}");
 }
+
+#[test]
+fn writes_and_transfers_land_after_their_latency() {
+    use leaderhook_harness::sim::Timing;
+    let mut preferred = PluginConfig::new(
+        "preferred-leader",
+        plugin("preferred-leader"),
+        &[Grant::Leadership],
+    );
+    preferred.tick_ms = None;
+    let mut chain = default_plugin();
+    chain.push(preferred);
+    let mut h = Harness::new(engine(), [1, 2, 3], chain).unwrap();
+    h.create_topic("orders", 3, 3).unwrap();
+    h.set_timing(Timing {
+        write_latency_ms: 100,
+        transfer_latency_ms: 300,
+        catch_up_ms: 0,
+    });
+
+    h.kill(1).unwrap();
+    // Raft moved at once; the stored assignment (and the leader counts read
+    // from it) lag until the write lands.
+    assert_eq!(h.raft_leader(&p(0)), Some(2));
+    assert_eq!(h.assignment(&p(0)), Some(1));
+    assert_eq!(h.leader_counts()[&1], 1);
+    h.advance(99).unwrap();
+    assert_eq!(h.assignment(&p(0)), Some(1), "not yet");
+    h.advance(1).unwrap();
+    assert_eq!(h.assignment(&p(0)), Some(2));
+    assert!(follows_raft(&h));
+
+    // The preferred replica comes back: the failback is asked for at once,
+    // but Raft acts on it 300 ms later, and the write follows 100 ms after.
+    h.revive(1).unwrap();
+    let asked = h.now_ms();
+    assert_eq!(h.transfers().len(), 1, "{:?}", h.transfers());
+    assert_eq!(h.transfers()[0].by, 1);
+    h.advance(299).unwrap();
+    assert_eq!(h.raft_leader(&p(0)), Some(2), "in flight");
+    h.advance(1).unwrap();
+    assert_eq!(h.raft_leader(&p(0)), Some(1));
+    assert_eq!(h.now_ms(), asked + 300);
+    assert_eq!(h.assignment(&p(0)), Some(2), "the write is in flight");
+    h.advance(100).unwrap();
+    assert_eq!(h.assignment(&p(0)), Some(1));
+    assert!(follows_raft(&h));
+    assert!(h.failures().is_empty(), "{:?}", h.failures());
+}
+
+#[test]
+fn advance_drives_ticks_and_records_log_lines_per_node() {
+    let mut ticker = PluginConfig::new("ticker", adversary(), &[]);
+    ticker.config.insert("mode".into(), "tick-count".into());
+    ticker.tick_ms = Some(1000);
+    let mut h = Harness::new(engine(), [1, 2], vec![ticker]).unwrap();
+    h.advance(2500).unwrap();
+    let lines: Vec<(u64, String)> = h.logs().into_iter().map(|l| (l.node, l.message)).collect();
+    assert_eq!(
+        lines,
+        [
+            (1, "tick 1 at 1000".to_owned()),
+            (2, "tick 1 at 1000".to_owned()),
+            (1, "tick 2 at 2000".to_owned()),
+            (2, "tick 2 at 2000".to_owned()),
+        ]
+    );
+    // A killed node's plugins stop ticking; a revived node's start again,
+    // one interval after the revival.
+    h.kill(2).unwrap();
+    h.advance(1000).unwrap();
+    h.revive(2).unwrap();
+    h.advance(1000).unwrap();
+    let last: Vec<(u64, String)> = h
+        .logs()
+        .into_iter()
+        .skip(4)
+        .map(|l| (l.node, l.message))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (1, "tick 3 at 3000".to_owned()),
+            (1, "tick 4 at 4000".to_owned()),
+            (2, "tick 1 at 4500".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn an_advance_that_would_tick_without_bound_is_refused() {
+    let mut ticker = PluginConfig::new("ticker", adversary(), &[]);
+    ticker.config.insert("mode".into(), "tick-count".into());
+    ticker.tick_ms = Some(10);
+    let mut h = Harness::new(engine(), [1, 2, 3], vec![ticker]).unwrap();
+    let err = h.advance(u64::MAX).unwrap_err();
+    assert!(matches!(err, HarnessError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("on-tick calls"), "{err}");
+    assert_eq!(h.now_ms(), 0, "nothing happened");
+    assert!(h.logs().is_empty());
+}

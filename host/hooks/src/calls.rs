@@ -125,12 +125,17 @@ pub enum Outcome {
     StaleEpoch,
     FutureEpoch,
     UnknownSink,
-    /// Over quota, not elected, a full queue, a cooldown...
+    /// A write naming a node Raft did not elect at that term.
+    NotElected,
+    OverQuota,
+    /// A transfer within the partition's cooldown.
+    Cooldown,
+    /// A full queue, a stopped node...
     Unavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Unchanged,
         Outcome::NotGranted,
@@ -139,6 +144,9 @@ impl Outcome {
         Outcome::StaleEpoch,
         Outcome::FutureEpoch,
         Outcome::UnknownSink,
+        Outcome::NotElected,
+        Outcome::OverQuota,
+        Outcome::Cooldown,
         Outcome::Unavailable,
     ];
 
@@ -152,6 +160,9 @@ impl Outcome {
             Outcome::StaleEpoch => "stale-epoch",
             Outcome::FutureEpoch => "future-epoch",
             Outcome::UnknownSink => "unknown-sink",
+            Outcome::NotElected => "not-elected",
+            Outcome::OverQuota => "over-quota",
+            Outcome::Cooldown => "cooldown",
             Outcome::Unavailable => "unavailable",
         }
     }
@@ -164,6 +175,9 @@ impl Outcome {
             CapError::StaleEpoch(_) => Outcome::StaleEpoch,
             CapError::FutureEpoch(_) => Outcome::FutureEpoch,
             CapError::UnknownSink(_) => Outcome::UnknownSink,
+            CapError::NotElected(_) => Outcome::NotElected,
+            CapError::OverQuota(_) => Outcome::OverQuota,
+            CapError::Cooldown(_) => Outcome::Cooldown,
             CapError::Unavailable(_) => Outcome::Unavailable,
         }
     }

@@ -93,6 +93,14 @@ impl PluginChain {
         })
     }
 
+    /// Calls `on-tick(now_ms)` on the plugin named `name` (the caller keeps
+    /// the schedule: the harness ticks on its simulated clock). `None` if
+    /// there is no such plugin.
+    pub fn tick(&mut self, name: &str, now_ms: u64) -> Option<Result<(), Failure>> {
+        let plugin = self.plugins.iter_mut().find(|p| p.name() == name)?;
+        Some(plugin.tick(now_ms))
+    }
+
     /// Swaps in an already-initialised replacement for the plugin of the
     /// same name. Returns false if there is no such plugin.
     pub fn replace(&mut self, replacement: Plugin) -> bool {
@@ -131,16 +139,7 @@ pub(crate) fn load_plugin(
 ) -> Result<Plugin, LoadError> {
     let source = engine.source(&config.path)?;
     let validated = engine.load(&source)?;
-    for capability in &validated.capabilities {
-        let granted = config.grants.iter().any(|g| g.name() == capability);
-        if matches!(capability.as_str(), "assignments" | "leadership" | "notify") && !granted {
-            tracing::warn!(
-                plugin = %config.name,
-                capability = %capability,
-                "plugin imports a capability it is not granted; its calls will be refused"
-            );
-        }
-    }
+    validated.check_entry(engine, config)?;
     // A shadow's calls are validated against the real state and go nowhere.
     let caps: Arc<dyn Capabilities> = match config.mode {
         Mode::Active => caps.clone(),
@@ -152,6 +151,7 @@ pub(crate) fn load_plugin(
         caps,
         counters,
         &config.limits,
+        engine.log_tap(),
     ));
     let content_hash = {
         use sha2::{Digest, Sha256};

@@ -83,6 +83,10 @@ pub struct PluginConfig {
     /// events but its capability calls are only recorded and compared.
     #[serde(default)]
     pub mode: Mode,
+    /// Calls the plugin's `on-tick` every this many milliseconds (contract
+    /// 0.2 and later); none when absent. At least [`MIN_TICK_MS`].
+    #[serde(default)]
+    pub tick_ms: Option<u64>,
 }
 
 /// Whether a plugin's capability calls take effect.
@@ -121,6 +125,8 @@ pub enum Grant {
 }
 
 impl Grant {
+    pub const ALL: [Grant; 3] = [Grant::Assignments, Grant::Leadership, Grant::Notify];
+
     pub fn name(self) -> &'static str {
         match self {
             Grant::Assignments => "assignments",
@@ -331,6 +337,13 @@ impl HooksConfig {
                     "{at}: on_error.max_retry_ms must be at most {MAX_RETRY_MS}"
                 ));
             }
+            if let Some(tick_ms) = p.tick_ms
+                && !(MIN_TICK_MS..=MAX_TICK_MS).contains(&tick_ms)
+            {
+                return Err(format!(
+                    "{at}: tick_ms must be between {MIN_TICK_MS} and {MAX_TICK_MS}"
+                ));
+            }
             if p.on_error.policy == ErrorPolicy::Disable && p.on_error.disable_after == 0 {
                 return Err(format!("{at}: on_error.disable_after must be at least 1"));
             }
@@ -356,6 +369,10 @@ impl HooksConfig {
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Largest `limits.memory_mib` accepted (4 GiB, a 32-bit memory's reach).
 pub const MAX_MEMORY_MIB: u64 = 4096;
+/// Shortest `tick_ms` accepted: ticks are for periodic policy, not a busy loop.
+pub const MIN_TICK_MS: u64 = 10;
+/// Longest `tick_ms` accepted (a day).
+pub const MAX_TICK_MS: u64 = 86_400_000;
 /// Longest `on_error.max_retry_ms` accepted (ten minutes).
 pub const MAX_RETRY_MS: u64 = 600_000;
 
@@ -373,6 +390,7 @@ impl PluginConfig {
             limits: Limits::default(),
             on_error: OnError::default(),
             mode: Mode::Active,
+            tick_ms: None,
         }
     }
 

@@ -3,10 +3,10 @@
 //! a call running wasm notices its deadline, see [`crate::plugin`]).
 
 use crate::artifact::{ArtifactCache, ArtifactKey, CacheStats};
-use crate::contract::LeadershipHook;
+use crate::contract::{Line, since_v0_1_0, since_v0_2_0};
 use crate::load::{self, LoadError, PluginSource, Validated};
-use crate::state::PluginState;
-use std::collections::HashMap;
+use crate::state::{LogTap, PluginState};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,21 +18,29 @@ use wasmtime::{Config, Engine};
 /// deadline and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
+/// Most distinct load-time warnings an engine remembers.
+const MAX_WARNED: usize = 4096;
+
 /// Cheap to clone; the ticker thread stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct HookEngine {
     inner: Arc<Inner>,
+    /// Where plugins loaded through this handle also send their log lines.
+    log_tap: Option<Arc<dyn LogTap>>,
 }
 
 struct Inner {
     engine: Engine,
-    linker: Linker<PluginState>,
+    /// One linker per contract line, each with that line's imports only.
+    linkers: [Linker<PluginState>; Line::ALL.len()],
     builtins: HashMap<String, &'static [u8]>,
     cache: Option<ArtifactCache>,
     /// Components compiled in this process, by SHA-256 of their bytes:
     /// loading the same plugin again (another node's runtime, a reload of
     /// an unchanged file) never recompiles.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Load-time warnings already given (see [`HookEngine::first_warning`]).
+    warned: Mutex<HashSet<String>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -55,8 +63,23 @@ impl HookEngine {
         &self.inner.engine
     }
 
-    pub(crate) fn linker(&self) -> &Linker<PluginState> {
-        &self.inner.linker
+    /// The same engine (compiled plugins and all), whose plugins loaded
+    /// from now on also hand every line they log to `tap`: the harness
+    /// keeps each simulated node's lines this way.
+    pub fn with_log_tap(&self, tap: Arc<dyn LogTap>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            log_tap: Some(tap),
+        }
+    }
+
+    pub(crate) fn log_tap(&self) -> Option<Arc<dyn LogTap>> {
+        self.log_tap.clone()
+    }
+
+    /// The linker for plugins of `line`.
+    pub(crate) fn linker(&self, line: Line) -> &Linker<PluginState> {
+        &self.inner.linkers[line as usize]
     }
 
     /// Names of the plugins embedded in this binary (`builtin:<name>`).
@@ -99,6 +122,20 @@ impl HookEngine {
             map.insert(digest, component.clone());
         }
         Ok(component)
+    }
+
+    /// Whether a load-time warning keyed `key` is new to this engine: one
+    /// warning per plugin and cause, however many nodes (the harness) or
+    /// reloads load it. At most [`MAX_WARNED`] keys are remembered; past
+    /// that every warning is given again.
+    pub(crate) fn first_warning(&self, key: String) -> bool {
+        let Ok(mut warned) = self.inner.warned.lock() else {
+            return true;
+        };
+        if warned.len() >= MAX_WARNED {
+            return !warned.contains(&key);
+        }
+        warned.insert(key)
     }
 
     /// Ticks to allow for a call of `timeout`: rounded up, plus one because
@@ -159,11 +196,11 @@ impl HookEngineBuilder {
         config.max_wasm_stack(512 * 1024);
         let engine = Engine::new(&config)?;
 
-        let mut linker = Linker::new(&engine);
-        // Async WASI: a plugin blocked in poll or sleep waits in a future
-        // its call's deadline can abandon, not on the thread.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        // Indexed by `Line as usize`, in `Line::ALL` order.
+        let linkers = [
+            linker_for(&engine, Line::V0_1)?,
+            linker_for(&engine, Line::V0_2)?,
+        ];
 
         let cache = match self.cache_dir {
             None => None,
@@ -185,16 +222,38 @@ impl HookEngineBuilder {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone())?;
         Ok(HookEngine {
+            log_tap: None,
             inner: Arc::new(Inner {
                 engine,
-                linker,
+                linkers,
                 builtins: self.builtins,
                 cache,
                 compiled: Mutex::default(),
+                warned: Mutex::default(),
                 ticker_stop,
             }),
         })
     }
+}
+
+/// WASI (async: a plugin blocked in poll or sleep waits in a future its
+/// call's deadline can abandon, not on the thread) and `line`'s imports.
+fn linker_for(engine: &Engine, line: Line) -> anyhow::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    match line {
+        Line::V0_1 => {
+            since_v0_1_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| {
+                state
+            })?
+        }
+        Line::V0_2 => {
+            since_v0_2_0::LeadershipHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| {
+                state
+            })?
+        }
+    }
+    Ok(linker)
 }
 
 fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {

@@ -80,7 +80,7 @@ pub fn check_set_leader(
     if let Some(elected) = elected
         && elected != leader
     {
-        return Err(not_elected(leader, epoch, elected));
+        return Err(not_elected(elected));
     }
     if epoch < view.epoch {
         return Err(CapError::StaleEpoch(view.epoch));
@@ -97,13 +97,10 @@ pub fn check_set_leader(
     Ok(WriteOutcome::Queued)
 }
 
-/// The refusal of a write naming a node Raft did not elect. Contract 0.1.0
-/// has no case of its own for it, so it is `unavailable` with a message
-/// that says what was wrong.
-pub fn not_elected(leader: NodeId, epoch: u64, elected: NodeId) -> CapError {
-    CapError::Unavailable(format!(
-        "node {leader} is not the leader Raft elected in term {epoch} (node {elected} is)"
-    ))
+/// The refusal of a write naming a node Raft did not elect (contract 0.1.0
+/// plugins see it as `unavailable` with the same sentence).
+pub fn not_elected(elected: NodeId) -> CapError {
+    CapError::NotElected(elected)
 }
 
 #[cfg(test)]
@@ -188,7 +185,7 @@ mod tests {
         // Raft elected 2 in term 5, and this host knows it.
         assert_eq!(
             check_set_leader(&known(Some(1), 4, 5, 2), 3, 5),
-            Err(not_elected(3, 5, 2))
+            Err(not_elected(2))
         );
         assert_eq!(
             check_set_leader(&known(Some(1), 4, 5, 2), 2, 5),

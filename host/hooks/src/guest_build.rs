@@ -87,3 +87,88 @@ pub fn build_guests(root: &Path, crates: &[&str]) -> Result<Vec<PathBuf>, String
         })
         .collect())
 }
+
+/// The Python plugins of this workspace: `plugins/<name>/app.py`, built
+/// with componentize-py (see `docs/plugin-guide.md`).
+pub const PYTHON_PLUGINS: [&str; 1] = ["audit-py"];
+
+/// The contract line Python plugins are built against.
+pub const PYTHON_WIT: &str = "wit/since_v0.2.0";
+
+/// The componentize-py release the Python plugins are built and tested with
+/// (`scripts/test.sh` installs it).
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// Builds the Python plugin `plugins/<name>` (its module `app`) into a
+/// component with componentize-py (`$COMPONENTIZE_PY`, else
+/// `componentize-py` on the PATH) and returns its path. The build is
+/// skipped while the `.wasm` is newer than every file of the plugin and of
+/// the contract line (a build takes a minute on a loaded machine).
+pub fn build_python_guest(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let source = root.join("plugins").join(name);
+    let wit = root.join(PYTHON_WIT);
+    let out_dir = guest_target_dir(root).join("python");
+    let out = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
+    if is_newer_than(&out, &[&source, &wit]) {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let tool = std::env::var_os("COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
+    // Built to a temporary name, renamed when complete: an interrupted
+    // build never leaves a file that looks fresh.
+    let partial = out.with_extension("wasm.partial");
+    let output = Command::new(&tool)
+        .current_dir(root)
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", "leadership-hook", "componentize", "-p"])
+        .arg(&source)
+        .arg("app")
+        .arg("-o")
+        .arg(&partial)
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run {} to build plugins/{name} ({e}): install it with \
+                 `python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}`",
+                tool.to_string_lossy()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "componentize-py failed to build plugins/{name}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    std::fs::rename(&partial, &out)
+        .map_err(|e| format!("cannot move {} into place: {e}", partial.display()))?;
+    Ok(out)
+}
+
+/// Whether `file` exists and is newer than every file under `inputs`.
+fn is_newer_than(file: &Path, inputs: &[&Path]) -> bool {
+    let Ok(built) = std::fs::metadata(file).and_then(|m| m.modified()) else {
+        return false;
+    };
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(dir).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        let mut newest = meta.modified().ok()?;
+        for entry in std::fs::read_dir(dir).ok()? {
+            let path = entry.ok()?.path();
+            if path.file_name().is_some_and(|n| n == "__pycache__") {
+                continue;
+            }
+            newest = newest.max(newest_or_now(&path));
+        }
+        Some(newest)
+    }
+    fn newest_or_now(path: &Path) -> std::time::SystemTime {
+        newest(path).unwrap_or_else(std::time::SystemTime::now)
+    }
+    inputs.iter().all(|input| newest_or_now(input) < built)
+}

@@ -19,6 +19,7 @@ use crate::queue::{PartitionKey, PendingQueue, Push};
 use crate::record::Recorders;
 use crate::shadow::LaneId;
 use crate::stats::{PluginCounters, PluginStats, QueueStats};
+use crate::tick::{self, TickSchedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
@@ -254,14 +255,23 @@ fn writes_assignments(config: &PluginConfig) -> bool {
         && config.grants.contains(&crate::config::Grant::Assignments)
 }
 
-/// The worker: takes batches from the lane's queue and delivers them.
+/// What the worker does next.
+enum Work {
+    Batch(Vec<PartitionKey>, Vec<LeadershipEvent>),
+    /// The plugin's `on-tick` is due (see [`crate::tick`]).
+    Tick,
+}
+
+/// The worker: takes batches from the lane's queue and delivers them, and
+/// calls `on-tick` when it is due.
 fn run(shared: Arc<Shared>, mut plugin: Plugin) {
     let runtime = exec::new_runtime();
     plugin.attach(&shared.cancel);
+    let mut ticks = TickSchedule::new(plugin.tick_interval(), Instant::now());
     loop {
-        let batch = {
+        let work = {
             let mut state = shared.lock();
-            loop {
+            let tick_due = loop {
                 // Every reason for a cancel is in `state`, read below.
                 shared.cancel.reset();
                 if state.shutdown {
@@ -270,22 +280,51 @@ fn run(shared: Arc<Shared>, mut plugin: Plugin) {
                 if let Some((replacement, done)) = state.replacement.take() {
                     plugin = *replacement;
                     plugin.attach(&shared.cancel);
+                    ticks = TickSchedule::new(plugin.tick_interval(), Instant::now());
                     shared.counters.set_disabled(false);
                     let _ = done.send(());
                     continue;
                 }
-                if shared.counters.disabled.load(Ordering::Relaxed) {
+                let disabled = shared.counters.disabled.load(Ordering::Relaxed);
+                if disabled {
                     state.queue.clear();
+                } else if ticks.due(Instant::now()) {
+                    break true;
                 } else if !state.queue.is_empty() {
-                    break;
+                    break false;
                 }
                 shared.progress.notify_all();
-                state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
+                state = match ticks.wait(Instant::now()).filter(|_| !disabled) {
+                    Some(left) => shared
+                        .work
+                        .wait_timeout(state, left)
+                        .map(|(s, _)| s)
+                        .unwrap_or_else(|e| e.into_inner().0),
+                    None => shared.work.wait(state).unwrap_or_else(|e| e.into_inner()),
+                };
+            };
             state.busy = true;
-            state.queue.take_keyed_batch(shared.max_batch)
+            if tick_due {
+                Work::Tick
+            } else {
+                let (keys, batch) = state.queue.take_keyed_batch(shared.max_batch);
+                Work::Batch(keys, batch)
+            }
         };
-        let (keys, batch) = batch;
+        let (keys, batch) = match work {
+            Work::Batch(keys, batch) => (keys, batch),
+            Work::Tick => {
+                // A tick's calls are counted, never captured: recorded
+                // batches (shadow comparisons, traces) are events only.
+                shared.counters.calls.set_capture(false);
+                let _ = runtime.block_on(plugin.tick_async(tick::now_ms()));
+                shared.counters.calls.take();
+                ticks.ticked(Instant::now());
+                shared.lock().busy = false;
+                shared.progress.notify_all();
+                continue;
+            }
+        };
         let calls = &shared.counters.calls;
         let capture = shared.recorders.capturing();
         calls.set_capture(capture);

@@ -1,5 +1,5 @@
 //! The leaderhook plugin runtime: loads WebAssembly component plugins built
-//! against the `leaderhook:plugin` contract (`wit/leaderhook.wit`), runs
+//! against a line of the `leaderhook:plugin` contract (`wit/since_v*/`), runs
 //! them sandboxed and limited, and delivers leadership events to them.
 //!
 //! It knows nothing of Raft or Kafka: the world reaches plugins through the
@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`contract`]: generated bindings and the contract version.
+//! - [`contract`]: one module of generated bindings per contract line
+//!   (`wit/since_v*`), converted to one internal model (the newest line's
+//!   types); the lines and their versions.
 //! - [`config`]: the operator's `[dispatch]` and `[[plugins]]` TOML.
 //! - [`engine`]: the process-wide wasmtime engine, linker and epoch ticker.
 //! - [`load`]: reading, checking and compiling a plugin file; [`artifact`]:
@@ -21,7 +23,8 @@
 //!   calls from synchronous code.
 //! - [`chain`]: a node's plugins in config order, called synchronously.
 //! - [`queue`], `lane` and [`dispatch`]: each plugin's bounded queue and
-//!   worker, and the runtime that fans events out to them.
+//!   worker, and the runtime that fans events out to them; `tick`: when a
+//!   plugin's `on-tick` is due.
 //! - [`calls`]: capability calls as data (counted, captured per batch);
 //!   [`shadow`]: shadow plugins and their comparison with the active chain;
 //!   [`trace`]: recorded traces; `record`: where lanes report batches.
@@ -55,6 +58,7 @@ mod state;
 pub mod stats;
 mod stdio;
 pub mod text;
+mod tick;
 pub mod trace;
 
 pub use artifact::{ArtifactKey, CacheStats};
@@ -62,8 +66,8 @@ pub use capabilities::{Backlog, Capabilities, CapabilityError};
 pub use chain::{PluginChain, PluginInfo};
 pub use config::{ErrorPolicy, Grant, HooksConfig, Limits, Mode, OnError, PluginConfig};
 pub use contract::{
-    CONTRACT_VERSION, CapError, LeaderCount, LeadershipEvent, NodeId, NodeInfo,
-    PartitionAssignment, PartitionId, Transition, WriteOutcome,
+    CONTRACT_VERSION, CapError, LINES, LeaderCount, LeadershipEvent, Line, NodeId, NodeInfo,
+    PartitionAssignment, PartitionId, Quota, QuotaWindow, Transition, WriteOutcome,
 };
 pub use dispatch::{
     ApplyError, ApplyReport, FallbackStats, HookRuntime, ReloadError, RuntimeOptions, RuntimeStats,
@@ -73,5 +77,6 @@ pub use fence::PartitionView;
 pub use load::{LoadError, PluginSource};
 pub use memory::MemoryCluster;
 pub use queue::PartitionKey;
+pub use state::LogTap;
 pub use stats::{LatencyStats, OverQuotaStats, PluginStats, QueueStats, RunState};
 pub use trace::{TraceConfig, TraceWriter};

@@ -2,9 +2,9 @@
 //! against this contract, compile (or fetch a precompiled artifact), and
 //! pre-link against the host's imports. Every refusal names the file.
 
-use crate::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION, LeadershipHookPre};
+use crate::config::{Grant, PluginConfig};
+use crate::contract::{CONTRACT_PACKAGE, HookPre, LINES, Line};
 use crate::engine::HookEngine;
-use crate::state::PluginState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use wasmtime::component::Component;
@@ -42,12 +42,28 @@ pub enum LoadError {
     UnknownBinaryVersion { origin: String, version: [u8; 4] },
     #[error(
         "{origin}: built against contract {CONTRACT_PACKAGE}@{found}, but this host implements \
-         {CONTRACT_PACKAGE}@{expected}"
+         {}",
+        implemented()
     )]
-    WrongContractVersion {
+    WrongContractVersion { origin: String, found: String },
+    #[error(
+        "{origin}: imports interfaces of two contract lines, {CONTRACT_PACKAGE}@{first} and \
+         @{second}; a plugin is built against one line"
+    )]
+    MixedContractLines {
         origin: String,
-        found: String,
-        expected: &'static str,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{origin}: plugin `{name}` sets tick_ms, but it is built against contract \
+         {CONTRACT_PACKAGE}@{version}, which has no on-tick; rebuild it against a newer line or \
+         remove tick_ms"
+    )]
+    TicksUnsupported {
+        origin: String,
+        name: String,
+        version: String,
     },
     #[error("{origin}: imports `{import}`, which the leadership-hook world does not provide")]
     UnsupportedImport { origin: String, import: String },
@@ -110,15 +126,65 @@ impl PluginSource {
     }
 }
 
+/// "leaderhook:plugin@0.1.x and leaderhook:plugin@0.2.x": every line.
+fn implemented() -> String {
+    LINES
+        .map(|v| {
+            let minor = v.rsplit_once('.').map_or(v, |(line, _)| line);
+            format!("{CONTRACT_PACKAGE}@{minor}.x")
+        })
+        .join(" and ")
+}
+
 /// A plugin that passed every load-time check, ready to instantiate.
 #[derive(Clone)]
 pub struct Validated {
     pub origin: String,
-    pub pre: LeadershipHookPre<PluginState>,
+    pub pre: HookPre,
+    /// The contract line the plugin was built against.
+    pub line: Line,
     /// The contract version the plugin was built against.
     pub contract_version: String,
     /// The contract interfaces it imports (`log`, `cluster`, `assignments`, ...).
     pub capabilities: Vec<String>,
+    /// The `leaderhook:sdk-version` custom section the Rust SDK stamps into
+    /// every plugin; `None` for plugins built without it.
+    pub sdk_version: Option<String>,
+}
+
+impl Validated {
+    /// Checks the plugin against its config entry: ticks need a line with
+    /// `on-tick`. Warns (once per engine) about each capability the plugin
+    /// imports but is not granted: its calls will be refused.
+    pub fn check_entry(&self, engine: &HookEngine, config: &PluginConfig) -> Result<(), LoadError> {
+        if config.tick_ms.is_some() && !self.line.has_tick() {
+            return Err(LoadError::TicksUnsupported {
+                origin: self.origin.clone(),
+                name: config.name.clone(),
+                version: self.contract_version.clone(),
+            });
+        }
+        for capability in self.ungranted(&config.grants) {
+            let key = format!("{}\0{}\0{capability}", config.name, self.origin);
+            if engine.first_warning(key) {
+                tracing::warn!(
+                    plugin = %config.name,
+                    capability,
+                    "plugin imports a capability it is not granted; its calls will be refused"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The grantable capabilities the plugin imports that `grants` lacks.
+    pub fn ungranted<'a>(&'a self, grants: &'a [Grant]) -> impl Iterator<Item = &'static str> + 'a {
+        Grant::ALL
+            .into_iter()
+            .filter(|g| !grants.contains(g))
+            .map(Grant::name)
+            .filter(|name| self.capabilities.iter().any(|c| c == name))
+    }
 }
 
 const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
@@ -142,42 +208,80 @@ pub(crate) fn validate(engine: &HookEngine, source: &PluginSource) -> Result<Val
     };
     let component = engine.compile(bytes).map_err(invalid)?;
 
-    let (contract_version, capabilities) = check_world(engine, &component, &origin)?;
+    let (line, contract_version, capabilities) = check_world(engine, &component, &origin)?;
     let pre = engine
-        .linker()
+        .linker(line)
         .instantiate_pre(&component)
-        .and_then(LeadershipHookPre::new)
+        .and_then(|pre| HookPre::new(line, pre))
         .map_err(invalid)?;
     Ok(Validated {
         origin,
         pre,
+        line,
         contract_version,
         capabilities,
+        sdk_version: sdk_version(bytes),
     })
+}
+
+/// The custom section the Rust SDK stamps into every plugin.
+pub const SDK_VERSION_SECTION: &str = "leaderhook:sdk-version";
+/// Longest SDK version read from a plugin; a longer section is ignored.
+const MAX_SDK_VERSION: usize = 64;
+
+/// The SDK version a plugin carries, if it carries one that is short,
+/// printable text (it is the plugin's word, shown to operators, never
+/// trusted for anything).
+pub fn sdk_version(bytes: &[u8]) -> Option<String> {
+    wasmparser::Parser::new(0)
+        .parse_all(bytes)
+        .map_while(Result::ok)
+        .find_map(|payload| match payload {
+            wasmparser::Payload::CustomSection(section)
+                if section.name() == SDK_VERSION_SECTION =>
+            {
+                Some(section.data().to_vec())
+            }
+            _ => None,
+        })
+        .filter(|data| data.len() <= MAX_SDK_VERSION)
+        .and_then(|data| String::from_utf8(data).ok())
+        .filter(|text| !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic()))
 }
 
 /// Checks imports and exports by name before linking, so the common
 /// mistakes get an error that says what is wrong rather than a link failure.
+/// The line is the one the imports name; a plugin that imports nothing of
+/// the contract is of the newest line whose exports it has.
 fn check_world(
     engine: &HookEngine,
     component: &Component,
     origin: &str,
-) -> Result<(String, Vec<String>), LoadError> {
+) -> Result<(Line, String, Vec<String>), LoadError> {
     let ty = component.component_type();
     let prefix = format!("{CONTRACT_PACKAGE}/");
-    let mut found_version = None;
+    let mut found: Option<(Line, String)> = None;
     let mut capabilities = Vec::new();
     for (name, _) in ty.imports(engine.engine()) {
         if let Some(rest) = name.strip_prefix(&prefix) {
             let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if !same_minor_line(version, CONTRACT_VERSION) {
+            let Some(line) = Line::of_version(version) else {
                 return Err(LoadError::WrongContractVersion {
                     origin: origin.to_owned(),
                     found: version.to_owned(),
-                    expected: CONTRACT_VERSION,
                 });
+            };
+            match &found {
+                Some((first, first_version)) if *first != line => {
+                    return Err(LoadError::MixedContractLines {
+                        origin: origin.to_owned(),
+                        first: first_version.clone(),
+                        second: version.to_owned(),
+                    });
+                }
+                Some(_) => {}
+                None => found = Some((line, version.to_owned())),
             }
-            found_version = Some(version.to_owned());
             if interface != "types" {
                 capabilities.push(interface.to_owned());
             }
@@ -188,49 +292,34 @@ fn check_world(
             });
         }
     }
-    for export in ["init", "on-events"] {
-        if ty.get_export(engine.engine(), export).is_none() {
-            return Err(LoadError::MissingExport {
-                origin: origin.to_owned(),
-                export,
-            });
-        }
+    let missing = |names: &[&'static str]| {
+        names
+            .iter()
+            .copied()
+            .find(|export| ty.get_export(engine.engine(), export).is_none())
+    };
+    if let Some(export) = missing(&["init", "on-events"]) {
+        return Err(LoadError::MissingExport {
+            origin: origin.to_owned(),
+            export,
+        });
+    }
+    let ticks = missing(&["on-tick"]).is_none();
+    let (line, version) = found.unwrap_or_else(|| {
+        let line = if ticks { Line::V0_2 } else { Line::V0_1 };
+        (line, line.version().to_owned())
+    });
+    if line.has_tick() && !ticks {
+        return Err(LoadError::MissingExport {
+            origin: origin.to_owned(),
+            export: "on-tick",
+        });
     }
     capabilities.sort();
-    Ok((
-        found_version.unwrap_or_else(|| CONTRACT_VERSION.to_owned()),
-        capabilities,
-    ))
-}
-
-/// Semver compatibility as the component model applies it: same major, and
-/// for 0.x the same minor.
-fn same_minor_line(found: &str, ours: &str) -> bool {
-    let parts = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parts(found), parts(ours)) {
-        (Some((fmaj, fmin)), Some((omaj, omin))) => fmaj == omaj && (omaj != 0 || fmin == omin),
-        _ => false,
-    }
+    capabilities.dedup();
+    Ok((line, version, capabilities))
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_minor_line;
-
-    #[test]
-    fn minor_line_compatibility() {
-        assert!(same_minor_line("0.1.0", "0.1.0"));
-        assert!(same_minor_line("0.1.3", "0.1.0"));
-        assert!(!same_minor_line("0.2.0", "0.1.0"));
-        assert!(!same_minor_line("1.1.0", "0.1.0"));
-        assert!(!same_minor_line("", "0.1.0"));
-        assert!(same_minor_line("1.4.0", "1.0.0"));
-    }
 }

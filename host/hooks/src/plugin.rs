@@ -17,7 +17,7 @@
 
 use crate::cancel::CancelToken;
 use crate::config::{ErrorPolicy, Limits, PluginConfig};
-use crate::contract::{LeadershipEvent, LeadershipHook};
+use crate::contract::{Call, Hook, LeadershipEvent};
 use crate::engine::HookEngine;
 use crate::exec;
 use crate::limits::Quotas;
@@ -107,7 +107,7 @@ async fn guarded<T>(
 
 struct Live {
     store: Store<PluginState>,
-    bindings: LeadershipHook,
+    bindings: Hook,
 }
 
 pub struct Plugin {
@@ -254,8 +254,8 @@ impl Plugin {
     }
 
     /// One attempt, from `now`: instance (re)created if needed, then
-    /// on-events.
-    async fn call_once(&mut self, events: &[LeadershipEvent], now: Instant) -> Result<(), Failure> {
+    /// on-events or on-tick.
+    async fn call_once(&mut self, call: Call<'_>, now: Instant) -> Result<(), Failure> {
         let now = if self.live.is_some() {
             now
         } else {
@@ -270,12 +270,7 @@ impl Plugin {
         let deadline = now + limits.timeout();
         store.data_mut().begin_call(now, limits.timeout());
         store.set_epoch_deadline(1);
-        let ended = guarded(
-            bindings.call_on_events(&mut *store, events),
-            deadline,
-            &self.cancel,
-        )
-        .await;
+        let ended = guarded(bindings.call(&mut *store, call), deadline, &self.cancel).await;
         store.data_mut().end_call();
         let failure = match ended {
             Ended::Returned(Ok(Ok(()))) => return Ok(()),
@@ -287,8 +282,15 @@ impl Plugin {
                     message,
                 });
             }
-            Ended::Returned(Err(e)) => classify(&self.ctx, limits, store, e),
-            Ended::TimedOut => timed_out(limits, "on-events"),
+            Ended::Returned(Err(e)) => {
+                let mut failure = classify(&self.ctx, limits, store, e);
+                // A tick's failure says so (a batch's is the default).
+                if matches!(call, Call::Tick(_)) && failure.kind != FailureKind::Cancelled {
+                    failure.message = format!("on-tick {}", failure.message);
+                }
+                failure
+            }
+            Ended::TimedOut => timed_out(limits, call.name()),
             Ended::Cancelled => cancelled(),
         };
         // The instance stopped mid-call: poisoned. The next call gets a
@@ -312,6 +314,26 @@ impl Plugin {
         &mut self,
         events: &[LeadershipEvent],
     ) -> Result<(), Failure> {
+        self.call_async(Call::Events(events)).await
+    }
+
+    /// Calls `on-tick(now_ms)` under the same time limit and `on_error`
+    /// policy as a batch of events; blocking (see [`exec::block_on`]).
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), Failure> {
+        exec::block_on(self.tick_async(now_ms))
+    }
+
+    pub(crate) async fn tick_async(&mut self, now_ms: u64) -> Result<(), Failure> {
+        self.call_async(Call::Tick(now_ms)).await
+    }
+
+    /// How often the operator wants `on-tick` called, if at all.
+    pub fn tick_interval(&self) -> Option<Duration> {
+        self.config.tick_ms.map(Duration::from_millis)
+    }
+
+    /// One call (a batch or a tick) under the plugin's `on_error` policy.
+    pub(crate) async fn call_async(&mut self, call: Call<'_>) -> Result<(), Failure> {
         if self.is_disabled() {
             return Ok(());
         }
@@ -347,7 +369,7 @@ impl Plugin {
                 Instant::now()
             };
             let began = Instant::now();
-            let outcome = self.call_once(events, now).await;
+            let outcome = self.call_once(call, now).await;
             if !matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled) {
                 self.ctx.counters.latency.observe(began.elapsed());
             }
@@ -356,8 +378,13 @@ impl Plugin {
                     self.consecutive_failures = 0;
                     let c = &self.ctx.counters;
                     c.consecutive_failures.store(0, Ordering::Relaxed);
-                    PluginCounters::bump(&c.batches);
-                    c.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    match call {
+                        Call::Events(events) => {
+                            PluginCounters::bump(&c.batches);
+                            c.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                        }
+                        Call::Tick(_) => PluginCounters::bump(&c.ticks),
+                    }
                     return Ok(());
                 }
                 Err(failure) if failure.kind == FailureKind::Cancelled => {

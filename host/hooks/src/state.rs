@@ -5,12 +5,15 @@
 use crate::cancel::CancelToken;
 use crate::capabilities::Capabilities;
 use crate::config::Grant;
-use crate::contract::leaderhook::plugin::{assignments, cluster, leadership, log, notify, types};
+use crate::contract::latest::leaderhook::plugin::{
+    assignments, cluster, leadership, log, notify, types,
+};
 use crate::contract::{
-    CapError, LeaderCount, NodeId, NodeInfo, PartitionAssignment, PartitionId, WriteOutcome,
+    CapError, LeaderCount, Level, NodeId, NodeInfo, PartitionAssignment, PartitionId, Quota,
+    QuotaWindow, WriteOutcome,
 };
 use crate::fence;
-use crate::limits::{InstanceLimiter, Quotas, Quoted};
+use crate::limits::{InstanceLimiter, OverQuota, Quotas, Quoted};
 use crate::loggate::LogGate;
 use crate::stats::PluginCounters;
 use crate::stdio::LogStream;
@@ -25,6 +28,13 @@ const MAX_RESOURCES: usize = 1024;
 /// Largest `wasi:random` request served, in bytes.
 const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
+/// Receives every line a plugin logs through the `log` import (those the
+/// log limits let through), beside the host log: the harness records them
+/// per simulated node so scenarios can expect them.
+pub trait LogTap: Send + Sync + 'static {
+    fn line(&self, plugin: &str, level: Level, message: &str);
+}
+
 /// Everything about a plugin its imports need, shared by its instances.
 pub struct PluginContext {
     pub name: Arc<str>,
@@ -35,6 +45,7 @@ pub struct PluginContext {
     pub(crate) log_gate: Arc<LogGate>,
     /// The host's warnings about this plugin's failures.
     pub(crate) failure_gate: LogGate,
+    tap: Option<Arc<dyn LogTap>>,
 }
 
 impl PluginContext {
@@ -44,6 +55,7 @@ impl PluginContext {
         caps: Arc<dyn Capabilities>,
         counters: Arc<PluginCounters>,
         limits: &crate::config::Limits,
+        tap: Option<Arc<dyn LogTap>>,
     ) -> Self {
         let name: Arc<str> = name.into();
         Self {
@@ -58,6 +70,7 @@ impl PluginContext {
             grants,
             caps,
             counters,
+            tap,
         }
     }
 }
@@ -162,7 +175,16 @@ impl PluginState {
                 "{over}; further refusals in this batch are counted, not logged"
             );
         }
-        Err(CapError::Unavailable(over.to_string()))
+        Err(CapError::OverQuota(match over {
+            OverQuota::PerBatch(_, limit) => Quota {
+                limit,
+                window: QuotaWindow::Batch,
+            },
+            OverQuota::PerSec(_, limit) => Quota {
+                limit,
+                window: QuotaWindow::Second,
+            },
+        }))
     }
 
     fn refused<T>(&self, call: &str, partition: &PartitionId, e: CapError) -> Result<T, CapError> {
@@ -193,6 +215,9 @@ impl log::Host for PluginState {
             PluginCounters::bump(&self.ctx.counters.truncated);
         }
         let plugin = &*self.ctx.name;
+        if let Some(tap) = &self.ctx.tap {
+            tap.line(plugin, level, &message);
+        }
         match level {
             log::Level::Trace => tracing::trace!(target: "leaderhook::plugin", plugin, "{message}"),
             log::Level::Debug => tracing::debug!(target: "leaderhook::plugin", plugin, "{message}"),

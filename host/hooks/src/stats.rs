@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct PluginCounters {
     pub batches: AtomicU64,
     pub events: AtomicU64,
+    pub ticks: AtomicU64,
     pub traps: AtomicU64,
     pub panics: AtomicU64,
     pub timeouts: AtomicU64,
@@ -59,6 +60,7 @@ impl PluginCounters {
             name: name.to_owned(),
             batches: get(&self.batches),
             events: get(&self.events),
+            ticks: get(&self.ticks),
             traps: get(&self.traps),
             panics: get(&self.panics),
             timeouts: get(&self.timeouts),
@@ -230,6 +232,8 @@ pub struct PluginStats {
     pub batches: u64,
     /// Events delivered in those calls.
     pub events: u64,
+    /// on-tick calls that returned Ok.
+    pub ticks: u64,
     pub traps: u64,
     pub panics: u64,
     pub timeouts: u64,

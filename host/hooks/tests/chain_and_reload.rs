@@ -111,7 +111,7 @@ fn a_broken_new_version_is_refused_and_the_old_one_keeps_running() {
 
     for (path, expected) in [
         (garbage.as_str(), "not a WebAssembly file"),
-        (plugins().wrong_version.as_str(), "leaderhook:plugin@0.2.0"),
+        (plugins().wrong_version.as_str(), "leaderhook:plugin@0.3.0"),
         ("/nonexistent.wasm", "plugin file not found"),
     ] {
         let err = runtime.reload("policy", Some(path)).unwrap_err();

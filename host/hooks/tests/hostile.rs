@@ -13,7 +13,7 @@ mod support;
 use leaderhook_hooks::plugin::FailureKind;
 use leaderhook_hooks::text::{MAX_PAYLOAD, MAX_TEXT};
 use leaderhook_hooks::{
-    ErrorPolicy, Grant, HookRuntime, HooksConfig, PluginChain, PluginConfig, PluginStats,
+    ErrorPolicy, Grant, HookRuntime, HooksConfig, OnError, PluginChain, PluginConfig, PluginStats,
 };
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -308,7 +308,7 @@ fn a_write_storm_is_stopped_by_the_configured_quotas() {
     assert_eq!(failures.len(), 1);
     assert_eq!(
         failures[0].1.message,
-        "10 accepted, then: unavailable: over quota: set-leader is limited to 10 calls per batch"
+        "10 accepted, then: over quota (10 calls per batch)"
     );
     assert_eq!(chain.stats()[0].over_quota.set_leader, 1);
 
@@ -330,7 +330,8 @@ fn a_write_storm_is_stopped_by_the_configured_quotas() {
         first[0]
             .1
             .message
-            .ends_with("limited to 25 calls per second")
+            .ends_with("over quota (25 calls per second)"),
+        "{first:?}"
     );
     let second = chain.deliver(&[became_leader(&cluster, 0, 3, 3)]);
     assert!(
@@ -525,4 +526,67 @@ fn a_recreated_partition_is_a_new_key_and_forget_clears_the_old_one() {
         runtime.submit(old, became_leader(&cluster, 0, 3, 1)),
         Push::Queued
     );
+}
+
+#[test]
+fn a_tick_that_loops_forever_ends_at_its_time_limit_and_the_chain_goes_on() {
+    let cluster = cluster();
+    let mut looper = adversary("looper", "tick-loop", &[]);
+    looper.tick_ms = Some(1000);
+    looper.limits.timeout_ms = 50;
+    let mut chain =
+        PluginChain::load(&engine(), &caps(&cluster), &[looper, assign_leader()]).unwrap();
+    let started = Instant::now();
+    let failure = chain.tick("looper", 1).unwrap().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Timeout);
+    assert!(failure.message.contains("on-tick"), "{}", failure.message);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The next batch gets a fresh instance, and the chain works.
+    let failures = chain.deliver(&[became_leader(&cluster, 0, 2, 2)]);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(cluster.assignment(&p(0)), Some((Some(2), 2)));
+    let stats = chain.stats();
+    assert_eq!(
+        (stats[0].timeouts, stats[0].ticks, stats[0].instances),
+        (1, 0, 2)
+    );
+}
+
+#[test]
+fn looping_ticks_delay_only_their_own_plugin_and_its_policy_disables_it() {
+    let cluster = cluster();
+    let mut looper = adversary("looper", "tick-loop", &[]);
+    looper.tick_ms = Some(10);
+    looper.limits.timeout_ms = 30;
+    looper.on_error = OnError {
+        policy: ErrorPolicy::Disable,
+        disable_after: 3,
+        ..OnError::default()
+    };
+    let mut counter = adversary("counter", "tick-count", &[]);
+    counter.tick_ms = Some(10);
+    let config = HooksConfig {
+        plugins: vec![looper, counter, assign_leader()],
+        ..HooksConfig::default()
+    };
+    let runtime = HookRuntime::start(engine(), caps(&cluster), &config).unwrap();
+    submit(&runtime, became_leader(&cluster, 1, 3, 4));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = runtime.stats();
+        let [looper, counter, assign] = &stats.plugins[..] else {
+            panic!("three plugins")
+        };
+        if looper.disabled && counter.ticks >= 20 && assign.events == 1 {
+            assert_eq!(looper.ticks, 0, "no looping tick ever completed");
+            assert_eq!(looper.timeouts, 3, "disabled after its third failure");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "looper {looper:?}, counter {counter:?}, assign {assign:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cluster.assignment(&p(1)), Some((Some(3), 4)));
 }

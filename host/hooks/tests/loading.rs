@@ -90,8 +90,8 @@ fn wrong_contract_version() {
     assert_eq!(
         message,
         format!(
-            "{path}: built against contract leaderhook:plugin@0.2.0, but this host implements \
-             leaderhook:plugin@0.1.0"
+            "{path}: built against contract leaderhook:plugin@0.3.0, but this host implements \
+             leaderhook:plugin@0.1.x and leaderhook:plugin@0.2.x"
         )
     );
 }
@@ -130,7 +130,7 @@ fn good_plugin_reports_contract_and_capabilities() {
     let cluster = cluster();
     let chain = PluginChain::load(&engine(), &caps(&cluster), &[assign_leader()]).unwrap();
     let info = &chain.info()[0];
-    assert_eq!(info.contract_version, "0.1.0");
+    assert_eq!(info.contract_version, "0.2.0");
     assert_eq!(info.capabilities, ["assignments", "log"]);
     assert_eq!(info.origin, plugins().assign_leader);
 }

@@ -10,8 +10,8 @@
 //! Grants: `assignments`. Config: none.
 
 use leaderhook_sdk::{
-    CapError, Hook, LeadershipEvent, NoConfig, Transition, WriteOutcome, assignments, log,
-    register_hook,
+    BatchFailures, CapError, Hook, LeadershipEvent, NoConfig, Transition, WriteOutcome,
+    assignments, log, register_hook,
 };
 
 /// The plugin. Stateless: everything it needs is in each event.
@@ -58,19 +58,9 @@ impl Hook for AssignLeader {
     /// Handles every event of the batch even if some fail, then reports the
     /// failures together.
     fn on_events(&mut self, events: &[LeadershipEvent]) -> Result<(), String> {
-        let failures: Vec<String> = events
-            .iter()
-            .filter_map(|event| Self::handle(event).err())
-            .collect();
-        match failures.len() {
-            0 => Ok(()),
-            1 => Err(failures.into_iter().next().unwrap_or_default()),
-            n => Err(format!(
-                "{n} of {} events failed: {}",
-                events.len(),
-                failures.join("; ")
-            )),
-        }
+        let mut failures = BatchFailures::new("events");
+        failures.extend(events.iter().map(Self::handle));
+        failures.into_result()
     }
 }
 

@@ -10,12 +10,12 @@
 //! ```
 //!
 //! `leader` and `previous_leader` are `null` when absent. Every event is
-//! tried even if some emits fail; the batch then returns one `Err` naming the
-//! number of failures and the first one.
+//! tried even if some emits fail; the batch then returns one `Err` with
+//! every failure ([`BatchFailures`]).
 //!
 //! Grants: `notify`. Config: `sink` (string, default `"audit"`).
 
-use leaderhook_sdk::{Hook, LeadershipEvent, NodeId, notify, register_hook};
+use leaderhook_sdk::{BatchFailures, Hook, LeadershipEvent, NodeId, notify, register_hook};
 use serde::{Deserialize, Serialize};
 
 /// The plugin's config (the operator's `[plugins.config]` table).
@@ -93,19 +93,9 @@ impl Hook for AuditNotify {
     }
 
     fn on_events(&mut self, events: &[LeadershipEvent]) -> Result<(), String> {
-        let mut failures = events.iter().filter_map(|event| self.emit(event).err());
-        let Some(first) = failures.next() else {
-            return Ok(());
-        };
-        let n = 1 + failures.count();
-        if n == 1 {
-            Err(first)
-        } else {
-            Err(format!(
-                "{n} of {} events not emitted; first: {first}",
-                events.len()
-            ))
-        }
+        let mut failures = BatchFailures::new("events");
+        failures.extend(events.iter().map(|event| self.emit(event)));
+        failures.into_result()
     }
 }
 

@@ -28,7 +28,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leaderhook_sdk::{
-    Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log, register_hook,
+    BatchFailures, Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log,
+    register_hook,
 };
 use serde::Deserialize;
 
@@ -108,7 +109,7 @@ impl Hook for Drain {
             }
         }
 
-        let mut failures = Vec::new();
+        let mut failures = BatchFailures::new("transfer requests");
         for (partition, view) in &views {
             let Some(leader) = view.leader.filter(|l| self.drained.contains(l)) else {
                 continue;
@@ -145,20 +146,13 @@ impl Hook for Drain {
                     ));
                     self.requested.insert(partition.clone(), view.epoch);
                 }
-                Err(e) => failures.push(format!(
+                Err(e) => failures.record(Err(format!(
                     "{partition}: transfer from drained {leader} to {target} at epoch {}: {e}",
                     view.epoch
-                )),
+                ))),
             }
         }
-        match failures.len() {
-            0 => Ok(()),
-            1 => Err(failures.into_iter().next().unwrap_or_default()),
-            n => Err(format!(
-                "{n} transfer requests failed: {}",
-                failures.join("; ")
-            )),
-        }
+        failures.into_result()
     }
 }
 

@@ -37,8 +37,13 @@
 //! A failed transfer request stops the batch and is returned as `Err`; it is
 //! not remembered, so the next batch may try again.
 //!
+//! **Ticks.** With `tick_ms` set on the plugin's entry, every tick runs the
+//! same steps with `now` = the tick's clock, so the cluster is rebalanced
+//! on time as well as on elections ("rebalance every minute"), and a move
+//! whose cooldown passed without it happening is tried again.
+//!
 //! Grants: `leadership`. Config: `max_skew` (1), `max_transfers_per_batch`
-//! (1), `cooldown_ms` (10000).
+//! (1, also per tick), `cooldown_ms` (10000).
 
 use std::collections::BTreeMap;
 
@@ -181,10 +186,22 @@ impl Hook for LeaderBalance {
     }
 
     fn on_events(&mut self, events: &[LeadershipEvent]) -> Result<(), String> {
-        let Some(batch_now) = events.iter().map(|e| e.at_ms).max() else {
-            return Ok(());
-        };
-        self.now_ms = self.now_ms.max(batch_now);
+        match events.iter().map(|e| e.at_ms).max() {
+            Some(batch_now) => self.balance(batch_now),
+            None => Ok(()),
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: u64) -> Result<(), String> {
+        self.balance(now_ms)
+    }
+}
+
+impl LeaderBalance {
+    /// One round of the steps in the crate documentation, at `now` (never
+    /// below an earlier round's).
+    fn balance(&mut self, now: u64) -> Result<(), String> {
+        self.now_ms = self.now_ms.max(now);
         let now = self.now_ms;
         let cooldown = self.config.cooldown_ms;
         self.moves

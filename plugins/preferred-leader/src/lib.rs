@@ -25,12 +25,26 @@
 //! Failed requests are not remembered (they are retried on the partition's
 //! next event); every failure of the batch is reported in one `Err`.
 //!
-//! Grants: `leadership`. Config: `enabled` (bool, default `true`).
+//! **Ticks: retrying a failback that did not happen.** A transfer request
+//! can come to nothing: Raft drops a transfer to a replica still catching up
+//! after a restart, and no new event follows. With `tick_ms` set on the
+//! plugin's entry, every tick re-checks the stored assignments: for each
+//! partition whose stored leader is this node and not the preferred replica,
+//! while the preferred replica is alive, it asks again, whatever it asked
+//! before (at most `max_retries_per_tick` partitions per tick, in
+//! `(topic, partition)` order). Only the leader's node retries, so a tick
+//! asks at most once per partition cluster-wide. A retry refused because
+//! the partition's leadership moved recently (`cooldown`) is left to a later
+//! tick, not reported as a failure.
+//!
+//! Grants: `leadership`. Config: `enabled` (bool, default `true`),
+//! `max_retries_per_tick` (default 64).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use leaderhook_sdk::{
-    Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log, register_hook,
+    BatchFailures, CapError, Hook, LeadershipEvent, NodeId, PartitionId, cluster, leadership, log,
+    register_hook,
 };
 use serde::Deserialize;
 
@@ -40,17 +54,23 @@ use serde::Deserialize;
 pub struct Config {
     /// `false` turns the plugin into a no-op without unloading it.
     pub enabled: bool,
+    /// The most transfers one tick asks for again.
+    pub max_retries_per_tick: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            max_retries_per_tick: 64,
+        }
     }
 }
 
 /// The plugin.
 pub struct PreferredLeader {
     enabled: bool,
+    max_retries_per_tick: usize,
     /// Per partition, the highest term a transfer was requested at.
     requested: BTreeMap<PartitionId, u64>,
 }
@@ -115,6 +135,7 @@ impl Hook for PreferredLeader {
         }
         Ok(Self {
             enabled: config.enabled,
+            max_retries_per_tick: config.max_retries_per_tick,
             requested: BTreeMap::new(),
         })
     }
@@ -135,24 +156,63 @@ impl Hook for PreferredLeader {
         if newest.is_empty() {
             return Ok(());
         }
-        let alive: BTreeSet<NodeId> = cluster::nodes()
-            .into_iter()
-            .filter(|n| n.alive)
-            .map(|n| n.id)
-            .collect();
-        let failures: Vec<String> = newest
-            .into_values()
-            .filter_map(|event| self.consider(local, &alive, event).err())
-            .collect();
-        match failures.len() {
-            0 => Ok(()),
-            1 => Err(failures.into_iter().next().unwrap_or_default()),
-            n => Err(format!(
-                "{n} transfer requests failed: {}",
-                failures.join("; ")
-            )),
+        let alive = alive_nodes();
+        let mut failures = BatchFailures::new("transfer requests");
+        for event in newest.into_values() {
+            failures.record(self.consider(local, &alive, event).map(drop));
         }
+        failures.into_result()
     }
+
+    fn on_tick(&mut self, _now_ms: u64) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let local = cluster::local_node();
+        let alive = alive_nodes();
+        let mut assignments = cluster::assignments();
+        assignments.sort_by(|a, b| a.partition.cmp(&b.partition));
+        let mut failures = BatchFailures::new("transfer retries");
+        let away = assignments.into_iter().filter_map(|a| {
+            let preferred = *a.replicas.first()?;
+            let away = a.leader == Some(local) && preferred != local && alive.contains(&preferred);
+            away.then_some((a, preferred))
+        });
+        for (a, preferred) in away.take(self.max_retries_per_tick) {
+            let partition = &a.partition;
+            let outcome = match leadership::transfer(partition, preferred) {
+                // Leadership moved recently: a later tick asks again.
+                Err(CapError::Cooldown(ms)) => {
+                    log::debug(format!(
+                        "{partition}: failback to {preferred} in cooldown for {ms} ms"
+                    ));
+                    continue;
+                }
+                outcome => outcome.map_err(|e| {
+                    format!("{partition}: retrying the transfer to preferred {preferred}: {e}")
+                }),
+            };
+            if outcome.is_ok() {
+                log::info(format!(
+                    "{partition}: still led by {local} at epoch {}; transfer to preferred \
+                     {preferred} requested again",
+                    a.epoch
+                ));
+                self.requested.insert(partition.clone(), a.epoch);
+            }
+            failures.record(outcome);
+        }
+        failures.into_result()
+    }
+}
+
+/// The nodes `cluster::nodes()` says are alive.
+fn alive_nodes() -> BTreeSet<NodeId> {
+    cluster::nodes()
+        .into_iter()
+        .filter(|n| n.alive)
+        .map(|n| n.id)
+        .collect()
 }
 
 register_hook!(PreferredLeader);

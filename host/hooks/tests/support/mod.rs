@@ -15,6 +15,8 @@ pub struct Plugins {
     pub assign_leader: String,
     pub adversary: String,
     pub wrong_version: String,
+    /// Hand-written against the frozen line 0.1.0 (tests/plugins/contract-v0-1).
+    pub contract_v0_1: String,
 }
 
 /// Builds the plugins the tests use (once per test binary; cargo makes the
@@ -23,14 +25,22 @@ pub fn plugins() -> &'static Plugins {
     static PLUGINS: OnceLock<Plugins> = OnceLock::new();
     PLUGINS.get_or_init(|| {
         let root = guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref());
-        let paths =
-            guest_build::build_guests(&root, &["assign-leader", "adversary", "wrong-version"])
-                .unwrap_or_else(|e| panic!("{e}"));
+        let paths = guest_build::build_guests(
+            &root,
+            &[
+                "assign-leader",
+                "adversary",
+                "wrong-version",
+                "contract-v0-1",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let s = |p: &PathBuf| p.to_string_lossy().into_owned();
         Plugins {
             assign_leader: s(&paths[0]),
             adversary: s(&paths[1]),
             wrong_version: s(&paths[2]),
+            contract_v0_1: s(&paths[3]),
         }
     })
 }

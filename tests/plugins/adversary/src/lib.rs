@@ -55,6 +55,12 @@
 //!   the partition's leadership to the next replica (an election each);
 //!   returns the first refusal's message.
 //!
+//! Ticks (contract 0.2, with `tick_ms` on the entry); `on-events` does
+//! nothing in these modes:
+//! - `tick-loop`: `on-tick` loops forever.
+//! - `tick-count`: `on-tick` logs `tick <n> at <now_ms>` (n counts this
+//!   instance's ticks from 1).
+//!
 //! An unknown mode makes `init` fail.
 
 use std::hint::black_box;
@@ -142,6 +148,8 @@ enum Mode {
     Alloc,
     WrongLeader,
     TransferChurn,
+    TickLoop,
+    TickCount,
 }
 
 /// The plugin.
@@ -194,6 +202,8 @@ impl Hook for Adversary {
             "alloc" => Mode::Alloc,
             "wrong-leader" => Mode::WrongLeader,
             "transfer-churn" => Mode::TransferChurn,
+            "tick-loop" => Mode::TickLoop,
+            "tick-count" => Mode::TickCount,
             other => return Err(format!("unknown mode {other:?}")),
         };
         Ok(Adversary {
@@ -206,7 +216,7 @@ impl Hook for Adversary {
     fn on_events(&mut self, events: &[LeadershipEvent]) -> Result<(), String> {
         self.calls = self.calls.saturating_add(1);
         match self.mode {
-            Mode::Ok => Ok(()),
+            Mode::Ok | Mode::TickLoop | Mode::TickCount => Ok(()),
             Mode::Loop => spin(),
             Mode::Memory => hoard(),
             Mode::Panic => panic!("adversary panicked on purpose"),
@@ -296,6 +306,18 @@ impl Hook for Adversary {
                 black_box(&mut block);
                 Ok(())
             }
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: u64) -> Result<(), String> {
+        match self.mode {
+            Mode::TickLoop => spin(),
+            Mode::TickCount => {
+                self.calls = self.calls.saturating_add(1);
+                log::info(format!("tick {} at {now_ms}", self.calls));
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }

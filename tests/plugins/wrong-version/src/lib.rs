@@ -1,7 +1,7 @@
-//! A test plugin built against `leaderhook:plugin@0.2.0` (a copy of the
-//! contract with only the version changed), without the SDK. The host
-//! implements 0.1.x and must refuse it at load time with an error naming
-//! both versions.
+//! A test plugin built against `leaderhook:plugin@0.3.0` (a copy of the
+//! 0.1.0 contract with only the version changed), without the SDK: a line
+//! the host does not implement. The host must refuse it at load time with an
+//! error naming the version it found and the lines it implements.
 
 #[allow(unsafe_code, missing_docs, clippy::all)]
 mod bindings {
