@@ -7,6 +7,10 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# Every Rust benchmark once, in its smoke mode (no `--bench` on the command
+# line): a few iterations on the debug build, figures printed, not judged;
+# a figure that fails fails the run.
+cargo test --workspace --bench '*'
 
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,
 # kafka-python, aiokafka, kafkajs (tests/kafka/js, pinned in its
@@ -21,3 +25,6 @@ if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi
 python3 -m pytest -q -p no:warnings tests/kafka
+# The Python benchmarks in their smoke mode, likewise.
+python3 tests/kafka/bench_produce.py --smoke
+python3 tests/kafka/bench_storage.py --smoke
