@@ -15,6 +15,10 @@ fi
 # PyPI, pinned (guest_build::COMPONENTIZE_PY_VERSION).
 python3 -m pip install --quiet componentize-py==0.25.1
 cargo test --workspace
+# Every Rust benchmark once, in its smoke mode (no `--bench` on the command
+# line): a few iterations on the debug build, figures printed, not judged;
+# a figure that fails fails the run.
+cargo test --workspace --bench '*'
 
 # The Kafka front end, judged by real clients (tests/kafka): confluent-kafka,
 # kafka-python, aiokafka, kafkajs (tests/kafka/js, pinned in its
@@ -29,3 +33,6 @@ if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi
 python3 -m pytest -q -p no:warnings tests/kafka
+# The Python benchmarks in their smoke mode, likewise.
+python3 tests/kafka/bench_produce.py --smoke
+python3 tests/kafka/bench_storage.py --smoke

@@ -13,9 +13,11 @@
 //!    Group creation writes no synced entry per group and missed ticks are
 //!    never fired in a burst, so existing leaders keep their leases.
 //!
-//! `LEADERHOOK_BENCH_SMOKE=1` runs one creation of figure 1 and a 100 + 100
-//! figure 2 (for CI: figures printed, not judged). A figure that fails
-//! exits non-zero.
+//! Smoke mode (`LEADERHOOK_BENCH_SMOKE=1`, or no `--bench` on the command
+//! line, as under `cargo test --benches` in CI) runs one creation of figure
+//! 1 and a 100 + 100 figure 2: figures printed, not judged (elections in
+//! the existing groups are reported, not refused). A figure that fails (a
+//! broker that does not start, partitions never led) exits non-zero.
 
 use leaderhook::supervisor::{ClusterSpec, LocalCluster};
 use std::collections::BTreeMap;
@@ -26,7 +28,8 @@ const WAIT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(5);
 
 fn main() {
-    let smoke = std::env::var_os("LEADERHOOK_BENCH_SMOKE").is_some();
+    let smoke = std::env::var_os("LEADERHOOK_BENCH_SMOKE").is_some()
+        || !std::env::args().any(|a| a == "--bench");
     let bin = Path::new(env!("CARGO_BIN_EXE_leaderhook"));
     println!("broker binary: {}", bin.display());
     let mut failed = false;
@@ -39,7 +42,7 @@ fn main() {
         }
     }
     let (existing, added) = if smoke { (100, 100) } else { (1000, 1000) };
-    match no_stalls(bin, existing, added) {
+    match no_stalls(bin, existing, added, !smoke) {
         Ok(line) => println!("{line}"),
         Err(e) => {
             println!("figure 2 FAILED: {e:#}");
@@ -121,7 +124,7 @@ fn terms(c: &LocalCluster) -> anyhow::Result<BTreeMap<String, u64>> {
     Ok(terms)
 }
 
-fn no_stalls(bin: &Path, existing: u32, added: u32) -> anyhow::Result<String> {
+fn no_stalls(bin: &Path, existing: u32, added: u32, judge: bool) -> anyhow::Result<String> {
     let (_dir, c) = start(bin)?;
     c.create_topic("existing", existing, 3, WAIT)?;
     c.wait_converged(existing as usize, WAIT)?;
@@ -147,6 +150,6 @@ fn no_stalls(bin: &Path, existing: u32, added: u32) -> anyhow::Result<String> {
         answered.as_secs_f64() * 1e3,
         converged.as_secs_f64() * 1e3
     );
-    anyhow::ensure!(elections == 0, "{line}");
+    anyhow::ensure!(!judge || elections == 0, "{line}");
     Ok(line)
 }

@@ -189,6 +189,53 @@ fn advance_drives_ticks_and_records_log_lines_per_node() {
     );
 }
 
+/// A well-mixed 64-bit value from a seed and a step (splitmix64), so that
+/// neighbouring seeds give unrelated timelines.
+fn mix(seed: u64, step: u64) -> u64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What must hold after every step of any timeline: every partition Raft
+/// leads is assigned to that leader at its term (Kafka's leader epoch), no
+/// assignment runs ahead of Raft's term or names a non-replica, and no
+/// plugin call failed.
+fn check_follows_raft(h: &Harness, seed: u64, log: &[String]) {
+    for (id, part) in h.partitions() {
+        if let Some(leader) = part.raft_leader {
+            assert_eq!(
+                (part.leader, part.epoch),
+                (Some(leader), part.term),
+                "seed {seed}: {id} is led by {leader} at term {}, assigned {:?} at epoch {} after {log:?}",
+                part.term,
+                part.leader,
+                part.epoch
+            );
+        }
+        assert!(
+            part.epoch <= part.term,
+            "seed {seed}: {id} assigned at epoch {} beyond Raft's term {}",
+            part.epoch,
+            part.term
+        );
+        assert!(
+            part.leader.is_none_or(|l| part.replicas.contains(&l)),
+            "seed {seed}: {id} assigned to {:?}, not a replica of {:?}",
+            part.leader,
+            part.replicas
+        );
+    }
+    assert!(
+        h.failures().is_empty(),
+        "seed {seed}: plugin failures {:?} after {log:?}",
+        h.failures()
+    );
+}
+
 #[test]
 fn an_advance_that_would_tick_without_bound_is_refused() {
     let mut ticker = PluginConfig::new("ticker", adversary(), &[]);
@@ -200,4 +247,30 @@ fn an_advance_that_would_tick_without_bound_is_refused() {
     assert!(err.to_string().contains("on-tick calls"), "{err}");
     assert_eq!(h.now_ms(), 0, "nothing happened");
     assert!(h.logs().is_empty());
+}
+
+#[test]
+fn over_many_random_timelines_assignments_follow_raft_and_no_plugin_fails() {
+    const SEEDS: u64 = 64;
+    const STEPS: u64 = 40;
+    let nodes = [1, 2, 3, 4, 5];
+    let (mut kills, mut elections) = (0, 0);
+    for seed in 1..=SEEDS {
+        let mut h = Harness::new(engine(), nodes, default_plugin()).unwrap();
+        h.create_topic("orders", 8, 3).unwrap();
+        let mut log = Vec::new();
+        check_follows_raft(&h, seed, &log);
+        // One step at a time, so the property is checked after each.
+        for step in 0..STEPS {
+            log.extend(random_timeline(&mut h, &nodes, mix(seed, step), 1).unwrap());
+            check_follows_raft(&h, seed, &log);
+        }
+        kills += log.iter().filter(|l| l.starts_with("kill")).count();
+        elections += log.iter().filter(|l| l.starts_with("elect")).count();
+    }
+    // The timelines did exercise failover and elections.
+    assert!(
+        kills > SEEDS as usize && elections > SEEDS as usize,
+        "{kills} kills, {elections} elections"
+    );
 }

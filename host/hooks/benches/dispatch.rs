@@ -3,6 +3,9 @@
 //!
 //! A plain bench binary (no harness): `cargo bench --bench dispatch`. Pass
 //! `--quick` (`cargo bench --bench dispatch -- --quick`) for fewer rounds.
+//! Without `--bench` on the command line (`cargo test --benches`, CI) or
+//! with `LEADERHOOK_BENCH_SMOKE=1` it runs in smoke mode: a handful of
+//! rounds, figures printed, not judged; a failure exits non-zero.
 //!
 //! Every timed delivery carries became-leader events at a fresh term, so
 //! each event goes all the way through `set-leader`: the host's fencing check
@@ -33,8 +36,18 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn new(quick: bool) -> Self {
-        if quick {
+    fn new(smoke: bool, quick: bool) -> Self {
+        if smoke {
+            Self {
+                warmup: 4,
+                batch_1: 50,
+                batch_64: 5,
+                batch_1024: 3,
+                native_1024: 5,
+                cold_loads: 1,
+                cached_loads: 1,
+            }
+        } else if quick {
             Self {
                 warmup: 20,
                 batch_1: 5_000,
@@ -241,7 +254,9 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let rounds = Rounds::new(quick);
+    let smoke = std::env::var_os("LEADERHOOK_BENCH_SMOKE").is_some()
+        || !std::env::args().any(|a| a == "--bench");
+    let rounds = Rounds::new(smoke, quick);
 
     let root = guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref());
     let paths =
@@ -257,7 +272,13 @@ fn main() {
     println!(
         "plugin: {plugin_path} ({:.1} KiB){}",
         plugin_bytes as f64 / 1024.0,
-        if quick { "  [--quick]" } else { "" }
+        if smoke {
+            "  [smoke: figures not judged]"
+        } else if quick {
+            "  [--quick]"
+        } else {
+            ""
+        }
     );
 
     // --- Dispatch through the plugin, on this thread. ---

@@ -5,7 +5,7 @@ mod support;
 
 use leaderhook_hooks::queue::Push;
 use leaderhook_hooks::{HookRuntime, HooksConfig};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 #[test]
@@ -25,7 +25,13 @@ fn submit_does_not_wait_for_a_stuck_plugin_and_storms_coalesce() {
     submit(&runtime, became_leader(&cluster, 0, 1, 1));
     // ...wait until its worker has taken it, then storm: 4 partitions,
     // 50 elections each.
+    // (Well within the stuck call's 2 s, or the check below could not hold.)
+    let deadline = Instant::now() + Duration::from_secs(30);
     while runtime.stats().plugins[0].queue.pending > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck plugin's worker never took the first event"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut outcomes = Vec::new();
