@@ -579,7 +579,10 @@ fn looping_ticks_delay_only_their_own_plugin_and_its_policy_disables_it() {
         };
         if looper.disabled && counter.ticks >= 20 && assign.events == 1 {
             assert_eq!(looper.ticks, 0, "no looping tick ever completed");
-            assert_eq!(looper.timeouts, 3, "disabled after its third failure");
+            // Disabled at its third failure in a row. (A tick can fail before
+            // the event batch succeeds, which restarts the count: 3 or 4 in all.)
+            assert_eq!(looper.consecutive_failures, 3, "{looper:?}");
+            assert!((3..=4).contains(&looper.timeouts), "{looper:?}");
             break;
         }
         assert!(
