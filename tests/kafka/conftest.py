@@ -33,12 +33,15 @@ def wait_until(what, condition, timeout, interval=0.1):
 
 
 class Cluster:
-    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None, groups=None):
+    def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None, groups=None,
+                 dispatch=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;
         `storage`: settings for every node's [storage] table;
         `kafka`: settings for every node's [kafka] table (see
         host/src/config.rs KafkaConfig), e.g. {"max_connections": 5};
-        `groups`: every node's [groups] table (coordinator::GroupsConfig)."""
+        `groups`: every node's [groups] table (coordinator::GroupsConfig);
+        `dispatch`: every node's [dispatch] table (e.g. the safety net off:
+        {"fail_to_default": "false"})."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -55,7 +58,8 @@ class Cluster:
             for key, value in (raft or {}).items():
                 text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
                 assert found == 1, f"no [raft] key {key} in {path}"
-            for table, settings in (("kafka", kafka), ("storage", storage), ("groups", groups)):
+            for table, settings in (("kafka", kafka), ("storage", storage), ("groups", groups),
+                                    ("dispatch", dispatch)):
                 if settings:
                     text += f"\n[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
             path.write_text(text)
@@ -133,9 +137,25 @@ def cluster():
             shutil.rmtree(c.dir, ignore_errors=True)
 
 
+# The negative controls: with the safety net on, the embedded default plugin
+# would take over and keep Metadata following Raft (host/tests/operations.rs
+# shows that); these clusters show what happens with no plugin at all.
+NO_SAFETY_NET = {"fail_to_default": "false"}
+
+
+@pytest.fixture
+def cluster_without_safety_net():
+    c = Cluster(dispatch=NO_SAFETY_NET)
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
+
+
 @pytest.fixture
 def cluster_without_plugins():
-    c = Cluster(plugins=False)
+    c = Cluster(plugins=False, dispatch=NO_SAFETY_NET)
     try:
         yield c
     finally:

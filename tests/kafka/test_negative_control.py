@@ -69,7 +69,8 @@ def produce_one(bootstrap):
         producer.close(timeout=5)
 
 
-def test_without_the_plugin_metadata_goes_stale_and_produce_fails(cluster):
+def test_without_the_plugin_metadata_goes_stale_and_produce_fails(cluster_without_safety_net):
+    cluster = cluster_without_safety_net
     admin = create_topic(cluster.bootstrap)
     old = wait_for_leaders(admin)[0]
     assert produce_one(cluster.bootstrap).offset == 0, "healthy before the control"

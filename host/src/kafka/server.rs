@@ -283,7 +283,8 @@ enum ReadError {
 }
 
 /// Reads and decodes the next request, holding its frame's size in the
-/// connection's budget and then in the node's before the frame is read.
+/// connection's budget before the frame is read, and in the node's once it
+/// has arrived.
 async fn read_request(
     broker: &Broker,
     read: &mut OwnedReadHalf,
@@ -300,11 +301,14 @@ async fn read_request(
     };
     crate::metrics::kafka().bytes_in.inc_by(size as u64 + 4);
     let held = budget.take(size).await;
-    let node_held = node.take(size).await;
     let frame = tokio::time::timeout(idle, codec::read_body(read, size, buf))
         .await
         .map_err(|_| ReadError::Idle)?
         .map_err(ReadError::Frame)?;
+    // The node's budget is taken for bytes that arrived, never for a size a
+    // client only claims: a frame trickling in must not hold every other
+    // connection back.
+    let node_held = node.take(size).await;
     let request =
         codec::decode_request(frame, api_versions::supported).map_err(ReadError::Frame)?;
     Ok(Some((request, held, node_held)))
