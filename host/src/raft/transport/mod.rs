@@ -23,7 +23,7 @@
 //!
 //! # Bounds
 //!
-//! - per peer, queued messages: `peer_queue_bytes` (default 32 MiB) of encoded size plus
+//! - per peer, queued messages: `peer_queue_bytes` (default 64 MiB) of encoded size plus
 //!   in-memory headers, and [`PEER_QUEUE_CAPACITY`] messages; plus one frame being built
 //!   (about [`BATCH_SOFT_CAP`], at most [`MAX_FRAME_LEN`]);
 //! - per inbound connection: a 64 KiB read buffer, and a payload buffer that grows with the
