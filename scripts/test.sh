@@ -32,7 +32,12 @@ npm ci --prefix tests/kafka/js --no-audit --no-fund
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
 fi
-python3 -m pytest -q -p no:warnings tests/kafka
+# Every test bounded (pytest-timeout): a hung client or cluster fails its
+# test, not the CI run. Given here, not in a pytest.ini under tests/kafka:
+# with such a file (which moves pytest's rootdir) the storage test's
+# follower-catch-up-by-snapshot failed every run, without it it passes; why
+# is not understood yet.
+python3 -m pytest -q -p no:warnings --timeout 600 tests/kafka
 # The Python benchmarks in their smoke mode, likewise.
 python3 tests/kafka/bench_produce.py --smoke
 python3 tests/kafka/bench_storage.py --smoke

@@ -97,6 +97,8 @@ mod failures;
 mod hook;
 mod host;
 mod types;
+mod wit_version;
+use wit_version::wit_package_version;
 
 pub use failures::BatchFailures;
 pub use hook::Hook;
@@ -133,36 +135,6 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// host's lines and the directory's name).
 pub const CONTRACT_VERSION: &str =
     wit_package_version(include_str!("../../wit/since_v0.2.0/leaderhook.wit"));
-
-/// The version a contract line's WIT declares (`package
-/// leaderhook:plugin@<version>;`), read at compile time: the WIT is the one
-/// place a line's version is written. Fails the build if the WIT declares
-/// none.
-const fn wit_package_version(wit: &'static str) -> &'static str {
-    const PREFIX: &[u8] = b"package leaderhook:plugin@";
-    let bytes = wit.as_bytes();
-    let mut start = 0;
-    while start + PREFIX.len() <= bytes.len() {
-        let mut i = 0;
-        while i < PREFIX.len() && bytes[start + i] == PREFIX[i] {
-            i += 1;
-        }
-        if i == PREFIX.len() {
-            let (_, rest) = bytes.split_at(start + PREFIX.len());
-            let mut end = 0;
-            while end < rest.len() && rest[end] != b';' {
-                end += 1;
-            }
-            let (version, _) = rest.split_at(end);
-            return match core::str::from_utf8(version) {
-                Ok(version) => version,
-                Err(_) => panic!("the WIT package version is not UTF-8"),
-            };
-        }
-        start += 1;
-    }
-    panic!("the WIT declares no `package leaderhook:plugin@<version>;`")
-}
 
 #[cfg(target_arch = "wasm32")]
 const fn sdk_version_bytes<const N: usize>() -> [u8; N] {
