@@ -24,7 +24,7 @@
 //! [transport]                          # the Raft port
 //! max_connections = 64                 # inbound connections; more are accepted and closed
 //! peer_queue_bytes = 67108864          # messages queued per peer (encoded + in-memory size)
-//! inbox_bytes = 4294967295             # received entry bytes waiting for the Raft loop (off by default)
+//! inbox_bytes = 33554432               # received entry bytes waiting for the Raft loop
 //! [admin]
 //! max_connections = 16                 # more are told "busy" and closed
 //! [testing]
@@ -294,10 +294,7 @@ impl Default for TransportConfig {
         Self {
             max_connections: 64,
             peer_queue_bytes: 64 << 20,
-            // Off (the most the budget can count) until the stall found with
-            // it is understood: a follower restarted behind the compacted log
-            // never got its snapshot with 32 MiB (tests/kafka/test_storage.py).
-            inbox_bytes: u32::MAX as usize,
+            inbox_bytes: 32 << 20,
         }
     }
 }

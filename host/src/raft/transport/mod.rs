@@ -29,7 +29,7 @@
 //! - per inbound connection: a 64 KiB read buffer, and a payload buffer that grows with the
 //!   bytes that arrived (at most about twice them, never from the length prefix), up to
 //!   [`MAX_FRAME_LEN`]; [`TransportStats::inbound_buffer_bytes`] shows the total;
-//! - the inbox: [`TransportSettings::inbox_bytes`] (off by default) of entry and snapshot
+//! - the inbox: [`TransportSettings::inbox_bytes`] (default 32 MiB) of entry and snapshot
 //!   payload waiting for the Raft loop; a reader waits for room (TCP slows the peer down);
 //! - inbound connections: `max_connections` (default 64); an unauthenticated one lives at most
 //!   [`reader::HANDSHAKE_TIMEOUT`].
