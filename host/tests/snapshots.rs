@@ -2,7 +2,8 @@
 //! snapshots every few entries and compacts its log behind them, a node
 //! restarts from its own snapshot plus the log tail, and a node that was
 //! down while the others compacted past what it has catches up through the
-//! leader's snapshot (topics created meanwhile opened, deleted ones closed).
+//! leader's snapshot (topics created meanwhile opened, deleted ones closed),
+//! even when the first snapshot sent to it is lost.
 
 use leaderhook::admin::Request;
 use leaderhook::config::RaftConfig;
@@ -30,6 +31,7 @@ fn spec() -> ClusterSpec {
             ..RaftConfig::default()
         },
         log: "info,leaderhook::raft::node=debug".into(),
+        fault_injection: true,
         ..ClusterSpec::default()
     }
 }
@@ -92,11 +94,25 @@ fn a_node_behind_the_compacted_log_catches_up_through_a_snapshot() {
             .unwrap();
     }
 
+    // The first snapshot sent to node 3 is lost on the way (as with a
+    // broken connection or a full queue): raft-rs sends nothing more to a
+    // follower waiting for a snapshot until told it failed; the leader must
+    // notice and send it again.
+    for n in [1, 2] {
+        c.request(n, &Request::DropSnapshots { count: 1 }).unwrap();
+    }
     c.spawn(3).unwrap();
     let converged = c
         .wait_converged(NEW + 1, WAIT)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
     assert!(!converged.contains_key("doomed-0"));
+    let survivors = format!("{}{}", log_of(&c, 1), log_of(&c, 2));
+    assert!(
+        survivors.contains("test hook: snapshot dropped")
+            && survivors.contains("snapshot unanswered: sending it again"),
+        "a snapshot was lost and sent again:\n{}",
+        c.logs()
+    );
     let expected: BTreeSet<String> = std::iter::once("kept-0".to_string())
         .chain((0..NEW).map(|i| format!("new{i}-0")))
         .collect();

@@ -34,9 +34,11 @@ SIZE = 1024
 TOPIC = "volume"
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
+    """A memory figure of /proc/PID/status in MiB: VmRSS (resident), RssAnon
+    (the heap and stacks: what the broker allocated), VmHWM (peak resident)."""
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -97,6 +99,8 @@ def measure(gib):
         rss_before = [rss_mib(cluster.pid(n)) for n in cluster.configs]
         count, took = produce(cluster.bootstrap, int(gib * (1 << 30)))
         rss_after = [rss_mib(cluster.pid(n)) for n in cluster.configs]
+        anon_after = [rss_mib(cluster.pid(n), "RssAnon") for n in cluster.configs]
+        peak = [rss_mib(cluster.pid(n), "VmHWM") for n in cluster.configs]
         disk = [disk_mib(cluster.dir / f"node{n}") for n in cluster.configs]
         for n in list(cluster.procs):
             cluster.kill(n)
@@ -111,6 +115,8 @@ def measure(gib):
             "mb_per_s": count * SIZE / took / 1e6,
             "rss_before": rss_before,
             "rss_after": rss_after,
+            "anon_after": anon_after,
+            "peak": peak,
             "rss_restarted": rss_restarted,
             "disk": disk,
             "restart_s": restart_to_ack,
@@ -119,7 +125,7 @@ def measure(gib):
         print(
             f"{gib} GiB: {count} x {SIZE} B in {took:.1f} s ({fig['msgs_per_s']:.0f} msg/s, "
             f"{fig['mb_per_s']:.1f} MB/s); RSS MiB per node before {fmt(rss_before)}, after "
-            f"{fmt(rss_after)}, after restart {fmt(rss_restarted)}; disk MiB {fmt(disk)}; "
+            f"{fmt(rss_after)} (anonymous {fmt(anon_after)}, peak {fmt(peak)}), after restart {fmt(rss_restarted)}; disk MiB {fmt(disk)}; "
             f"restart to first acked produce {restart_to_ack:.2f} s",
             flush=True,
         )
@@ -141,7 +147,7 @@ def main():
     ratio = big["restart_s"] / small["restart_s"]
     print(
         f"storage small_gib={small['gib']} big_gib={big['gib']} "
-        f"rss_after_max_mib={max(big['rss_after']):.0f} rss_restarted_max_mib={max(big['rss_restarted']):.0f} "
+        f"rss_after_max_mib={max(big['rss_after']):.0f} rss_peak_max_mib={max(big['peak']):.0f} rss_restarted_max_mib={max(big['rss_restarted']):.0f} "
         f"restart_small_s={small['restart_s']:.2f} restart_big_s={big['restart_s']:.2f} "
         f"restart_ratio={ratio:.2f} mb_per_s_big={big['mb_per_s']:.1f} "
         f"targets: rss<300 restart_ratio<1.5"

@@ -91,36 +91,58 @@ def produce(bootstrap, topic, count, size=1024, idempotent=False, partition=None
     return acked
 
 
-def read_all(bootstrap, topic, partition=0):
-    """(log start, [(offset, value)]) read from the partition's leader."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "unused",
-        "enable.auto.commit": False,
-        "fetch.max.bytes": 1 << 20,
-    })
+def watermarks(consumer, topic, partition):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+        except Exception as e:  # a leader moving right now: retriable
+            assert time.monotonic() < deadline, e
+            time.sleep(0.3)
+
+
+def log_start(bootstrap, topic, partition=0):
+    """The partition's log start offset, as ListOffsets answers it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-                break
-            except Exception as e:  # a leader moving right now: retriable
-                assert time.monotonic() < deadline, e
-                time.sleep(0.3)
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        records = []
-        deadline = time.monotonic() + 60
-        while (records[-1][0] + 1 if records else low) < high:
-            assert time.monotonic() < deadline, f"read {len(records)} of {high - low}"
-            msg = consumer.poll(1)
-            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
-                continue
-            assert not msg.error(), msg.error()
-            records.append((msg.offset(), msg.value()))
-        return low, records
+        return watermarks(consumer, topic, partition)[0]
     finally:
         consumer.close()
+
+
+def read_all(bootstrap, topic, partition=0):
+    """(log start, [(offset, value)]) read from the partition's leader.
+
+    Retention may delete the front of the log while this reads (slow
+    machines): the read then starts again from the new log start."""
+    deadline = time.monotonic() + 60
+    while True:
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 1 << 20,
+            # Never skip silently: a position below the log start is an error.
+            "auto.offset.reset": "error",
+        })
+        try:
+            low, high = watermarks(consumer, topic, partition)
+            consumer.assign([TopicPartition(topic, partition, low)])
+            records, restart = [], False
+            while not restart and (records[-1][0] + 1 if records else low) < high:
+                assert time.monotonic() < deadline, f"read {len(records)} of {high - low}"
+                msg = consumer.poll(1)
+                if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                    continue
+                if msg.error() and msg.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                    restart = True  # deleted under us by retention
+                    continue
+                assert not msg.error(), msg.error()
+                records.append((msg.offset(), msg.value()))
+            if not restart:
+                return low, records
+        finally:
+            consumer.close()
 
 
 def disk_bytes(path):
@@ -175,14 +197,14 @@ def test_retention_by_time_and_bytes_moves_the_log_start_and_frees_disk(storage_
 
     # Size: what stays is at least 300 KiB and far less than the 2 MiB sent,
     # and it is the newest records, byte for byte.
-    wait_until("by-bytes trimmed", lambda: read_all(c.bootstrap, "by-bytes")[0] > 1000, timeout=30)
+    wait_until("by-bytes trimmed", lambda: log_start(c.bootstrap, "by-bytes") > 1000, timeout=30)
     start, read = read_all(c.bootstrap, "by-bytes")
     assert start > 0 and read[0][0] == start
     assert 300 <= len(read) < 1000, len(read)
     assert read == [(o, v) for (_, o, v) in acked if o >= start]
 
     # Time: once every record is older than 3 s, all but the newest run goes.
-    wait_until("by-time trimmed", lambda: read_all(c.bootstrap, "by-time")[0] > 1500, timeout=30)
+    wait_until("by-time trimmed", lambda: log_start(c.bootstrap, "by-time") > 1500, timeout=30)
     start, read = read_all(c.bootstrap, "by-time")
     assert len(read) == 2000 - start
 
@@ -220,7 +242,7 @@ def test_a_follower_behind_retention_catches_up_by_snapshot_and_serves_the_same_
     c.kill(sleeper)
     # Several compactions past everything the sleeper has.
     produce(c.bootstrap, "t", 3000, size=1024, partition=0)
-    wait_until("trimmed", lambda: read_all(c.bootstrap, "t")[0] > 1000, timeout=30)
+    wait_until("trimmed", lambda: log_start(c.bootstrap, "t") > 1000, timeout=30)
     c.start(sleeper)
     c.wait_port(c.kafka_addr(sleeper))
     logs = lambda: (c.dir / f"node{sleeper}.log").read_text(errors="replace")

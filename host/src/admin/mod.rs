@@ -114,6 +114,11 @@ pub enum Request {
         plugin: String,
         path: Option<String>,
     },
+    /// Test hook (`[testing] fault_injection` only): the next `count`
+    /// Raft snapshots this node sends are lost on the way.
+    DropSnapshots {
+        count: u64,
+    },
     /// Test hook (`[testing] fault_injection` only): every later Raft log
     /// write of this node fails, as on a dying disk (the node must stop).
     FailStorage,
@@ -197,6 +202,7 @@ impl Request {
             Request::DropEvents { .. } => Some("drop-events"),
             Request::InjectBecameLeader { .. } => Some("inject-became-leader"),
             Request::FailStorage => Some("fail-storage"),
+            Request::DropSnapshots { .. } => Some("drop-snapshots"),
             _ => None,
         }
     }
@@ -255,6 +261,10 @@ impl Admin {
             Request::DropEvents { count } => {
                 self.hooks.drop_next_events(count);
                 Ok(serde_json::json!({ "dropping": count }))
+            }
+            Request::DropSnapshots { count } => {
+                self.transport.drop_next_snapshots(count);
+                Ok(serde_json::json!({ "dropping_snapshots": count }))
             }
             Request::InjectBecameLeader { partition, term } => self.inject(&partition, term),
             Request::FailStorage => {

@@ -179,6 +179,8 @@ struct Group {
     isr_mark: u64,
     /// While leading: when each peer was last heard from in this group.
     heard: HashMap<NodeId, Instant>,
+    /// While leading: since when each peer has waited for a snapshot.
+    snapshot_waits: HashMap<NodeId, Instant>,
 }
 
 impl Group {
@@ -421,6 +423,7 @@ impl RaftLoop {
                 serving: false,
                 isr_mark: 0,
                 heard: HashMap::new(),
+                snapshot_waits: HashMap::new(),
             },
         );
         for envelope in self.early.take(id) {
@@ -506,6 +509,7 @@ impl RaftLoop {
             if now >= next_liveness {
                 next_liveness = now + liveness_every;
                 self.send_liveness();
+                self.retry_lost_snapshots(now);
             }
             self.run_due_campaigns();
             self.on_ready();
@@ -624,6 +628,18 @@ impl RaftLoop {
         let now = Instant::now();
         let mut led = 0;
         for (&id, group) in &mut self.groups {
+            if group.raw.raft.state == StateRole::Leader {
+                // Stop optimistic appends into the void (Replicate becomes
+                // Probe: one message, then wait for an answer); a snapshot
+                // in flight to it is lost with the connection.
+                group.raw.report_unreachable(peer);
+                if snapshot_pending(&group.raw, peer) {
+                    group
+                        .raw
+                        .report_snapshot(peer, raft::SnapshotStatus::Failure);
+                }
+                continue;
+            }
             let raft = &mut group.raw.raft;
             if raft.leader_id != peer || raft.state == StateRole::Leader {
                 continue;
@@ -650,6 +666,43 @@ impl RaftLoop {
                 groups = led,
                 "connection from a leader lost: electing"
             );
+        }
+    }
+
+    /// A leader sends a follower behind its compacted log one snapshot and
+    /// then sends it nothing until raft-rs hears how that went. A snapshot
+    /// the transport dropped (the follower was down, the connection broke)
+    /// would leave the follower without its log for the whole term: one
+    /// unanswered for two election timeouts is reported failed, and raft-rs
+    /// sends another once the follower answers a heartbeat.
+    fn retry_lost_snapshots(&mut self, now: Instant) {
+        let patience = self.settings.election_timeout() * 2;
+        for (&id, group) in &mut self.groups {
+            if group.raw.raft.state != StateRole::Leader {
+                group.snapshot_waits.clear();
+                continue;
+            }
+            let waiting: Vec<NodeId> = group
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|(_, pr)| pr.state == raft::ProgressState::Snapshot)
+                .map(|(peer, _)| *peer)
+                .collect();
+            group
+                .snapshot_waits
+                .retain(|peer, _| waiting.contains(peer));
+            for peer in waiting {
+                let since = *group.snapshot_waits.entry(peer).or_insert(now);
+                if now.duration_since(since) >= patience {
+                    tracing::info!(group = id, peer, "snapshot unanswered: sending it again");
+                    group.snapshot_waits.remove(&peer);
+                    group
+                        .raw
+                        .report_snapshot(peer, raft::SnapshotStatus::Failure);
+                }
+            }
         }
     }
 
@@ -1738,6 +1791,14 @@ fn partition_start(
         (None, None) => Default::default(),
     };
     Ok(PartitionLog::from_checkpoint(start))
+}
+
+/// Whether this leader waits for `peer` to answer a snapshot.
+fn snapshot_pending(raw: &RawNode<crate::raft::storage::GroupStorage>, peer: NodeId) -> bool {
+    raw.raft
+        .prs()
+        .get(peer)
+        .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot)
 }
 
 #[cfg(test)]

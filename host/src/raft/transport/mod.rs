@@ -227,6 +227,8 @@ struct Inner {
     counters: Arc<Counters>,
     shutdown: watch::Sender<bool>,
     unknown_logged: Mutex<HashSet<u64>>,
+    /// Test hook: snapshots still to drop instead of sending.
+    drop_snapshots: std::sync::atomic::AtomicU64,
 }
 
 /// The peer transport of one node. Cheap to clone; all clones share the same tasks.
@@ -348,6 +350,7 @@ impl Transport {
                 counters,
                 shutdown,
                 unknown_logged: Mutex::new(HashSet::new()),
+                drop_snapshots: Default::default(),
             }),
         })
     }
@@ -385,6 +388,12 @@ impl Transport {
                 }
                 continue;
             };
+            if envelope.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot
+                && self.take_snapshot_drop()
+            {
+                info!(to, group = envelope.group, "test hook: snapshot dropped");
+                continue;
+            }
             let cost = charge(&envelope);
             let Some(cost) = u32::try_from(cost)
                 .ok()
@@ -406,6 +415,25 @@ impl Transport {
                 Err(TrySendError::Closed(_)) => bump(&counters.dropped_closed, 1),
             }
         }
+    }
+
+    /// Test hook (`drop-snapshots`): the next `count` snapshots this node
+    /// sends are dropped, as a broken connection or a full queue would.
+    pub fn drop_next_snapshots(&self, count: u64) {
+        self.inner
+            .drop_snapshots
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn take_snapshot_drop(&self) -> bool {
+        self.inner
+            .drop_snapshots
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |left| left.checked_sub(1),
+            )
+            .is_ok()
     }
 
     /// Gives back the inbox room a received envelope held: the Raft loop calls this for
