@@ -15,6 +15,15 @@ use std::time::Duration;
 
 mod plugin_ops;
 
+/// jemalloc, not glibc's malloc: produce traffic allocates and frees
+/// batches of up to a MiB on many threads, and glibc kept what was freed
+/// (2 GiB produced left 450-510 MiB resident per node, of which about 60
+/// was live; docs/storage.md has the figures). jemalloc hands freed pages
+/// back within a second, from a background thread (options set where it is
+/// built: `.cargo/config.toml`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The environment variable holding the admin secret for `--admin ADDR`.
 const SECRET_ENV: &str = "LEADERHOOK_SECRET";
 

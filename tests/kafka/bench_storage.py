@@ -11,7 +11,8 @@ Targets (issue 10): RSS after 2 GiB under 300 MiB per node; restart to the
 first acked produce at 2 GiB within 1.5x of the time at 0.5 GiB. `--smoke`
 runs 16 and 64 MiB (CI: figures printed, not judged). A figure that fails
 (a produce error, a node that never serves) exits non-zero. The last line is
-machine-readable.
+machine-readable. KEEP=1 keeps the clusters' directories (logs, data) in
+/tmp for a look afterwards.
 """
 
 import argparse
@@ -133,7 +134,8 @@ def measure(gib):
     finally:
         cluster.stop()
         import shutil
-        shutil.rmtree(cluster.dir, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(cluster.dir, ignore_errors=True)
 
 
 def main():
