@@ -110,6 +110,19 @@ def log_start(bootstrap, topic, partition=0):
         consumer.close()
 
 
+def settled(bootstrap, topic, partition=0, quiet=2.0):
+    """A condition for wait_until: the log start has not moved for `quiet` s."""
+    seen = {"start": None, "since": 0.0}
+
+    def check():
+        start, now = log_start(bootstrap, topic, partition), time.monotonic()
+        if start != seen["start"]:
+            seen.update(start=start, since=now)
+        return now - seen["since"] >= quiet
+
+    return check
+
+
 def read_all(bootstrap, topic, partition=0):
     """(log start, [(offset, value)]) read from the partition's leader.
 
@@ -243,6 +256,9 @@ def test_a_follower_behind_retention_catches_up_by_snapshot_and_serves_the_same_
     # Several compactions past everything the sleeper has.
     produce(c.bootstrap, "t", 3000, size=1024, partition=0)
     wait_until("trimmed", lambda: log_start(c.bootstrap, "t") > 1000, timeout=30)
+    # Retention deletes run after run: let it finish, so every view below
+    # (read at different times) has the same log start to agree on.
+    wait_until("retention settled", settled(c.bootstrap, "t"), timeout=60)
     c.start(sleeper)
     c.wait_port(c.kafka_addr(sleeper))
     logs = lambda: (c.dir / f"node{sleeper}.log").read_text(errors="replace")
@@ -274,7 +290,7 @@ def test_kill_9_during_compactions_loses_nothing_acknowledged(storage_cluster):
         c.wait_port(c.kafka_addr(victim))
     wait_until("leaders again", lambda: raft_leader(c, "t-0"), timeout=60)
     # Let the last retention decisions apply everywhere.
-    time.sleep(3)
+    wait_until("retention settled", settled(c.bootstrap, "t"), timeout=60)
     start, read = read_all(c.bootstrap, "t")
     expected = sorted((o, v) for (_, o, v) in acked if o >= start)
     assert read == expected, "exactly the acknowledged records above the log start"
