@@ -21,6 +21,7 @@ mod plugin_ops;
 /// was live; docs/storage.md has the figures). jemalloc hands freed pages
 /// back within a second, from a background thread (options set where it is
 /// built: `.cargo/config.toml`).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

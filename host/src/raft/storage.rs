@@ -199,10 +199,19 @@ impl LogStore {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Persists a batch of writes for many groups in one raft-engine write,
-    /// synced. Nothing is written if any group's append would leave a hole or
-    /// overwrite compacted entries (those are errors, where raft's `MemStorage`
+    /// Persists a batch of writes for many groups, synced. Nothing is
+    /// written if any group's append would leave a hole or overwrite
+    /// compacted entries (those are errors, where raft's `MemStorage`
     /// panics).
+    ///
+    /// The batch goes to raft-engine in pieces of about [`WRITE_PIECE_BYTES`]
+    /// (unsynced, then the last one synced), not as one write: raft-engine
+    /// reads the last write of every log file whole when it opens, so one
+    /// round of a busy follower (up to 100 MiB were seen) written at once
+    /// made restarts read gigabytes at 2 GiB stored. A crash between pieces
+    /// leaves a prefix of the round on disk (each group's entries before its
+    /// states), which Raft tolerates: nothing of the round was acknowledged,
+    /// as its messages go out after the synced write.
     pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -210,21 +219,20 @@ impl LogStore {
         if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
             bail!("injected storage failure (fault injection enabled for tests)");
         }
-        let mut log_batch = LogBatch::default();
         for (&group_id, write) in &batch.groups {
-            if let Some(error) = &write.error {
-                bail!("raft group {group_id}: {error}");
-            }
-            let storage = self.group(group_id);
-            let (mut first_index, mut last_index) =
-                (storage.first_index_inner(), storage.last_index());
+            self.check_append(group_id, write)?;
+        }
+        let mut pieces = Pieces::new(&self.engine, WRITE_PIECE_BYTES);
+        for (&group_id, write) in &batch.groups {
             if let Some(snapshot) = &write.snapshot {
+                let storage = self.group(group_id);
                 let meta = snapshot.get_metadata();
                 // Clean drops entries and keys; what the group keeps is put
-                // again after it in the same (atomic, ordered) batch.
+                // again after it in the same piece (atomic, ordered).
                 let mut hs = storage.hard_state();
                 hs.commit = hs.commit.max(meta.index);
                 hs.term = hs.term.max(meta.term);
+                let log_batch = pieces.current();
                 log_batch.add_command(group_id, Command::Clean);
                 log_batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
                 log_batch.put_message(group_id, KEY_CONF_STATE.to_vec(), meta.get_conf_state())?;
@@ -234,27 +242,18 @@ impl LogStore {
                     KEY_TRUNCATED.to_vec(),
                     truncated_value(meta.index, meta.term),
                 )?;
-                (first_index, last_index) = (meta.index + 1, meta.index);
+                pieces.flush_if_full()?;
             }
-            if !write.entries.is_empty() {
-                let first = write.entries[0].index;
-                if first < first_index {
-                    bail!(
-                        "raft group {group_id}: append at {first} overwrites compacted entries \
-                         (first index {first_index})"
-                    );
-                }
-                if first > last_index + 1 {
-                    bail!(
-                        "raft group {group_id}: append at {first} leaves a hole \
-                         (last index {last_index})"
-                    );
-                }
-                log_batch
-                    .add_entries::<EntryExt>(group_id, &write.entries)
+            for entries in pieces_of(&write.entries, WRITE_PIECE_BYTES) {
+                pieces
+                    .current()
+                    .add_entries::<EntryExt>(group_id, entries)
                     .with_context(|| format!("raft group {group_id}: encoding entries"))?;
+                pieces.flush_if_full()?;
             }
-            // Entries first, then the states: one batch, so both or neither.
+            // Entries first, then the states (in the same piece as the last
+            // entries): the states never name entries that are not on disk.
+            let log_batch = pieces.current();
             if let Some(hs) = &write.hard_state {
                 log_batch.put_message(group_id, KEY_HARD_STATE.to_vec(), hs)?;
             }
@@ -269,9 +268,38 @@ impl LogStore {
                 )?;
             }
         }
-        self.engine
-            .write(&mut log_batch, true)
-            .context("writing raft log batch")?;
+        pieces.finish()
+    }
+
+    /// The checks of [`write`](Self::write) for one group, before anything
+    /// is written.
+    fn check_append(&self, group_id: u64, write: &GroupWrite) -> anyhow::Result<()> {
+        if let Some(error) = &write.error {
+            bail!("raft group {group_id}: {error}");
+        }
+        let Some(first) = write.entries.first().map(|e| e.index) else {
+            return Ok(());
+        };
+        let storage = self.group(group_id);
+        let (first_index, last_index) = match &write.snapshot {
+            Some(snapshot) => {
+                let index = snapshot.get_metadata().index;
+                (index + 1, index)
+            }
+            None => (storage.first_index_inner(), storage.last_index()),
+        };
+        if first < first_index {
+            bail!(
+                "raft group {group_id}: append at {first} overwrites compacted entries \
+                 (first index {first_index})"
+            );
+        }
+        if first > last_index + 1 {
+            bail!(
+                "raft group {group_id}: append at {first} leaves a hole \
+                 (last index {last_index})"
+            );
+        }
         Ok(())
     }
 
@@ -385,6 +413,91 @@ impl LogStore {
 #[derive(Default, Debug)]
 pub struct WriteBatch {
     groups: BTreeMap<u64, GroupWrite>,
+}
+
+/// Bytes of one raft-engine write (see [`LogStore::write`]); a single
+/// entry larger than this is a piece of its own.
+pub const WRITE_PIECE_BYTES: usize = 1 << 20;
+
+/// Consecutive runs of `entries` of about `limit` bytes of data each (at
+/// least one entry per run).
+fn pieces_of(entries: &[Entry], limit: usize) -> impl Iterator<Item = &[Entry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let end = rest
+            .iter()
+            .position(|e| {
+                bytes += e.data.len() + e.context.len();
+                bytes > limit
+            })
+            .map_or(rest.len(), |i| i.max(1));
+        let (run, tail) = rest.split_at(end);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// One batch written to raft-engine as several writes of bounded size.
+struct Pieces<'a> {
+    engine: &'a Engine,
+    limit: usize,
+    /// A full piece not written yet: the last write must carry data, since
+    /// raft-engine skips an empty write, sync included.
+    full: Option<LogBatch>,
+    batch: LogBatch,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(engine: &'a Engine, limit: usize) -> Self {
+        Self {
+            engine,
+            limit,
+            full: None,
+            batch: LogBatch::default(),
+        }
+    }
+
+    fn current(&mut self) -> &mut LogBatch {
+        &mut self.batch
+    }
+
+    /// Starts a new piece once the current one reaches the limit, writing
+    /// the one before it (unsynced).
+    fn flush_if_full(&mut self) -> anyhow::Result<()> {
+        if self.batch.approximate_size() >= self.limit {
+            self.write_full()?;
+            self.full = Some(std::mem::take(&mut self.batch));
+        }
+        Ok(())
+    }
+
+    fn write_full(&mut self) -> anyhow::Result<()> {
+        if let Some(mut full) = self.full.take() {
+            self.engine
+                .write(&mut full, false)
+                .context("writing raft log batch")?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, the last piece synced: every piece before it is
+    /// durable with it.
+    fn finish(mut self) -> anyhow::Result<()> {
+        let mut last = if self.batch.is_empty() {
+            self.full.take().unwrap_or_default()
+        } else {
+            self.write_full()?;
+            std::mem::take(&mut self.batch)
+        };
+        self.engine
+            .write(&mut last, true)
+            .context("writing raft log batch")?;
+        Ok(())
+    }
 }
 
 #[derive(Default, Debug)]
@@ -819,6 +932,90 @@ mod tests {
         batch.append(7, &[entry(7, 2), entry(9, 2)]);
         assert!(store.write(batch).is_err());
         assert_eq!(g.last_index(), 6);
+    }
+
+    fn big_entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![index as u8; bytes].into(),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn pieces_hold_about_the_limit_and_at_least_one_entry() {
+        let ents: Vec<Entry> = (1..=10).map(|i| big_entry(i, 300)).collect();
+        let runs: Vec<Vec<u64>> = pieces_of(&ents, 1000)
+            .map(|run| run.iter().map(|e| e.index).collect())
+            .collect();
+        assert_eq!(
+            runs,
+            [vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+        );
+        // An entry larger than the limit is a run of its own.
+        let ents = [big_entry(1, 10), big_entry(2, 5000), big_entry(3, 10)];
+        let runs: Vec<usize> = pieces_of(&ents, 1000).map(<[Entry]>::len).collect();
+        assert_eq!(runs, [1, 1, 1]);
+        assert_eq!(pieces_of(&[], 1000).count(), 0);
+    }
+
+    /// Writes of raft-engine larger than `bytes` so far in this process
+    /// (its own histogram, in the default registry; none before the first).
+    fn engine_writes_above(bytes: f64) -> u64 {
+        let families = prometheus::default_registry().gather();
+        // Registered at raft-engine's first write in this process.
+        let Some(family) = families
+            .iter()
+            .find(|f| f.get_name() == "raft_engine_write_size")
+        else {
+            return 0;
+        };
+        let histogram = family.get_metric()[0].get_histogram();
+        let at_or_below = histogram
+            .get_bucket()
+            .iter()
+            .filter(|b| b.get_upper_bound() >= bytes)
+            .map(|b| b.get_cumulative_count())
+            .min()
+            .expect("a bucket at or above the bound");
+        histogram.get_sample_count() - at_or_below
+    }
+
+    /// A round far larger than a piece (a follower catching up) is written
+    /// in pieces, so raft-engine never holds (or rereads at open) one huge
+    /// write, and all of it is there after a restart with its states.
+    #[test]
+    fn a_large_round_is_written_in_pieces_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ents: Vec<Entry> = (1..=48).map(|i| big_entry(i, 256 << 10)).collect();
+        let hs = HardState {
+            term: 1,
+            commit: 40,
+            ..HardState::default()
+        };
+        // Pieces are about WRITE_PIECE_BYTES (1 MiB): none reaches 4 MiB.
+        let limit = f64::from(4 << 20);
+        let above_before = engine_writes_above(limit);
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.append(3, &ents[..24]);
+            batch.append(4, &ents);
+            batch.hard_state(4, &hs);
+            store.write(batch).unwrap();
+        }
+        assert_eq!(
+            engine_writes_above(limit),
+            above_before,
+            "a write above {limit} bytes: 18 MiB went as one piece"
+        );
+        let store = LogStore::open(dir.path()).unwrap();
+        let (g3, g4) = (store.group(3), store.group(4));
+        assert_eq!((g3.last_index(), g4.last_index()), (24, 48));
+        assert_eq!(g4.entries(1, 49, None, ctx()).unwrap(), ents);
+        assert_eq!(g3.entries(1, 25, None, ctx()).unwrap(), ents[..24]);
+        assert_eq!(g4.hard_state(), hs);
     }
 
     #[test]
