@@ -10,16 +10,19 @@
 //! - the log entries (`raft::prelude::Entry`, protobuf-encoded);
 //! - key [`KEY_HARD_STATE`]: the `HardState` (protobuf);
 //! - key [`KEY_CONF_STATE`]: the `ConfState` (protobuf);
-//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian). The
-//!   broker does not write it today: its state machines live in memory and are
-//!   rebuilt by replaying each group's whole log at start;
+//! - key [`KEY_APPLIED`]: the last applied index (8 bytes little-endian), for
+//!   a state machine that keeps nothing else on disk (the raft-rs tests below).
+//!   The broker's state machines keep theirs with their state: a partition in
+//!   its checkpoint ([`KEY_STATE`]), the metadata group in its snapshot;
+//! - key [`KEY_STATE`]: a partition's latest checkpoint;
 //! - key [`KEY_TRUNCATED`]: the truncated state `(index, term)` (16 bytes
-//!   little-endian): the last entry discarded by [`GroupStorage::compact`]. A fresh
+//!   little-endian): the last entry discarded by a compaction. A fresh
 //!   group is truncated at `(0, 0)`, so its first index is 1.
 //!
 //! The Raft loop collects the writes of every group's `Ready` into one
-//! [`WriteBatch`] and persists it with [`LogStore::write`]: one raft-engine write,
-//! synced, atomic across groups (a torn batch is dropped whole on recovery).
+//! [`WriteBatch`] and persists it with [`LogStore::write`]: synced, in
+//! pieces of bounded size (a crash may keep a prefix of a round, never a
+//! group's states without the entries before them).
 //!
 //! # Snapshots
 //!
@@ -572,7 +575,7 @@ impl WriteBatch {
         self.groups.entry(group).or_default().conf_state = Some(cs.clone());
     }
 
-    /// Sets a group's last applied index, so restart never re-applies.
+    /// Sets a group's last applied index ([`KEY_APPLIED`]).
     pub fn applied(&mut self, group: u64, index: u64) {
         self.groups.entry(group).or_default().applied = Some(index);
     }
