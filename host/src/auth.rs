@@ -101,8 +101,8 @@ impl Secret {
     }
 
     fn admin_http_mac(&self, date: &str, body: &[u8]) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.admin_http_key()).expect("HMAC takes keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.admin_http_key())
+            .expect("HMAC takes keys of any length");
         mac.update(date.as_bytes());
         mac.update(b"\n");
         mac.update(body);
@@ -257,7 +257,10 @@ mod tests {
             &signature
         ));
         // Its own domain: never the challenge answer of the admin port.
-        assert_ne!(signature, secret.admin_proof(b"1700000000\n{\"op\":\"status\"}"));
+        assert_ne!(
+            signature,
+            secret.admin_proof(b"1700000000\n{\"op\":\"status\"}")
+        );
         // The documented construction, spelled out with the hmac crate (what a Python client
         // does with hmac.new twice).
         let key = HmacSha256::new_from_slice(S1.as_bytes())

@@ -503,7 +503,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
 ) {
     let render = Arc::new(move || collector.render());
-    serve_with(render, extra, listener, MAX_CONNECTIONS, CONNECTION_LIFETIME).await;
+    serve_with(
+        render,
+        extra,
+        listener,
+        MAX_CONNECTIONS,
+        CONNECTION_LIFETIME,
+    )
+    .await;
 }
 
 /// How long one connection may stay open, whatever its client does (a
@@ -594,15 +601,17 @@ mod limit {
 
     impl Drop for Busy {
         fn drop(&mut self) {
-            let mut deadline = self.0.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut deadline = self
+                .0
+                .deadline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             *deadline = (*deadline).max(Instant::now() + self.0.lifetime);
             self.0.busy.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
-    impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>>
-        for ConnInfo
-    {
+    impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for ConnInfo {
         fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
             Self {
                 peer: *stream.remote_addr(),

@@ -126,7 +126,7 @@ async fn post_admin(
     // An authenticated request may take longer than an idle connection may stay open (a
     // commit waits up to 10 s, a plugin load its limits): the connection is kept meanwhile.
     let _busy = conn.busy();
-    let answer = tokio::task::spawn_blocking(move || admin.answer(&body))
+    let answer = tokio::task::spawn_blocking(move || admin.respond(&body))
         .await
         .unwrap_or_else(|e| Err(Failure::new(FailureKind::Failed, e.to_string())));
     match answer {
@@ -241,12 +241,15 @@ impl AdminAccess {
                  (unix seconds) and X-Leaderhook-Signature (hex of HMAC-SHA256 over the date, a \
                  newline and the body, keyed with HMAC-SHA256(cluster secret, \"leaderhook admin \
                  http v1\")); missing: {}",
-                [(DATE_HEADER, date.is_none()), (SIGNATURE_HEADER, signature.is_none())]
-                    .iter()
-                    .filter(|(_, missing)| *missing)
-                    .map(|(name, _)| *name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                [
+                    (DATE_HEADER, date.is_none()),
+                    (SIGNATURE_HEADER, signature.is_none())
+                ]
+                .iter()
+                .filter(|(_, missing)| *missing)
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
             ));
         };
         let Some(at) = parse_date(date) else {
@@ -340,22 +343,36 @@ mod tests {
 
     #[test]
     fn dates_are_unix_seconds_with_an_optional_fraction() {
-        assert_eq!(parse_date("1700000000"), Some(Duration::from_secs(1_700_000_000)));
+        assert_eq!(
+            parse_date("1700000000"),
+            Some(Duration::from_secs(1_700_000_000))
+        );
         assert_eq!(
             parse_date("1700000000.25"),
             Some(Duration::from_millis(1_700_000_000_250))
         );
-        assert_eq!(
-            parse_date("1.000000001"),
-            Some(Duration::new(1, 1))
-        );
-        for bad in ["", ".5", "17.", "-1", "1e9", " 17", "17.0000000001", "1234567890123", "Tue, 14 Nov 2023"] {
+        assert_eq!(parse_date("1.000000001"), Some(Duration::new(1, 1)));
+        for bad in [
+            "",
+            ".5",
+            "17.",
+            "-1",
+            "1e9",
+            " 17",
+            "17.0000000001",
+            "1234567890123",
+            "Tue, 14 Nov 2023",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad:?}");
         }
     }
 
     fn signed(secret: &str, date: &str, body: &[u8]) -> String {
-        hex::encode(Secret::new(secret).unwrap().admin_http_signature(date, body))
+        hex::encode(
+            Secret::new(secret)
+                .unwrap()
+                .admin_http_signature(date, body),
+        )
     }
 
     #[test]
@@ -373,7 +390,10 @@ mod tests {
 
         let (kind, why) = check(None, None, now).unwrap_err();
         assert_eq!(kind, FailureKind::Auth);
-        assert!(why.contains("missing: x-leaderhook-date, x-leaderhook-signature"), "{why}");
+        assert!(
+            why.contains("missing: x-leaderhook-date, x-leaderhook-signature"),
+            "{why}"
+        );
         let (_, why) = check(Some(date), None, now).unwrap_err();
         assert!(why.ends_with("missing: x-leaderhook-signature"), "{why}");
         let (_, why) = check(Some("yesterday"), Some(&good), now).unwrap_err();

@@ -249,7 +249,7 @@ pub struct Admin {
 impl Admin {
     /// One request line of the admin port; its answer line.
     fn handle(&self, line: &str) -> serde_json::Value {
-        match self.answer(line.as_bytes()) {
+        match self.respond(line.as_bytes()) {
             Ok(value) => serde_json::json!({ "ok": value }),
             Err(failure) => failure.to_json(),
         }
@@ -257,7 +257,7 @@ impl Admin {
 
     /// One request (its JSON text, from the admin port or the HTTP API): the `ok` value or
     /// the failure.
-    pub(crate) fn answer(&self, request: &[u8]) -> Result<serde_json::Value, Failure> {
+    pub(crate) fn respond(&self, request: &[u8]) -> Result<serde_json::Value, Failure> {
         let request: Request = serde_json::from_slice(request)
             .map_err(|e| Failure::new(FailureKind::BadRequest, format!("bad request: {e}")))?;
         if let Some(hook) = request.test_hook()
@@ -441,27 +441,7 @@ impl Admin {
             .read()
             .map(|r| r.clone())
             .unwrap_or_default();
-        // Every partition this node hosts, by the metadata: a replica that
-        // has reported nothing yet (no election seen) shows as the follower
-        // at term 0 that Raft starts it as.
-        let views = metadata
-            .partitions()
-            .filter(|(_, meta)| meta.replicas.contains(&self.node))
-            .map(|(partition, meta)| {
-                let replica = replicas.get(&meta.group);
-                ReplicaView {
-                    partition: partition.to_string(),
-                    group: meta.group,
-                    role: replica.map_or(Role::Follower, |r| r.role),
-                    raft_leader: replica.and_then(|r| r.leader),
-                    term: replica.map_or(0, |r| r.term),
-                    serving: replica.is_some_and(|r| r.serving),
-                    assigned_leader: meta.leader,
-                    epoch: meta.epoch,
-                    isr: meta.isr.clone(),
-                }
-            })
-            .collect();
+        let views = replica_views(self.node, &metadata, &replicas);
         Status {
             node: self.node,
             replicas: views,
@@ -475,6 +455,35 @@ impl Admin {
             admin: self.access.stats(),
         }
     }
+}
+
+/// Every partition `node` hosts by the metadata, beside what its replica
+/// reported: one that has reported nothing yet (no Ready before its first
+/// election) shows as the follower at term 0 that Raft starts it as, with
+/// no leader.
+fn replica_views(
+    node: NodeId,
+    metadata: &crate::metadata::Metadata,
+    replicas: &std::collections::BTreeMap<u64, crate::raft::shared::ReplicaStatus>,
+) -> Vec<ReplicaView> {
+    metadata
+        .partitions()
+        .filter(|(_, meta)| meta.replicas.contains(&node))
+        .map(|(partition, meta)| {
+            let replica = replicas.get(&meta.group);
+            ReplicaView {
+                partition: partition.to_string(),
+                group: meta.group,
+                role: replica.map_or(Role::Follower, |r| r.role),
+                raft_leader: replica.and_then(|r| r.leader),
+                term: replica.map_or(0, |r| r.term),
+                serving: replica.is_some_and(|r| r.serving),
+                assigned_leader: meta.leader,
+                epoch: meta.epoch,
+                isr: meta.isr.clone(),
+            }
+        })
+        .collect()
 }
 
 fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
@@ -507,4 +516,83 @@ fn raft_failure(e: RaftError) -> Failure {
         FailureKind::Failed
     };
     Failure::new(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::topic::place;
+    use crate::metadata::{Metadata, TopicConfigs};
+    use crate::raft::shared::ReplicaStatus;
+    use std::collections::BTreeMap;
+
+    /// `status` lists every partition a node hosts, also those whose
+    /// replica has not reported an election (nor anything) yet, and only
+    /// those it hosts.
+    #[test]
+    fn status_lists_every_hosted_partition_before_its_first_election() {
+        let mut metadata = Metadata::default();
+        let applied = metadata.apply(Command::CreateTopic {
+            name: "orders".into(),
+            topic_id: TopicId::random(),
+            // 4 partitions on 2 of 3 nodes each: node 1 hosts some, not all.
+            replicas: place(&[1, 2, 3], 4, 2, &TopicLimits::default()).unwrap(),
+            configs: TopicConfigs::new(),
+        });
+        assert!(
+            matches!(applied, Applied::TopicCreated { .. }),
+            "{applied:?}"
+        );
+        let hosted: Vec<(String, u64)> = metadata
+            .partitions()
+            .filter(|(_, m)| m.replicas.contains(&1))
+            .map(|(p, m)| (p.to_string(), m.group))
+            .collect();
+        assert!((2..4).contains(&hosted.len()), "{hosted:?}");
+        // One replica elected a leader; one is campaigning (reported, no
+        // leader); the others have reported nothing at all.
+        let mut replicas = BTreeMap::new();
+        let report = |group, role, leader, term| ReplicaStatus {
+            group,
+            partition: None,
+            role,
+            leader,
+            term,
+            serving: leader == Some(1),
+        };
+        replicas.insert(hosted[0].1, report(hosted[0].1, Role::Leader, Some(1), 2));
+        replicas.insert(hosted[1].1, report(hosted[1].1, Role::Candidate, None, 1));
+
+        let views = replica_views(1, &metadata, &replicas);
+        let listed: Vec<(String, u64)> = views
+            .iter()
+            .map(|v| (v.partition.clone(), v.group))
+            .collect();
+        assert_eq!(listed, hosted);
+        assert_eq!(
+            (
+                views[0].role,
+                views[0].raft_leader,
+                views[0].term,
+                views[0].serving
+            ),
+            (Role::Leader, Some(1), 2, true)
+        );
+        assert_eq!(
+            (views[1].role, views[1].raft_leader, views[1].term),
+            (Role::Candidate, None, 1)
+        );
+        for v in &views[2..] {
+            assert_eq!(
+                (v.role, v.raft_leader, v.term, v.serving, v.assigned_leader),
+                (Role::Follower, None, 0, false, None),
+                "{v:?}"
+            );
+        }
+        // Before anything reported: every hosted partition all the same.
+        assert_eq!(
+            replica_views(1, &metadata, &BTreeMap::new()).len(),
+            hosted.len()
+        );
+    }
 }
