@@ -174,7 +174,11 @@ fn start(config: NodeConfig, config_file: Option<std::path::PathBuf>) -> anyhow:
                 .await
                 .with_context(|| format!("metrics endpoint {addr}"))?;
             tracing::info!(node = config.node_id, metrics = %addr, "metrics endpoint started");
-            tokio::spawn(crate::metrics::serve(metrics, listener));
+            tokio::spawn(crate::metrics::serve(
+                metrics,
+                crate::admin::http::router(admin.clone()),
+                listener,
+            ));
         }
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

@@ -245,7 +245,8 @@ enum PluginCommand {
         /// A recorded trace (`[trace]` of a node config) to replay instead:
         /// the plugin gets each recorded batch again, and where its calls
         /// differ from the recorded ones is printed. Repeat for several
-        /// files (rotated ones first, oldest first).
+        /// files: the nodes' traces are merged by time into one history
+        /// (a node's rotated files first, oldest first).
         #[arg(long = "trace", conflicts_with = "scenarios")]
         traces: Vec<PathBuf>,
         /// The recorded plugin to compare with (default: the active plugin

@@ -11,9 +11,12 @@
 //!   and every plugin's counters, call times, capability calls, queue and
 //!   shadow comparisons, from the hook runtime's own stats.
 //!
-//! The endpoint is read-only and names no secret. Bounded: at most
-//! [`MAX_CONNECTIONS`] connections at once (more wait in the kernel's
-//! backlog), and the page grows with plugins and label values only (API
+//! The page is read-only and names no secret. The same listener carries the
+//! admin API over HTTP (`POST /v1/admin`, signed requests only:
+//! [`crate::admin::http`]). Bounded: at most [`MAX_CONNECTIONS`] connections
+//! at once (more wait in the kernel's backlog), each closed after
+//! [`CONNECTION_LIFETIME`] unless an authenticated admin request is being
+//! handled on it; the page grows with plugins and label values only (API
 //! names, error codes, roles, outcomes: fixed sets), not with partitions.
 
 use crate::raft::shared::{Role, Shared};
@@ -492,28 +495,45 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     f
 }
 
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(collector: Arc<NodeCollector>, listener: tokio::net::TcpListener) {
+/// Serves `GET /metrics`, and the routes of `extra` (the admin API), on
+/// `listener` until the process ends.
+pub async fn serve(
+    collector: Arc<NodeCollector>,
+    extra: axum::Router,
+    listener: tokio::net::TcpListener,
+) {
     let render = Arc::new(move || collector.render());
-    serve_with(render, listener, MAX_CONNECTIONS, CONNECTION_LIFETIME).await;
+    serve_with(
+        render,
+        extra,
+        listener,
+        MAX_CONNECTIONS,
+        CONNECTION_LIFETIME,
+    )
+    .await;
 }
 
 /// How long one connection may stay open, whatever its client does (a
 /// scrape takes milliseconds): a client that connects and sends nothing
-/// cannot hold one of the [`MAX_CONNECTIONS`] slots for longer.
+/// cannot hold one of the [`MAX_CONNECTIONS`] slots for longer. A handler
+/// may hold it open while it works ([`ConnInfo::busy`]); the connection
+/// then has this long again from the moment it is done.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
+pub use limit::{Busy, ConnInfo};
 
 /// A page renderer, called off the async workers.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 async fn serve_with(
     render: Render,
+    extra: axum::Router,
     listener: tokio::net::TcpListener,
     max: usize,
     lifetime: Duration,
 ) {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    let app = axum::Router::new().merge(extra).route(
         "/metrics",
         get(move || {
             let render = render.clone();
@@ -532,6 +552,7 @@ async fn serve_with(
         }),
     );
     let listener = limit::Limited::new(listener, max, lifetime);
+    let app = app.into_make_service_with_connect_info::<ConnInfo>();
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("the metrics endpoint stopped: {e}");
     }
@@ -542,13 +563,62 @@ async fn serve_with(
 mod limit {
     use std::future::Future;
     use std::pin::Pin;
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
     use std::task::{Context, Poll};
     use std::time::Duration;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-    use tokio::time::Sleep;
+    use tokio::time::{Instant, Sleep};
+
+    /// When a connection expires, shared with its handlers.
+    struct Lifetime {
+        /// Handlers working for it now: it does not expire meanwhile.
+        busy: AtomicUsize,
+        deadline: Mutex<Instant>,
+        lifetime: Duration,
+    }
+
+    /// What a handler knows of its connection (axum's `ConnectInfo`).
+    #[derive(Clone)]
+    pub struct ConnInfo {
+        pub peer: std::net::SocketAddr,
+        lifetime: Arc<Lifetime>,
+    }
+
+    impl ConnInfo {
+        /// Keeps the connection open while the guard lives (past its
+        /// lifetime if need be), and for a lifetime after.
+        pub fn busy(&self) -> Busy {
+            self.lifetime.busy.fetch_add(1, Ordering::AcqRel);
+            Busy(self.lifetime.clone())
+        }
+    }
+
+    /// See [`ConnInfo::busy`].
+    pub struct Busy(Arc<Lifetime>);
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let mut deadline = self
+                .0
+                .deadline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *deadline = (*deadline).max(Instant::now() + self.0.lifetime);
+            self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for ConnInfo {
+        fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+            Self {
+                peer: *stream.remote_addr(),
+                lifetime: stream.io().lifetime.clone(),
+            }
+        }
+    }
 
     pub struct Limited {
         listener: TcpListener,
@@ -567,15 +637,28 @@ mod limit {
     }
 
     /// A connection and its slot, freed when it closes; past its deadline
-    /// every read and write fails, so the server drops it.
+    /// (unless a handler is busy for it) every read and write fails, so the
+    /// server drops it.
     pub struct Conn {
         stream: TcpStream,
         deadline: Pin<Box<Sleep>>,
+        lifetime: Arc<Lifetime>,
         _slot: OwnedSemaphorePermit,
     }
 
     impl Conn {
         fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+            if self.lifetime.busy.load(Ordering::Acquire) > 0 {
+                return false;
+            }
+            let deadline = *self
+                .lifetime
+                .deadline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.deadline.deadline() != deadline {
+                self.deadline.as_mut().reset(deadline);
+            }
             self.deadline.as_mut().poll(cx).is_ready()
         }
     }
@@ -601,10 +684,16 @@ mod limit {
             loop {
                 match self.listener.accept().await {
                     Ok((stream, addr)) => {
+                        let deadline = Instant::now() + self.lifetime;
                         return (
                             Conn {
                                 stream,
-                                deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+                                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                                lifetime: Arc::new(Lifetime {
+                                    busy: AtomicUsize::new(0),
+                                    deadline: Mutex::new(deadline),
+                                    lifetime: self.lifetime,
+                                }),
                                 _slot: slot,
                             },
                             addr,
@@ -692,7 +781,13 @@ mod tests {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let render: Render = Arc::new(|| "leaderhook_test 1\n".to_owned());
-        runtime.spawn(serve_with(render, listener, 2, Duration::from_millis(300)));
+        runtime.spawn(serve_with(
+            render,
+            axum::Router::new(),
+            listener,
+            2,
+            Duration::from_millis(300),
+        ));
         let idle: Vec<std::net::TcpStream> = (0..2)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
@@ -708,5 +803,58 @@ mod tests {
         );
         assert!(waited < Duration::from_secs(5), "{waited:?}");
         drop(idle);
+    }
+
+    fn get_path(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut page = String::new();
+        stream.take(1 << 20).read_to_string(&mut page)?;
+        Ok(page)
+    }
+
+    /// A handler that says it is busy keeps its connection past the
+    /// lifetime and gets its answer out; one that does not loses it.
+    #[test]
+    fn a_busy_handler_keeps_its_connection_past_the_lifetime() {
+        use axum::extract::ConnectInfo;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lifetime = Duration::from_millis(300);
+        let extra = axum::Router::new()
+            .route(
+                "/busy",
+                axum::routing::get(|ConnectInfo(conn): ConnectInfo<ConnInfo>| async move {
+                    let _busy = conn.busy();
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    "done while busy"
+                }),
+            )
+            .route(
+                "/idle",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    "done"
+                }),
+            );
+        let render: Render = Arc::new(String::new);
+        runtime.spawn(serve_with(render, extra, listener, 2, lifetime));
+        let page = get_path(addr, "/busy").unwrap();
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.ends_with("done while busy"), "{page}");
+        // Without the guard the connection is closed at its lifetime.
+        let page = get_path(addr, "/idle").unwrap_or_default();
+        assert!(!page.contains("done"), "{page}");
     }
 }

@@ -14,7 +14,8 @@
 //!    config); the restarted node gets its leadership back.
 //! 4. The trace recorded across those kill -9 cycles replays against the
 //!    default plugin without a difference, and against a changed plugin
-//!    with differences shown.
+//!    with differences shown; the nodes' files are merged by time, so the
+//!    order they are given in does not change the result.
 //! 5. `plugin reload` to a broken file is refused on every node (the old
 //!    version keeps running); to a new version that fails, behaviour
 //!    changes: it is disabled, the embedded default takes over the
@@ -390,15 +391,16 @@ fn operators_run_plugins_live() {
         trace_args.push("--trace".to_owned());
         trace_args.push(copy.to_string_lossy().into_owned());
     }
-    let replay = |plugin: &str| {
+    let replay_files = |plugin: &str, files: &[String]| {
         let mut args = vec!["plugin", "test", plugin, "--against", "assigner"];
-        args.extend(trace_args.iter().map(String::as_str));
+        args.extend(files.iter().map(String::as_str));
         let out = Command::new(env!("CARGO_BIN_EXE_leaderhook"))
             .args(&args)
             .output()
             .unwrap();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
+    let replay = |plugin: &str| replay_files(plugin, &trace_args);
     let (ok, stdout, stderr) = replay("builtin:assign-leader");
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains(" 0 differ, 0 failed"), "{stdout}");
@@ -417,6 +419,20 @@ fn operators_run_plugins_live() {
     println!(
         "replay against preferred-leader: {}",
         stdout.lines().next().unwrap()
+    );
+    // The three nodes' files are merged by time into one history: given in
+    // the reverse order, the replay sees the same cluster at each batch
+    // (preferred-leader reads it) and reports the same counts.
+    let reversed: Vec<String> = trace_args
+        .chunks(2)
+        .rev()
+        .flat_map(|pair| pair.iter().cloned())
+        .collect();
+    let (_, reversed_stdout, _) = replay_files(preferred_leader, &reversed);
+    assert_eq!(
+        reversed_stdout.lines().next(),
+        stdout.lines().next(),
+        "{reversed_stdout}"
     );
 
     // 5. Reload. A broken file is refused on every node; the old version

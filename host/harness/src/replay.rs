@@ -5,8 +5,10 @@
 //! observers and replicas named by its events, each partition's replicas
 //! come from its events, the Raft terms and leaders from its events, and
 //! the stored assignments from the `set-leader` calls the host accepted in
-//! recorded batches, applied in trace order (files in the order given,
-//! oldest first). Each recorded batch of the reference plugin is delivered
+//! recorded batches, applied in trace order: the files of several nodes
+//! merged into one history by the time of each record, each node's own
+//! records in the order it wrote them (its rotated files given oldest
+//! first; `leaderhook_hooks::trace::merge_by_time`). Each recorded batch of the reference plugin is delivered
 //! again, with the same events, to the plugin under test on the node that
 //! handled it, seeing the state as it was then; the calls it makes are
 //! compared, as a multiset, with the calls the reference plugin made.

@@ -82,6 +82,7 @@ impl Recorders {
                     .collect(),
                 calls: calls.clone(),
                 failed,
+                at_ms: crate::trace::now_ms(),
             });
         }
         let mut ledger = self.ledger();

@@ -144,7 +144,71 @@ pub enum TraceRecord {
         calls: Vec<CallRecord>,
         /// The batch was given up on (after the `on_error` policy).
         failed: bool,
+        /// When the plugin was done with it (unix milliseconds; 0 in traces recorded before
+        /// this field existed: [`TraceRecord::at_ms`] then takes its newest event's time).
+        #[serde(default)]
+        at_ms: u64,
     },
+}
+
+impl TraceRecord {
+    /// The node that recorded it.
+    pub fn node(&self) -> NodeId {
+        match self {
+            TraceRecord::Event { node, .. } | TraceRecord::Batch { node, .. } => *node,
+        }
+    }
+
+    /// When it happened, in unix milliseconds of its node's clock: an event's time, a batch's
+    /// end (for a batch recorded without one, the time of its newest event: it was handled
+    /// after that).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            TraceRecord::Event { event, .. } => event.at_ms,
+            TraceRecord::Batch { at_ms, events, .. } if *at_ms == 0 => {
+                events.iter().map(|e| e.at_ms).max().unwrap_or(0)
+            }
+            TraceRecord::Batch { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+/// The milliseconds since the unix epoch, by this machine's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One history out of the records of several nodes (each node's trace files read in the order
+/// given): each node's records keep the order that node wrote them in, and the nodes' records
+/// are merged by [`TraceRecord::at_ms`], a tie going to the node whose records came first in
+/// the input. A cluster-wide replay thus sees what happened across nodes in the order it
+/// happened (as far as the nodes' clocks agree), whatever order the files are given in.
+pub fn merge_by_time(records: Vec<TraceRecord>) -> Vec<TraceRecord> {
+    use std::collections::VecDeque;
+    // Per node, in order of first appearance.
+    let mut nodes: Vec<(NodeId, VecDeque<TraceRecord>)> = Vec::new();
+    for record in records {
+        let node = record.node();
+        match nodes.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, queue)) => queue.push_back(record),
+            None => nodes.push((node, VecDeque::from([record]))),
+        }
+    }
+    let total = nodes.iter().map(|(_, q)| q.len()).sum();
+    let mut merged = Vec::with_capacity(total);
+    // Nodes are few: a scan of the heads per record is cheaper than a heap's upkeep.
+    while let Some(next) = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, q))| q.front().map(|r| (r.at_ms(), i)))
+        .min()
+        .map(|(_, i)| i)
+    {
+        merged.extend(nodes[next].1.pop_front());
+    }
+    merged
 }
 
 /// What the writer did.
@@ -312,8 +376,9 @@ impl FileWriter {
     }
 }
 
-/// Reads trace files (oldest first), skipping nothing: a line that is not
-/// a record is an error naming the file and line.
+/// Reads trace files (each node's oldest first; nodes merged by time, see
+/// [`read_tolerant`]), skipping nothing: a line that is not a record is an
+/// error naming the file and line.
 pub fn read(files: &[PathBuf]) -> Result<Vec<TraceRecord>, String> {
     match read_tolerant(files)? {
         (records, 0) => Ok(records),
@@ -324,6 +389,10 @@ pub fn read(files: &[PathBuf]) -> Result<Vec<TraceRecord>, String> {
 /// [`read`], but a line cut short (the JSON ends early: a node killed while
 /// writing it) is skipped and counted instead of refused. Any other line
 /// that is not a record is still an error naming the file and line.
+///
+/// The records of several nodes are merged by time ([`merge_by_time`]);
+/// those of one node (its rotated files given oldest first: `path.2`,
+/// `path.1`, `path`) keep their order.
 pub fn read_tolerant(files: &[PathBuf]) -> Result<(Vec<TraceRecord>, usize), String> {
     let mut records = Vec::new();
     let mut torn = 0;
@@ -347,7 +416,7 @@ pub fn read_tolerant(files: &[PathBuf]) -> Result<(Vec<TraceRecord>, usize), Str
             }
         }
     }
-    Ok((records, torn))
+    Ok((merge_by_time(records), torn))
 }
 
 #[cfg(test)]
@@ -413,6 +482,109 @@ mod tests {
             .collect();
         assert_eq!(*terms.last().unwrap(), 199);
         assert!(terms.windows(2).all(|w| w[1] == w[0] + 1), "{terms:?}");
+    }
+
+    /// Lines as the writer records them, of a failover seen by three nodes:
+    /// node 1 leads orders-0 at term 2 and is killed, node 2 wins term 3,
+    /// node 1 comes back and sees it. Node 1's trace rotated once; its
+    /// last batch was recorded before batches carried their own time.
+    const NODE1_OLDER: &str = concat!(
+        r#"{"record":"event","node":1,"key":7,"topic":"orders","partition":0,"transition":"became-leader","observer":1,"leader":1,"previous_leader":null,"term":2,"replicas":[1,2,3],"at_ms":1000}"#,
+        "\n",
+        r#"{"record":"batch","node":1,"plugin":"assign-leader","mode":"active","events":[{"key":7,"topic":"orders","partition":0,"transition":"became-leader","observer":1,"leader":1,"previous_leader":null,"term":2,"replicas":[1,2,3],"at_ms":1000}],"calls":[{"call":"set-leader","partition":"orders-0","leader":1,"epoch":2,"outcome":"ok"}],"failed":false,"at_ms":1005}"#,
+        "\n",
+    );
+    const NODE1: &str = concat!(
+        r#"{"record":"event","node":1,"key":7,"topic":"orders","partition":0,"transition":"leader-observed","observer":1,"leader":2,"previous_leader":null,"term":3,"replicas":[1,2,3],"at_ms":3000}"#,
+        "\n",
+        r#"{"record":"batch","node":1,"plugin":"assign-leader","mode":"active","events":[{"key":7,"topic":"orders","partition":0,"transition":"leader-observed","observer":1,"leader":2,"previous_leader":null,"term":3,"replicas":[1,2,3],"at_ms":3000}],"calls":[],"failed":false}"#,
+        "\n",
+        // Written after the batch, stamped earlier (an event is stamped when
+        // Raft reports it, recorded when it is handed over): kept after it.
+        r#"{"record":"event","node":1,"key":7,"topic":"orders","partition":0,"transition":"leader-observed","observer":1,"leader":2,"previous_leader":null,"term":3,"replicas":[1,2,3],"at_ms":2999}"#,
+        "\n",
+    );
+    const NODE2: &str = concat!(
+        r#"{"record":"event","node":2,"key":7,"topic":"orders","partition":0,"transition":"became-leader","observer":2,"leader":2,"previous_leader":1,"term":3,"replicas":[1,2,3],"at_ms":2000}"#,
+        "\n",
+        r#"{"record":"batch","node":2,"plugin":"assign-leader","mode":"active","events":[{"key":7,"topic":"orders","partition":0,"transition":"became-leader","observer":2,"leader":2,"previous_leader":1,"term":3,"replicas":[1,2,3],"at_ms":2000}],"calls":[{"call":"set-leader","partition":"orders-0","leader":2,"epoch":3,"outcome":"ok"}],"failed":false,"at_ms":2004}"#,
+        "\n",
+    );
+    const NODE3: &str = concat!(
+        r#"{"record":"event","node":3,"key":7,"topic":"orders","partition":0,"transition":"leader-observed","observer":3,"leader":1,"previous_leader":null,"term":2,"replicas":[1,2,3],"at_ms":1001}"#,
+        "\n",
+        r#"{"record":"event","node":3,"key":7,"topic":"orders","partition":0,"transition":"leader-observed","observer":3,"leader":2,"previous_leader":1,"term":3,"replicas":[1,2,3],"at_ms":3000}"#,
+        "\n",
+    );
+
+    /// Each record as `node kind time`.
+    fn timeline(records: &[TraceRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let kind = match r {
+                    TraceRecord::Event { .. } => "event",
+                    TraceRecord::Batch { .. } => "batch",
+                };
+                format!("{} {kind} {}", r.node(), r.at_ms())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_traces_of_several_nodes_replay_merged_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let n1_older = file("trace-1.jsonl.1", NODE1_OLDER);
+        let n1 = file("trace-1.jsonl", NODE1);
+        let n2 = file("trace-2.jsonl", NODE2);
+        let n3 = file("trace-3.jsonl", NODE3);
+
+        let records = read(&[n1_older.clone(), n1.clone(), n2.clone(), n3.clone()]).unwrap();
+        assert_eq!(
+            timeline(&records),
+            [
+                "1 event 1000",
+                "3 event 1001",
+                "1 batch 1005",
+                "2 event 2000",
+                "2 batch 2004",
+                // Ties go to the node given first; node 1's own order holds
+                // (its batch without a time of its own is placed at its
+                // event's, and its late-stamped event stays after it).
+                "1 event 3000",
+                "1 batch 3000",
+                "1 event 2999",
+                "3 event 3000",
+            ]
+        );
+        // The batch lines were read whole.
+        let TraceRecord::Batch { calls, at_ms, .. } = &records[4] else {
+            panic!("{records:?}")
+        };
+        assert_eq!((calls.len(), *at_ms), (1, 2004));
+
+        // Given in another order, the same history: only ties between
+        // nodes follow the order the nodes came in.
+        let reversed = read(&[n3, n2, n1_older, n1]).unwrap();
+        assert_eq!(
+            timeline(&reversed),
+            [
+                "1 event 1000",
+                "3 event 1001",
+                "1 batch 1005",
+                "2 event 2000",
+                "2 batch 2004",
+                "3 event 3000",
+                "1 event 3000",
+                "1 batch 3000",
+                "1 event 2999",
+            ]
+        );
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //! of the node's config ([`server`], [`crate::auth`]); the test hooks that inject faults are
 //! refused unless the config sets `[testing] fault_injection = true`. Connections are bounded
 //! (`[admin] max_connections`; one more is answered `busy` and closed).
+//!
+//! The same requests are served over HTTP on the metrics listener (`POST /v1/admin`, signed
+//! with a key derived from the cluster secret, answered with HTTP statuses: [`http`]).
 
 pub mod client;
+pub mod http;
 pub mod plugins;
 pub mod server;
 
@@ -48,7 +52,10 @@ pub enum FailureKind {
     Unavailable,
     /// The topic to create exists already.
     Exists,
-    /// Refused for good (an unknown partition, …).
+    /// The request names a topic, partition or plugin this node does not know.
+    Unknown,
+    /// Refused for good: the state does not allow it (a plugin file that does not load, a
+    /// transfer to a node without a replica, …).
     Refused,
     /// Anything else.
     Failed,
@@ -73,8 +80,20 @@ impl Failure {
         Self::new(FailureKind::Refused, message)
     }
 
+    fn unknown(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Unknown, message)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message, "kind": self.kind })
+    }
+}
+
+/// A plugin operation's error: an unknown plugin name is `unknown`, the rest `refused`.
+fn plugin_failure(e: leaderhook_hooks::ReloadError) -> Failure {
+    match e {
+        leaderhook_hooks::ReloadError::UnknownPlugin(_) => Failure::unknown(e.to_string()),
+        e => Failure::refused(e.to_string()),
     }
 }
 
@@ -228,27 +247,31 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// One request line of the admin port; its answer line.
     fn handle(&self, line: &str) -> serde_json::Value {
-        let request: Request = match serde_json::from_str(line) {
-            Ok(r) => r,
-            Err(e) => {
-                return Failure::new(FailureKind::BadRequest, format!("bad request: {e}"))
-                    .to_json();
-            }
-        };
+        match self.respond(line.as_bytes()) {
+            Ok(value) => serde_json::json!({ "ok": value }),
+            Err(failure) => failure.to_json(),
+        }
+    }
+
+    /// One request (its JSON text, from the admin port or the HTTP API): the `ok` value or
+    /// the failure.
+    pub(crate) fn respond(&self, request: &[u8]) -> Result<serde_json::Value, Failure> {
+        let request: Request = serde_json::from_slice(request)
+            .map_err(|e| Failure::new(FailureKind::BadRequest, format!("bad request: {e}")))?;
         if let Some(hook) = request.test_hook()
             && !self.access.fault_injection
         {
-            return Failure::new(
+            return Err(Failure::new(
                 FailureKind::Disabled,
                 format!(
                     "{hook} is a test hook, disabled on this node (test clusters enable it with \
                      [testing] fault_injection = true)"
                 ),
-            )
-            .to_json();
+            ));
         }
-        let result = match request {
+        match request {
             Request::Status => serde_json::to_value(self.status())
                 .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
             Request::CreateTopic {
@@ -275,13 +298,13 @@ impl Admin {
                 .hooks
                 .set_enabled(&plugin, enabled)
                 .map(|()| serde_json::json!({ "plugin": plugin, "enabled": enabled }))
-                .map_err(|e| Failure::refused(e.to_string())),
+                .map_err(plugin_failure),
             Request::TransferLeader { partition, to } => self.transfer(&partition, to),
             Request::Reload { plugin, path } => self
                 .hooks
                 .reload(&plugin, path.as_deref())
                 .map(|()| serde_json::json!({ "reloaded": plugin }))
-                .map_err(|e| Failure::refused(e.to_string())),
+                .map_err(plugin_failure),
             Request::Plugins => serde_json::to_value(self.plugins_view())
                 .map_err(|e| Failure::new(FailureKind::Failed, e.to_string())),
             Request::ApplyConfig => self.apply_config().and_then(|report| {
@@ -297,10 +320,6 @@ impl Admin {
                 replacing,
                 persist,
             } => self.promote(&plugin, replacing.as_deref(), persist),
-        };
-        match result {
-            Ok(value) => serde_json::json!({ "ok": value }),
-            Err(failure) => failure.to_json(),
         }
     }
 
@@ -344,19 +363,22 @@ impl Admin {
             .unwrap_or_else(|e| e.into_inner())
             .topic_by_name(name)
             .map(|t| t.id)
-            .ok_or_else(|| Failure::refused(format!("unknown topic {name}")))?;
+            .ok_or_else(|| Failure::unknown(format!("unknown topic {name}")))?;
         self.propose(Command::DeleteTopic { topic_id })
     }
 
     fn transfer(&self, partition: &str, to: NodeId) -> Result<serde_json::Value, Failure> {
-        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let id = leaderhook_harness::scenario::parse_partition(partition)
+            .map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
         let (group, replicas) = {
             let metadata = self
                 .shared
                 .metadata
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            let meta = metadata
+                .partition(&id)
+                .ok_or_else(|| Failure::unknown(format!("unknown partition {partition}")))?;
             (meta.group, meta.replicas.clone())
         };
         if !replicas.contains(&to) {
@@ -377,14 +399,17 @@ impl Admin {
     }
 
     fn inject(&self, partition: &str, term: u64) -> Result<serde_json::Value, Failure> {
-        let id = leaderhook_harness::scenario::parse_partition(partition)?;
+        let id = leaderhook_harness::scenario::parse_partition(partition)
+            .map_err(|e| Failure::new(FailureKind::BadRequest, e))?;
         let (group, replicas) = {
             let metadata = self
                 .shared
                 .metadata
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            let meta = metadata.partition(&id).ok_or("unknown partition")?;
+            let meta = metadata
+                .partition(&id)
+                .ok_or_else(|| Failure::unknown(format!("unknown partition {partition}")))?;
             (meta.group, meta.replicas.clone())
         };
         let key = leaderhook_hooks::PartitionKey(group);
@@ -416,27 +441,7 @@ impl Admin {
             .read()
             .map(|r| r.clone())
             .unwrap_or_default();
-        // Every partition this node hosts, by the metadata: a replica that
-        // has reported nothing yet (no election seen) shows as the follower
-        // at term 0 that Raft starts it as.
-        let views = metadata
-            .partitions()
-            .filter(|(_, meta)| meta.replicas.contains(&self.node))
-            .map(|(partition, meta)| {
-                let replica = replicas.get(&meta.group);
-                ReplicaView {
-                    partition: partition.to_string(),
-                    group: meta.group,
-                    role: replica.map_or(Role::Follower, |r| r.role),
-                    raft_leader: replica.and_then(|r| r.leader),
-                    term: replica.map_or(0, |r| r.term),
-                    serving: replica.is_some_and(|r| r.serving),
-                    assigned_leader: meta.leader,
-                    epoch: meta.epoch,
-                    isr: meta.isr.clone(),
-                }
-            })
-            .collect();
+        let views = replica_views(self.node, &metadata, &replicas);
         Status {
             node: self.node,
             replicas: views,
@@ -452,11 +457,44 @@ impl Admin {
     }
 }
 
+/// Every partition `node` hosts by the metadata, beside what its replica
+/// reported: one that has reported nothing yet (no Ready before its first
+/// election) shows as the follower at term 0 that Raft starts it as, with
+/// no leader.
+fn replica_views(
+    node: NodeId,
+    metadata: &crate::metadata::Metadata,
+    replicas: &std::collections::BTreeMap<u64, crate::raft::shared::ReplicaStatus>,
+) -> Vec<ReplicaView> {
+    metadata
+        .partitions()
+        .filter(|(_, meta)| meta.replicas.contains(&node))
+        .map(|(partition, meta)| {
+            let replica = replicas.get(&meta.group);
+            ReplicaView {
+                partition: partition.to_string(),
+                group: meta.group,
+                role: replica.map_or(Role::Follower, |r| r.role),
+                raft_leader: replica.and_then(|r| r.leader),
+                term: replica.map_or(0, |r| r.term),
+                serving: replica.is_some_and(|r| r.serving),
+                assigned_leader: meta.leader,
+                epoch: meta.epoch,
+                isr: meta.isr.clone(),
+            }
+        })
+        .collect()
+}
+
 fn answer(applied: Applied) -> Result<serde_json::Value, Failure> {
     match applied {
         Applied::Refused(why @ crate::metadata::Refusal::TopicExists(_)) => {
             Err(Failure::new(FailureKind::Exists, why.to_string()))
         }
+        Applied::Refused(
+            why @ (crate::metadata::Refusal::UnknownTopic(_)
+            | crate::metadata::Refusal::UnknownPartition(_)),
+        ) => Err(Failure::unknown(why.to_string())),
         Applied::Refused(why) => Err(Failure::refused(why.to_string())),
         Applied::TopicCreated { topic_id, groups } => {
             Ok(serde_json::json!({ "topic_id": topic_id, "groups": groups }))
@@ -478,4 +516,83 @@ fn raft_failure(e: RaftError) -> Failure {
         FailureKind::Failed
     };
     Failure::new(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::topic::place;
+    use crate::metadata::{Metadata, TopicConfigs};
+    use crate::raft::shared::ReplicaStatus;
+    use std::collections::BTreeMap;
+
+    /// `status` lists every partition a node hosts, also those whose
+    /// replica has not reported an election (nor anything) yet, and only
+    /// those it hosts.
+    #[test]
+    fn status_lists_every_hosted_partition_before_its_first_election() {
+        let mut metadata = Metadata::default();
+        let applied = metadata.apply(Command::CreateTopic {
+            name: "orders".into(),
+            topic_id: TopicId::random(),
+            // 4 partitions on 2 of 3 nodes each: node 1 hosts some, not all.
+            replicas: place(&[1, 2, 3], 4, 2, &TopicLimits::default()).unwrap(),
+            configs: TopicConfigs::new(),
+        });
+        assert!(
+            matches!(applied, Applied::TopicCreated { .. }),
+            "{applied:?}"
+        );
+        let hosted: Vec<(String, u64)> = metadata
+            .partitions()
+            .filter(|(_, m)| m.replicas.contains(&1))
+            .map(|(p, m)| (p.to_string(), m.group))
+            .collect();
+        assert!((2..4).contains(&hosted.len()), "{hosted:?}");
+        // One replica elected a leader; one is campaigning (reported, no
+        // leader); the others have reported nothing at all.
+        let mut replicas = BTreeMap::new();
+        let report = |group, role, leader, term| ReplicaStatus {
+            group,
+            partition: None,
+            role,
+            leader,
+            term,
+            serving: leader == Some(1),
+        };
+        replicas.insert(hosted[0].1, report(hosted[0].1, Role::Leader, Some(1), 2));
+        replicas.insert(hosted[1].1, report(hosted[1].1, Role::Candidate, None, 1));
+
+        let views = replica_views(1, &metadata, &replicas);
+        let listed: Vec<(String, u64)> = views
+            .iter()
+            .map(|v| (v.partition.clone(), v.group))
+            .collect();
+        assert_eq!(listed, hosted);
+        assert_eq!(
+            (
+                views[0].role,
+                views[0].raft_leader,
+                views[0].term,
+                views[0].serving
+            ),
+            (Role::Leader, Some(1), 2, true)
+        );
+        assert_eq!(
+            (views[1].role, views[1].raft_leader, views[1].term),
+            (Role::Candidate, None, 1)
+        );
+        for v in &views[2..] {
+            assert_eq!(
+                (v.role, v.raft_leader, v.term, v.serving, v.assigned_leader),
+                (Role::Follower, None, 0, false, None),
+                "{v:?}"
+            );
+        }
+        // Before anything reported: every hosted partition all the same.
+        assert_eq!(
+            replica_views(1, &metadata, &BTreeMap::new()).len(),
+            hosted.len()
+        );
+    }
 }

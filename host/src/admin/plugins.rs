@@ -108,7 +108,7 @@ impl Admin {
             .plugins()
             .into_iter()
             .find(|p| p.name == plugin)
-            .ok_or_else(|| Failure::refused(format!("no plugin named `{plugin}` is loaded")))?;
+            .ok_or_else(|| Failure::unknown(format!("no plugin named `{plugin}` is loaded")))?;
         let shadow = self.hooks.shadow_results().remove(plugin).ok_or_else(|| {
             Failure::refused(format!(
                 "plugin `{plugin}` is {}, not in shadow mode: nothing is compared",
@@ -186,7 +186,7 @@ impl Admin {
     ) -> Result<serde_json::Value, Failure> {
         self.hooks
             .promote(plugin, replacing)
-            .map_err(|e| Failure::refused(e.to_string()))?;
+            .map_err(super::plugin_failure)?;
         let persisted = if persist {
             let file = self.config_file.as_ref().ok_or_else(|| {
                 Failure::refused("promoted, but this node has no config file to persist it in")

@@ -41,7 +41,7 @@ pub struct Auth {
 
 /// Who may use the admin port, and how much of it.
 pub struct AdminAccess {
-    secret: Secret,
+    pub(super) secret: Secret,
     /// Serve the test hooks that inject faults.
     pub fault_injection: bool,
     slots: Arc<Semaphore>,
@@ -49,6 +49,9 @@ pub struct AdminAccess {
     refused_unauthenticated: AtomicU64,
     refused_over_limit: AtomicU64,
     refused_log: LogLimiter,
+    /// Signatures of admin requests over HTTP accepted recently (each is accepted once).
+    pub(super) seen: super::http::SeenSignatures,
+    pub(super) http_refused_unauthenticated: AtomicU64,
 }
 
 /// Counters of the admin port since start.
@@ -61,6 +64,9 @@ pub struct AdminStats {
     pub refused_unauthenticated: u64,
     /// Connections answered "busy" and closed because `max_connections` were open.
     pub refused_over_limit: u64,
+    /// Admin requests over HTTP answered 401: unsigned, badly signed, out of the clock
+    /// window, or replayed.
+    pub http_refused_unauthenticated: u64,
 }
 
 impl AdminAccess {
@@ -73,6 +79,8 @@ impl AdminAccess {
             refused_unauthenticated: AtomicU64::new(0),
             refused_over_limit: AtomicU64::new(0),
             refused_log: LogLimiter::default(),
+            seen: super::http::SeenSignatures::new(super::http::SEEN_CAPACITY),
+            http_refused_unauthenticated: AtomicU64::new(0),
         }
     }
 
@@ -89,10 +97,11 @@ impl AdminAccess {
             connections: (self.max_connections - self.slots.available_permits()) as u64,
             refused_unauthenticated: self.refused_unauthenticated.load(Ordering::Relaxed),
             refused_over_limit: self.refused_over_limit.load(Ordering::Relaxed),
+            http_refused_unauthenticated: self.http_refused_unauthenticated.load(Ordering::Relaxed),
         }
     }
 
-    fn refused(&self, counter: &AtomicU64, peer: SocketAddr, why: &str) {
+    pub(super) fn refused(&self, counter: &AtomicU64, peer: SocketAddr, why: &str) {
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.refused_log.allow() {
             tracing::warn!(%peer, suppressed, "refusing an admin connection: {why}");
