@@ -8,7 +8,7 @@
 //!   `HMAC(secret, domain | cluster id | sender | receiver | timestamp | nonce)` in its handshake;
 //!   the receiver recomputes it (the transport checks the timestamp window and that the nonce was
 //!   not seen before, so a recorded handshake cannot be replayed).
-//! - **Admin port** ([`ClusterAuth::admin_proof`]): the server sends a random challenge, the
+//! - **Admin port** ([`Secret::admin_proof`]): the server sends a random challenge, the
 //!   client answers `HMAC(secret, domain | challenge)`.
 
 use hmac::{Hmac, Mac};
