@@ -9,7 +9,7 @@ pub const MAX_REPORT_BYTES: usize = 4096;
 /// Collects the outcomes of a batch's calls and turns them into one result:
 /// no failure is `Ok(())`; one is that failure's own message; several are
 /// `"N of M <what> failed: first; second; …"`, keeping whole messages up to
-/// [`MAX_REPORT_BYTES`] and counting the rest (`"… and K more"`).
+/// 4 KiB (`MAX_REPORT_BYTES`) and counting the rest (`"… and K more"`).
 ///
 /// ```
 /// use leaderhook_sdk::BatchFailures;

@@ -1,10 +1,10 @@
-//! The [`Hook`] trait a plugin implements, and [`register_hook!`], which
+//! The [`Hook`] trait a plugin implements, and [`register_hook!`](crate::register_hook!), which
 //! exports it as the component's `init`, `on-events` and `on-tick`.
 
 use crate::types::LeadershipEvent;
 use serde::de::DeserializeOwned;
 
-/// A leadership hook: implement it and export it with [`register_hook!`].
+/// A leadership hook: implement it and export it with [`register_hook!`](crate::register_hook!).
 ///
 /// The host keeps one long-lived instance per plugin per node, so a hook may
 /// keep state across calls. If the instance traps (a panic, a time or
@@ -94,7 +94,7 @@ macro_rules! register_hook {
     };
 }
 
-/// Support for [`register_hook!`]; not part of the API.
+/// Support for [`register_hook!`](crate::register_hook!); not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::wit::{

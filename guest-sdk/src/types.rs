@@ -197,7 +197,7 @@ impl fmt::Display for CapError {
 
 impl std::error::Error for CapError {}
 
-/// What a successful [`assignments::set_leader`] did.
+/// What a successful [`assignments::set_leader`](crate::assignments::set_leader) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WriteOutcome {
     /// The write was accepted and queued.
@@ -206,7 +206,7 @@ pub enum WriteOutcome {
     Unchanged,
 }
 
-/// A log level for [`log::log`].
+/// A log level for [`log::log`](crate::log::log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
     /// Very verbose diagnostics.

@@ -4,7 +4,7 @@
 //! Three sources, one page:
 //! - the process-wide default registry: raft-engine's own write and fsync
 //!   histograms, and the counters below that the Raft loop and the Kafka
-//!   front end bump as things happen ([`raft`], [`kafka`]);
+//!   front end bump as things happen ([`raft()`], [`kafka()`]);
 //! - a snapshot taken at each scrape ([`NodeCollector`]): Raft groups by
 //!   role, the partitions whose stored assignment differs from the Raft
 //!   leader this node knows (the bug leaderhook exists to fix, as a gauge),

@@ -4,6 +4,7 @@ The binary is $LEADERHOOK_BIN or target/debug/leaderhook (built by
 `cargo test`). Every broker process started here is stopped at teardown.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -30,6 +31,33 @@ def wait_until(what, condition, timeout, interval=0.1):
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}: last {value!r}"
         time.sleep(interval)
+
+
+def cli(cluster, *args):
+    """Runs the leaderhook CLI against `cluster`; returns its stdout."""
+    return subprocess.run(
+        [BIN, *args, "--dir", str(cluster.dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
+def raft_leader(cluster, partition):
+    """The node whose replica of `partition` (e.g. "orders-0") says it is
+    Raft leader, at the highest term reported by any node; None if no live
+    node leads it. Raft's view, whatever the stored assignment says."""
+    best = (None, -1)
+    for line in cli(cluster, "status", "--json").splitlines():
+        if not line.startswith("{"):
+            continue
+        status = json.loads(line)
+        for replica in status["replicas"]:
+            if replica["partition"] == partition and replica["role"] == "Leader":
+                if replica["term"] > best[1]:
+                    best = (status["node"], replica["term"])
+    return best[0]
 
 
 class Cluster:

@@ -119,6 +119,8 @@ def test_bad_crc_is_corrupt_message_and_non_leaders_refuse(cluster):
     bad = bytearray(good)
     bad[-1] ^= 0xFF  # the CRC covers the records
     with connect(cluster.kafka_addr(leader)) as s:
+        # Named a moment before it serves: produce only once it does.
+        assert served_list_offsets(s)[:2] == (0, 0)
         _, error, _ = parse_produce_v3(request(s, 0, 3, produce_v3(0, bytes(bad))))
         assert error == 2  # CORRUPT_MESSAGE
         _, error, base = parse_produce_v3(request(s, 0, 3, produce_v3(0, good)))

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import wait_until
+from conftest import raft_leader, wait_until
 
 TOPIC = "raft-test"
 PARTITIONS = 3
@@ -208,11 +208,20 @@ def test_produce_and_consume_with_real_clients(cluster):
 
 
 def test_without_the_plugin_producing_fails(cluster_without_plugins):
-    """The negative control: no plugin writes the assignments, so Metadata
-    names no leader (-1, LEADER_NOT_AVAILABLE) and no produce succeeds."""
-    bootstrap = cluster_without_plugins.bootstrap
+    """The negative control: Raft elects a leader for every partition, but
+    no plugin writes the assignments, so Metadata names no leader (-1,
+    LEADER_NOT_AVAILABLE) and no produce succeeds."""
+    cluster = cluster_without_plugins
+    bootstrap = cluster.bootstrap
     admin = create_topic(bootstrap)
-    time.sleep(3)  # several election timeouts: Raft has leaders by now
+    # Replication works (Raft has a leader everywhere); only the assignment
+    # is missing. Without this, a cluster that elected no one would pass.
+    wait_until(
+        "Raft to elect a leader for every partition",
+        lambda: all(raft_leader(cluster, f"{TOPIC}-{p}") for p in range(PARTITIONS)),
+        30,
+        interval=0.2,
+    )
     assert set(leaders(admin).values()) == {-1}
     producer = Producer(
         {"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 5000}

@@ -1,6 +1,12 @@
 """ISR from Raft progress: Metadata's in-sync replicas are what each
 partition's leader sees in its Raft group. A killed node drops out of
-every ISR; restarted, it catches up and is back in."""
+every ISR; restarted, it catches up and is back in.
+
+"Everyone in sync" at the start is also what topic creation writes, so
+only the shrinking and the regrowing show the leaders' writes reaching
+Metadata. Whether a follower that is back but behind waits outside until
+it has caught up is the ISR rule's own unit test (host/src/raft/node.rs,
+`in_sync`): from outside, nothing shows how far a follower's log is."""
 
 from confluent_kafka.admin import AdminClient
 

@@ -8,48 +8,15 @@ born from. Switching the plugin back on heals it through the resync: the
 assignment follows Raft again and the same produce succeeds.
 """
 
-import json
-import subprocess
 import time
 
 import kafka
 import kafka.errors
 import pytest
 
-from conftest import BIN
+from conftest import cli, raft_leader, wait_until
+from test_bad_input import connect, served_list_offsets
 from test_clients import TOPIC, create_topic, leaders, wait_for_leaders
-
-
-def cli(cluster, *args):
-    return subprocess.run(
-        [BIN, *args, "--dir", str(cluster.dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-
-
-def raft_leader(cluster, partition):
-    """The node whose replica of `partition` says it is Raft leader, at the
-    highest term reported by any node."""
-    best = (None, -1)
-    for line in cli(cluster, "status", "--json").splitlines():
-        if not line.startswith("{"):
-            continue
-        status = json.loads(line)
-        for replica in status["replicas"]:
-            if replica["partition"] == partition and replica["role"] == "Leader":
-                if replica["term"] > best[1]:
-                    best = (status["node"], replica["term"])
-    return best[0]
-
-
-def wait_until(what, condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def produce_one(bootstrap):
@@ -73,12 +40,16 @@ def test_without_the_plugin_metadata_goes_stale_and_produce_fails(cluster_withou
     cluster = cluster_without_safety_net
     admin = create_topic(cluster.bootstrap)
     old = wait_for_leaders(admin)[0]
+    # Named in Metadata a moment before its first entry commits: wait until
+    # it serves, or the send (no client retries) would race that commit.
+    with connect(cluster.kafka_addr(old)) as s:
+        assert served_list_offsets(s)[:2] == (0, 0)
     assert produce_one(cluster.bootstrap).offset == 0, "healthy before the control"
 
     cli(cluster, "plugin", "disable", "assign-leader")
     new = next(n for n in cluster.configs if n != old)
     cli(cluster, "partitions", "transfer", f"{TOPIC}-0", "--to", str(new))
-    wait_until("Raft to move the leadership", lambda: raft_leader(cluster, f"{TOPIC}-0") == new)
+    wait_until("Raft to move the leadership", lambda: raft_leader(cluster, f"{TOPIC}-0") == new, 30)
 
     # Raft moved; the assignment did not: Metadata still names the old node.
     time.sleep(3)  # longer than the resync period: nothing heals it while off
@@ -89,5 +60,5 @@ def test_without_the_plugin_metadata_goes_stale_and_produce_fails(cluster_withou
     # The plugin back on: the new leader's resync re-delivers its leadership,
     # the assignment follows Raft, and the same produce goes through.
     cli(cluster, "plugin", "enable", "assign-leader")
-    wait_until("the assignment to follow Raft", lambda: leaders(admin)[0] == new)
+    wait_until("the assignment to follow Raft", lambda: leaders(admin)[0] == new, 30)
     assert produce_one(cluster.bootstrap).offset == 1

@@ -50,13 +50,7 @@ pub fn fig3_and_4(exe: &Path, sizes: &Sizes) -> anyhow::Result<Vec<String>> {
 
         // Figure 3.
         let resumed = Instant::now();
-        p.wait_for(&all, resumed, within, |s| converged(s, n))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "not converged before the kill: {}",
-                    describe_unconverged(&p.latest(&all), n)
-                )
-            })?;
+        p.wait_converged(&all, resumed, within, n, "before the kill")?;
         let polls_before = p.obs().polls;
         let Kill {
             victim,

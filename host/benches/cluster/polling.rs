@@ -3,6 +3,7 @@
 
 use crate::Cluster;
 use crate::NODES;
+use crate::predicates::{converged, describe_unconverged};
 use leaderhook::admin::{AdminError, Connection, Request, Status};
 use leaderhook::auth::Secret;
 use std::collections::{BTreeMap, HashMap};
@@ -217,6 +218,26 @@ impl Pollers {
             std::thread::sleep(Duration::from_millis(2));
         }
         None
+    }
+
+    /// Waits like [`Pollers::wait_for`] until every one of `partitions` has
+    /// a leader among `nodes` and every node's assignment names it; else an
+    /// error naming `what`, the bound and what was not converged.
+    pub fn wait_converged(
+        &self,
+        nodes: &[u64],
+        since: Instant,
+        within: Duration,
+        partitions: usize,
+        what: &str,
+    ) -> anyhow::Result<Instant> {
+        self.wait_for(nodes, since, within, |s| converged(s, partitions))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{what}: not converged within {within:?}: {}",
+                    describe_unconverged(&self.latest(nodes), partitions)
+                )
+            })
     }
 
     /// The latest polls of `live`, for diagnostics and counting.

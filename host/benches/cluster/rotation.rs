@@ -1,7 +1,7 @@
 //! Figures 1 and 2: a kill -9 / restart rotation on a small topic.
 
 use crate::polling::with_pollers;
-use crate::predicates::{converged, describe_unconverged};
+use crate::predicates::describe_unconverged;
 use crate::stats::{election_latencies, mean_poll_period, ms, pct};
 use crate::{Cluster, Kill, NODES, Sizes, kill_busiest};
 use std::path::Path;
@@ -16,13 +16,13 @@ pub fn fig1_and_2(exe: &Path, sizes: &Sizes) -> anyhow::Result<Vec<String>> {
     let addrs = cluster.admins()?;
     with_pollers(&mut cluster, addrs, sizes.fig1_poll, |cluster, p| {
         let started = Instant::now();
-        p.wait_for(&all, started, within, |s| converged(s, n))
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the {n}-partition topic did not converge within {within:?}: {}",
-                    describe_unconverged(&p.latest(&all), n)
-                )
-            })?;
+        p.wait_converged(
+            &all,
+            started,
+            within,
+            n,
+            &format!("the {n}-partition topic"),
+        )?;
         println!(
             "cluster up, topic of {n} partitions converged after {} ms",
             ms(started.elapsed())
@@ -61,14 +61,13 @@ pub fn fig1_and_2(exe: &Path, sizes: &Sizes) -> anyhow::Result<Vec<String>> {
             cluster.nodes.spawn(victim)?;
             let restarted = Instant::now();
             p.up(victim);
-            if p.wait_for(&all, restarted, within, |s| converged(s, n))
-                .is_none()
-            {
-                anyhow::bail!(
-                    "after restarting node {victim}: not converged within {within:?}: {}",
-                    describe_unconverged(&p.latest(&all), n)
-                );
-            }
+            p.wait_converged(
+                &all,
+                restarted,
+                within,
+                n,
+                &format!("after restarting node {victim}"),
+            )?;
             std::thread::sleep(Duration::from_millis(300));
         }
         let window = since.elapsed();

@@ -226,12 +226,7 @@ impl Capabilities for ReplayView {
         self.lock()
             .partitions
             .iter()
-            .map(|(p, v)| PartitionAssignment {
-                partition: p.clone(),
-                replicas: v.replicas.clone(),
-                leader: v.leader,
-                epoch: v.epoch,
-            })
+            .map(|(p, v)| v.assignment(p.clone()))
             .collect()
     }
 

@@ -1,33 +1,36 @@
 //! Real plugins for the harness tests, built from this workspace.
 #![allow(dead_code)]
 
-use leaderhook_hooks::{HookEngine, guest_build};
+use leaderhook_hooks::HookEngine;
+use leaderhook_hooks::guest_build::{self, GuestKind};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-
-pub const PLUGINS: [&str; 5] = [
-    "assign-leader",
-    "preferred-leader",
-    "leader-balance",
-    "drain",
-    "audit-notify",
-];
 
 pub fn root() -> PathBuf {
     guest_build::workspace_root(env!("CARGO_MANIFEST_DIR").as_ref())
 }
 
+/// The example plugins written in Rust (every crate under plugins/, from
+/// the workspace's one list): the default plugin and the policies.
+pub fn example_plugins() -> Vec<String> {
+    guest_build::plugin_names(&root(), "plugins", GuestKind::Rust)
+}
+
 /// The path of a plugin's .wasm, building every example plugin once.
 pub fn plugin(name: &str) -> String {
-    static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     let paths = BUILT.get_or_init(|| {
-        guest_build::build_guests(&root(), &PLUGINS).unwrap_or_else(|e| panic!("{e}"))
+        let names = example_plugins();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let paths = guest_build::build_guests(&root(), &refs).unwrap_or_else(|e| panic!("{e}"));
+        names.into_iter().zip(paths).collect()
     });
-    let i = PLUGINS
-        .iter()
-        .position(|p| *p == name)
-        .expect("a known plugin");
-    paths[i].to_string_lossy().into_owned()
+    paths
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not an example plugin: {:?}", paths.keys()))
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The hostile test plugin's .wasm (tests/plugins/adversary), built once.

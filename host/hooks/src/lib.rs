@@ -32,6 +32,22 @@
 //!   through, and the term-fencing rule every writer applies.
 //! - [`memory`]: an in-memory cluster implementing [`Capabilities`].
 //! - [`guest_build`]: builds guest crates to `.wasm` for tests and benches.
+//!
+//! # A leadership event in the runtime
+//!
+//! Steps 3 to 5 and 9 of `ARCHITECTURE.md` (the broker's crate docs link
+//! the rest): [`HookRuntime::submit`] pushes the event to every plugin's
+//! lane ([`Lane::push`](lane::Lane::push)), whose worker (`run` in `lane.rs`)
+//! hands a batch to [`Plugin::deliver_async`](plugin::Plugin::deliver_async),
+//! which applies the `on_error` policy around
+//! [`Plugin::call_once`](plugin::Plugin::call_once). The plugin's
+//! `set-leader` import lands in [`state::PluginState`], which checks the
+//! grant and the quota and fences with [`fence::check_set_leader`].
+
+// The docs are built for the people working on this crate, private items
+// included (`cargo doc --document-private-items`, run in CI with
+// `-D warnings`), so links into private items resolve and are checked.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod artifact;
 pub mod calls;

@@ -1,6 +1,6 @@
 //! The Kafka record batch (v2, "magic 2") and the checks Kafka makes on a
 //! producer's batch before appending it. The produce handler runs them
-//! before a batch is proposed to Raft, and [`super::PartitionLog::append`]
+//! before a batch is proposed to Raft, and [`super::PartitionLog::apply`]
 //! runs them again when an entry is applied (on every replica and on
 //! replay), so nothing that reached a Raft log can move a high watermark
 //! by more records than the batch really holds.

@@ -1644,21 +1644,49 @@ fn isr_update(
     if meta.leader != Some(node) || meta.epoch != raft.term {
         return None;
     }
-    let mut isr: Vec<NodeId> = raft
-        .prs()
-        .iter()
-        .filter(|(peer, pr)| {
-            let recent = group.heard.get(peer).is_some_and(|t| t.elapsed() < lag);
-            **peer == node || (recent && pr.matched >= mark)
-        })
-        .map(|(peer, _)| *peer)
-        .collect();
-    isr.sort_unstable();
+    let replicas = raft.prs().iter().map(|(peer, pr)| Replica {
+        node: *peer,
+        heard_ago: group.heard.get(peer).map(Instant::elapsed),
+        matched: pr.matched,
+    });
+    let isr = in_sync(node, replicas, mark, lag);
     (isr != meta.isr).then_some(Command::SetIsr {
         partition: key,
         isr,
         epoch: raft.term,
     })
+}
+
+/// What the leader knows of one replica of its group, for the ISR rule.
+#[derive(Debug, Clone, Copy)]
+struct Replica {
+    node: NodeId,
+    /// How long ago it was last heard from (never: `None`).
+    heard_ago: Option<Duration>,
+    /// The highest log index known to match the leader's.
+    matched: u64,
+}
+
+/// The ISR rule, sorted: the leader itself, and every follower heard from
+/// within `lag` whose log has reached `mark` (the commit index at the
+/// previous check), so a follower that is back but still catching up stays
+/// out until it has caught up.
+fn in_sync(
+    leader: NodeId,
+    replicas: impl IntoIterator<Item = Replica>,
+    mark: u64,
+    lag: Duration,
+) -> Vec<NodeId> {
+    let mut isr: Vec<NodeId> = replicas
+        .into_iter()
+        .filter(|r| {
+            let recent = r.heard_ago.is_some_and(|ago| ago < lag);
+            r.node == leader || (recent && r.matched >= mark)
+        })
+        .map(|r| r.node)
+        .collect();
+    isr.sort_unstable();
+    isr
 }
 
 /// An entry's context: who proposed it, in which life of the process, and
@@ -1858,6 +1886,45 @@ mod tests {
         ];
         for (old, new, expected) in cases {
             assert_eq!(transition(old, new), expected, "{old:?} -> {new:?}");
+        }
+    }
+
+    #[test]
+    fn the_isr_is_the_leader_and_followers_heard_lately_and_caught_up() {
+        let lag = Duration::from_millis(1000);
+        let replica = |node, heard_ms: Option<u64>, matched| Replica {
+            node,
+            heard_ago: heard_ms.map(Duration::from_millis),
+            matched,
+        };
+        let cases = [
+            // Everyone heard and caught up (the mark is reached exactly).
+            (
+                vec![
+                    replica(3, Some(10), 50),
+                    replica(1, None, 0),
+                    replica(2, Some(10), 40),
+                ],
+                vec![1, 2, 3],
+            ),
+            // Back and heard, but behind the mark: still catching up.
+            (vec![replica(1, None, 0), replica(2, Some(10), 39)], vec![1]),
+            // Caught up, but silent for longer than the lag, or never heard.
+            (
+                vec![
+                    replica(1, None, 0),
+                    replica(2, Some(1000), 50),
+                    replica(3, None, 50),
+                ],
+                vec![1],
+            ),
+        ];
+        for (replicas, expected) in cases {
+            assert_eq!(
+                in_sync(1, replicas.clone(), 40, lag),
+                expected,
+                "{replicas:?}"
+            );
         }
     }
 

@@ -586,7 +586,7 @@ impl WriteBatch {
     }
 }
 
-/// The storage of one Raft group; implements [`raft::Storage`](::raft::Storage).
+/// The storage of one Raft group; implements [`raft::Storage`].
 ///
 /// Reads go straight to raft-engine (its index is in memory; entries are read
 /// from the log files). Writes go through [`WriteBatch`] and [`LogStore::write`].

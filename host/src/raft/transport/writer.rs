@@ -63,7 +63,7 @@ impl Backoff {
 }
 
 enum SessionEnd {
-    /// Every [`Transport`] clone is gone.
+    /// Every [`Transport`](super::Transport) clone is gone.
     QueueClosed,
     Broken(io::Error),
 }
