@@ -5,18 +5,22 @@
 # binaries round by round so neither always runs on the warmer machine.
 # Extra variants are a label and environment settings for a binary, e.g.
 #   VARIANTS="glibc-arena2:glibc:MALLOC_ARENA_MAX=2" scripts/measure/allocators.sh
-# ROUNDS (default 3) rounds; STORAGE=1 also runs bench_storage.py (RSS after
+# ROUNDS (default 3) rounds; the variant `before` etc. can be any binary
+# copied to target/allocators/leaderhook-<name>; STORAGE=1 also runs bench_storage.py (RSS after
 # 0.5 and 2 GiB, restart time) once per variant.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=target/allocators
 mkdir -p "$out"
-cargo build --release -p leaderhook --bin leaderhook
-cp target/release/leaderhook "$out/leaderhook-jemalloc"
-cargo build --release -p leaderhook --bin leaderhook --no-default-features
-cp target/release/leaderhook "$out/leaderhook-glibc"
-# Leave target/release/leaderhook as shipped.
-cargo build --release -p leaderhook --bin leaderhook
+# NO_BUILD=1 measures the binaries built by an earlier run.
+if [[ -z "${NO_BUILD:-}" ]]; then
+    cargo build --release -p leaderhook --bin leaderhook
+    cp target/release/leaderhook "$out/leaderhook-jemalloc"
+    cargo build --release -p leaderhook --bin leaderhook --no-default-features
+    cp target/release/leaderhook "$out/leaderhook-glibc"
+    # Leave target/release/leaderhook as shipped.
+    cargo build --release -p leaderhook --bin leaderhook
+fi
 
 variants=("jemalloc:jemalloc:" "glibc:glibc:")
 for v in ${VARIANTS:-}; do variants+=("$v"); done
