@@ -337,6 +337,15 @@ impl LogStore {
         let storage = self.group(group_id);
         let mut batch = LogBatch::default();
         batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+        // What a snapshot holds is applied, so committed: a commit index
+        // raft-rs reported only in a LightReady (not persisted) is saved
+        // here, or a restart would find the snapshot (and the log's start)
+        // past the stored commit, which raft-rs refuses.
+        let mut hs = storage.hard_state();
+        if hs.commit < index {
+            hs.commit = index;
+            batch.put_message(group_id, KEY_HARD_STATE.to_vec(), &hs)?;
+        }
         if let Some(state) = state {
             batch.put(group_id, KEY_STATE.to_vec(), state)?;
         }
