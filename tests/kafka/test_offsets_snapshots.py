@@ -63,23 +63,31 @@ def raft_logs(cluster, partition):
 
 
 def commit_many(bootstrap, group, start, count):
-    """Commits `count` times (synchronously, outside the group protocol:
-    generation -1), each time new offsets on every partition; returns the
-    last committed {partition: offset}."""
+    """Commits partition 0 once, then `count` times (synchronously, outside
+    the group protocol: generation -1) new offsets of the other partitions;
+    returns the last committed {partition: offset}. Partition 0's offset is
+    then only in an early record: one that compaction removes, so only a
+    snapshot carries it."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "enable.auto.commit": False})
+
+    def commit(offsets):
+        tps = [TopicPartition(TOPIC, p, o) for p, o in offsets.items()]
+        for attempt in range(50):
+            try:
+                consumer.commit(offsets=tps, asynchronous=False)
+                return
+            except KafkaException as e:  # coordinator moving: retriable
+                assert attempt < 49, e
+                consumer.poll(0.2)
+
     try:
-        last = None
+        last = {0: start * 10}
+        commit(last)
         for i in range(start, start + count):
-            last = {p: i * 10 + p for p in range(PARTITIONS)}
-            tps = [TopicPartition(TOPIC, p, o) for p, o in last.items()]
-            for attempt in range(50):
-                try:
-                    consumer.commit(offsets=tps, asynchronous=False)
-                    break
-                except KafkaException as e:  # coordinator moving: retriable
-                    assert attempt < 49, e
-                    consumer.poll(0.2)
+            offsets = {p: i * 10 + p for p in range(1, PARTITIONS)}
+            commit(offsets)
+            last.update(offsets)
         return last
     finally:
         consumer.close()
