@@ -1164,6 +1164,19 @@ mod tests {
                 9,
                 &(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(),
             );
+            // The stored commit lags what was applied (raft-rs reports a
+            // leader's commit after its own persist only in a LightReady).
+            let mut batch = WriteBatch::default();
+            batch.hard_state(
+                9,
+                &HardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 3,
+                    ..HardState::default()
+                },
+            );
+            store.write(batch).unwrap();
             // Snapshot at 8, compacting to 5: entries 6..=10 stay.
             store
                 .save_snapshot(9, &snapshot_at(8, 2, b"state at 8"), 5)
@@ -1172,6 +1185,12 @@ mod tests {
         }
         let store = LogStore::open(dir.path()).unwrap();
         let g = store.group(9);
+        let hs = g.hard_state();
+        assert_eq!(
+            (hs.term, hs.vote, hs.commit),
+            (2, 1, 8),
+            "the snapshot's index is committed"
+        );
         assert_eq!(g.first_index().unwrap(), 6);
         assert_eq!(g.term(5).unwrap(), 2);
         assert_eq!(
