@@ -131,11 +131,15 @@ impl GroupStore {
         let mut store = Self::default();
         while !rest.is_empty() {
             let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-                return Err(DecodeError::Malformed("snapshot truncated in a length".into()));
+                return Err(DecodeError::Malformed(
+                    "snapshot truncated in a length".into(),
+                ));
             };
             let len = u32::from_be_bytes(*len) as usize;
             if tail.len() < len {
-                return Err(DecodeError::Malformed("snapshot truncated in a record".into()));
+                return Err(DecodeError::Malformed(
+                    "snapshot truncated in a record".into(),
+                ));
             }
             let (record, tail) = tail.split_at(len);
             store.apply_record(GroupRecord::decode(record)?);
@@ -321,7 +325,9 @@ mod tests {
         // ... and the other way round: this is no partition checkpoint.
         assert!(matches!(
             crate::partition_log::decode_checkpoint(&bytes),
-            Err(crate::partition_log::entry::EntryError::UnknownFormat(SNAPSHOT_FORMAT_V1))
+            Err(crate::partition_log::entry::EntryError::UnknownFormat(
+                SNAPSHOT_FORMAT_V1
+            ))
         ));
         for cut in [bytes.len() - 1, 3, 1 + 4 + 2] {
             assert!(

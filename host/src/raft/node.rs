@@ -62,7 +62,8 @@ pub struct RaftSettings {
     pub resync: Duration,
     /// A silent node counts as dead after this long (Metadata leaves it out).
     pub session_timeout: Duration,
-    /// When the metadata group snapshots its state and compacts its log.
+    /// When the metadata group and each offsets partition snapshot their
+    /// state and compact their logs.
     pub snapshots: SnapshotPolicy,
     /// Partition checkpoints, retention defaults, producer expiry.
     pub storage: StoragePolicy,
@@ -465,7 +466,9 @@ impl RaftLoop {
         };
         let index = snapshot.get_metadata().index;
         let store = crate::coordinator::store::GroupStore::decode_snapshot(&snapshot.data)
-            .map_err(|e| anyhow::anyhow!("offsets partition group {id}: snapshot at {index}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("offsets partition group {id}: snapshot at {index}: {e}")
+            })?;
         tracing::info!(
             group = id,
             index,
