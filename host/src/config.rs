@@ -36,7 +36,7 @@
 //! resync_ms = 2000
 //! session_timeout_ms = 9000             # a silent node leaves Metadata after this
 //! transfer_cooldown_ms = 2000           # between plugin transfers of one partition
-//! snapshot_every_entries = 10000        # metadata snapshots: after this many entries
+//! snapshot_every_entries = 10000        # metadata, offsets partitions snapshots: after this many entries
 //! snapshot_every_bytes = 67108864       # ...or bytes applied
 //! snapshot_keep_entries = 1000          # entries kept behind a snapshot
 //! [groups]                             # consumer groups (coordinator::GroupsConfig)
@@ -140,8 +140,9 @@ pub struct RaftConfig {
     /// A plugin's leadership transfer of a partition is refused within this
     /// long of the node's previous transfer request for it.
     pub transfer_cooldown_ms: u64,
-    /// The metadata group snapshots its state and compacts its log after
-    /// this many entries or bytes applied since its last snapshot...
+    /// The metadata group and each offsets partition snapshot their state
+    /// and compact their logs after this many entries or bytes applied
+    /// since their last snapshot (counted per group)...
     pub snapshot_every_entries: u64,
     pub snapshot_every_bytes: u64,
     /// ...keeping this many entries behind the snapshot for followers a

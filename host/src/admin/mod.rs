@@ -196,6 +196,9 @@ pub struct ReplicaView {
     /// In-sync replicas as stored in the metadata.
     #[serde(default)]
     pub isr: Vec<NodeId>,
+    /// Where the replica's Raft log stands (none before its first report).
+    #[serde(default)]
+    pub raft_log: Option<crate::raft::shared::LogStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -481,6 +484,7 @@ fn replica_views(
                 assigned_leader: meta.leader,
                 epoch: meta.epoch,
                 isr: meta.isr.clone(),
+                raft_log: replica.map(|r| r.log),
             }
         })
         .collect()
@@ -559,6 +563,7 @@ mod tests {
             leader,
             term,
             serving: leader == Some(1),
+            log: Default::default(),
         };
         replicas.insert(hosted[0].1, report(hosted[0].1, Role::Leader, Some(1), 2));
         replicas.insert(hosted[1].1, report(hosted[1].1, Role::Candidate, None, 1));

@@ -91,6 +91,11 @@ pub enum DecodeError {
     UnknownFormat(u8),
     #[error("group record of format {FORMAT_V1} does not decode: {0}")]
     Malformed(String),
+    #[error(
+        "offsets partition snapshot of stored format {0}; this release reads format {v}",
+        v = super::store::SNAPSHOT_FORMAT_V1
+    )]
+    UnknownSnapshotFormat(u8),
 }
 
 impl GroupRecord {

@@ -3,8 +3,15 @@
 //! Pure state, rebuilt by applying the partition's log in order, so every
 //! replica (and every restart) holds the same.
 
-use super::record::{CommittedOffset, DecodeError, FORMAT_V1, GroupRecord, Membership};
+use super::record::{CommittedOffset, DecodeError, GroupRecord, Membership};
 use std::collections::BTreeMap;
+
+/// Format byte of an offsets partition's snapshot data written by this
+/// release. Deliberately unlike every other stored format's byte (1: group
+/// records, partition checkpoints, metadata): a snapshot of another kind is
+/// refused by its first byte, never parsed as this one, and this one never
+/// parses as a partition checkpoint.
+pub const SNAPSHOT_FORMAT_V1: u8 = 0x47; // 'G'
 
 /// One group as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,65 +85,74 @@ impl GroupStore {
         self.groups.is_empty()
     }
 
-    /// The state as a snapshot's data (format byte [`FORMAT_V1`], then
-    /// JSON), for the partition storage's snapshots: a replica restored
-    /// from it continues with the log after it exactly as one that applied
-    /// the whole log.
+    /// The records that rebuild this store from empty, in order: per group,
+    /// its membership, then its offsets.
+    pub fn records(&self) -> impl Iterator<Item = GroupRecord> + '_ {
+        self.groups.iter().flat_map(|(id, g)| {
+            [
+                GroupRecord::Membership {
+                    group: id.clone(),
+                    state: g.membership.clone(),
+                },
+                GroupRecord::Offsets {
+                    group: id.clone(),
+                    offsets: g.offsets.values().cloned().collect(),
+                },
+            ]
+        })
+    }
+
+    /// The state as a Raft snapshot's data: format byte
+    /// [`SNAPSHOT_FORMAT_V1`], then the [`records`](Self::records) that
+    /// rebuild it, each as a 4-byte big-endian length and the record in its
+    /// stored encoding ([`GroupRecord::encode`], its own format byte first).
+    /// A replica restored from it continues with the log after it exactly as
+    /// one that applied the whole log.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let snapshot: Vec<SnapshotGroup> = self
-            .groups
-            .iter()
-            .map(|(id, g)| SnapshotGroup {
-                group: id.clone(),
-                membership: g.membership.clone(),
-                offsets: g.offsets.values().cloned().collect(),
-            })
-            .collect();
-        let mut bytes = vec![FORMAT_V1];
-        serde_json::to_writer(&mut bytes, &snapshot).expect("groups serialise");
+        let mut bytes = vec![SNAPSHOT_FORMAT_V1];
+        for record in self.records() {
+            let encoded = record.encode();
+            let len = u32::try_from(encoded.len()).expect("a group record under 4 GiB");
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&encoded);
+        }
         bytes
     }
 
+    /// The store a snapshot's data rebuilds: its records applied to an empty
+    /// store. An unknown format, a truncated or undecodable record is an
+    /// error (never a partial store).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let snapshot: Vec<SnapshotGroup> = match bytes.split_first() {
-            Some((&FORMAT_V1, json)) => {
-                serde_json::from_slice(json).map_err(|e| DecodeError::Malformed(e.to_string()))?
-            }
-            Some((&format, _)) => return Err(DecodeError::UnknownFormat(format)),
+        let mut rest = match bytes.split_first() {
+            Some((&SNAPSHOT_FORMAT_V1, rest)) => rest,
+            Some((&format, _)) => return Err(DecodeError::UnknownSnapshotFormat(format)),
             None => return Err(DecodeError::Malformed("empty snapshot".into())),
         };
-        let groups = snapshot
-            .into_iter()
-            .map(|g| {
-                let offsets = g
-                    .offsets
-                    .into_iter()
-                    .map(|o| ((o.topic.clone(), o.partition), o))
-                    .collect();
-                (
-                    g.group,
-                    StoredGroup {
-                        membership: g.membership,
-                        offsets,
-                    },
-                )
-            })
-            .collect();
-        Ok(Self { groups, skipped: 0 })
+        let mut store = Self::default();
+        while !rest.is_empty() {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(DecodeError::Malformed(
+                    "snapshot truncated in a length".into(),
+                ));
+            };
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(DecodeError::Malformed(
+                    "snapshot truncated in a record".into(),
+                ));
+            }
+            let (record, tail) = tail.split_at(len);
+            store.apply_record(GroupRecord::decode(record)?);
+            rest = tail;
+        }
+        Ok(store)
     }
-}
-
-/// One group in a snapshot.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapshotGroup {
-    group: String,
-    membership: Membership,
-    offsets: Vec<CommittedOffset>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::record::{Protocol, StoredMember};
 
     fn commit(topic: &str, partition: i32, offset: i64) -> CommittedOffset {
         CommittedOffset {
@@ -197,32 +213,143 @@ mod tests {
         assert!(store.group("g").is_none());
     }
 
-    #[test]
-    fn a_snapshot_restores_the_groups_and_the_log_continues_alike() {
+    fn member(id: &str, assignment: Vec<u8>) -> StoredMember {
+        StoredMember {
+            member_id: id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocols: vec![Protocol {
+                name: "range".into(),
+                metadata: vec![0, 1, 255],
+            }],
+            assignment,
+        }
+    }
+
+    /// Several groups with members and offsets, some offsets and a group
+    /// deleted, a group emptied of offsets (still a group).
+    fn busy_store() -> GroupStore {
         let mut store = GroupStore::default();
-        let offsets = |o: Vec<CommittedOffset>| GroupRecord::Offsets {
-            group: "g".into(),
+        let offsets = |group: &str, o: Vec<CommittedOffset>| GroupRecord::Offsets {
+            group: group.into(),
             offsets: o,
         };
-        store.apply_record(offsets(vec![commit("t", 0, 5), commit("u", 3, 1)]));
-        store.apply_record(GroupRecord::Membership {
-            group: "h".into(),
-            state: Membership {
-                generation: 7,
-                ..Membership::default()
-            },
+        for (group, generation) in [("a", 3), ("b", 1), ("gone", 2), ("emptied", 5)] {
+            store.apply_record(GroupRecord::Membership {
+                group: group.into(),
+                state: Membership {
+                    protocol_type: Some("consumer".into()),
+                    generation,
+                    protocol: Some("range".into()),
+                    leader: Some(format!("{group}-1")),
+                    members: vec![
+                        member(&format!("{group}-1"), vec![1, 2]),
+                        member(&format!("{group}-2"), vec![]),
+                    ],
+                },
+            });
+        }
+        store.apply_record(offsets("a", vec![commit("t", 0, 5), commit("u", 3, 1)]));
+        store.apply_record(offsets("a", vec![commit("t", 0, 8), commit("t", 1, 2)]));
+        store.apply_record(offsets("b", vec![commit("t", 0, 1)]));
+        store.apply_record(offsets("gone", vec![commit("t", 0, 4)]));
+        store.apply_record(offsets("emptied", vec![commit("t", 0, 4)]));
+        // Offsets only, never joined.
+        store.apply_record(offsets("standalone", vec![commit("v", 0, 12)]));
+        store.apply_record(GroupRecord::DeleteOffsets {
+            group: "a".into(),
+            partitions: vec![("u".into(), 3)],
         });
-        let mut restored = GroupStore::decode_snapshot(&store.encode_snapshot()).unwrap();
+        store.apply_record(GroupRecord::DeleteOffsets {
+            group: "emptied".into(),
+            partitions: vec![("t".into(), 0)],
+        });
+        store.apply_record(GroupRecord::DeleteGroup {
+            group: "gone".into(),
+        });
+        store
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_groups_and_the_log_continues_alike() {
+        let mut store = busy_store();
+        assert_eq!(store.len(), 4, "a, b, emptied, standalone");
+        let bytes = store.encode_snapshot();
+        assert_eq!(bytes[0], SNAPSHOT_FORMAT_V1);
+        let mut restored = GroupStore::decode_snapshot(&bytes).unwrap();
         assert_eq!(restored, store);
+        assert_eq!(restored.group("a").unwrap().offsets.len(), 2);
+        assert_eq!(restored.group("a").unwrap().membership.members.len(), 2);
+        assert!(restored.group("emptied").unwrap().offsets.is_empty());
+        assert!(restored.group("gone").is_none());
+        // Encoding is deterministic: a restored store snapshots the same.
+        assert_eq!(restored.encode_snapshot(), bytes);
         for s in [&mut store, &mut restored] {
-            s.apply_record(offsets(vec![commit("t", 0, 6)]));
-            s.apply_record(GroupRecord::DeleteGroup { group: "h".into() });
+            s.apply_record(GroupRecord::Offsets {
+                group: "b".into(),
+                offsets: vec![commit("t", 0, 6)],
+            });
+            s.apply_record(GroupRecord::DeleteGroup { group: "a".into() });
         }
         assert_eq!(restored, store);
+        // An empty store too.
+        let empty = GroupStore::default();
+        assert_eq!(
+            GroupStore::decode_snapshot(&empty.encode_snapshot()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn unknown_or_broken_snapshots_are_refused_and_never_taken_for_checkpoints() {
+        let bytes = busy_store().encode_snapshot();
+        let mut unknown = bytes.clone();
+        unknown[0] = 2;
+        assert_eq!(
+            GroupStore::decode_snapshot(&unknown),
+            Err(DecodeError::UnknownSnapshotFormat(2))
+        );
+        // The earlier JSON shape, and a partition checkpoint (format 1).
         assert_eq!(
             GroupStore::decode_snapshot(b"[]"),
-            Err(DecodeError::UnknownFormat(b'['))
+            Err(DecodeError::UnknownSnapshotFormat(b'['))
         );
+        let checkpoint = crate::partition_log::encode_checkpoint(&Default::default());
+        assert_eq!(
+            GroupStore::decode_snapshot(&checkpoint),
+            Err(DecodeError::UnknownSnapshotFormat(1))
+        );
+        // ... and the other way round: this is no partition checkpoint.
+        assert!(matches!(
+            crate::partition_log::decode_checkpoint(&bytes),
+            Err(crate::partition_log::entry::EntryError::UnknownFormat(
+                SNAPSHOT_FORMAT_V1
+            ))
+        ));
+        for cut in [bytes.len() - 1, 3, 1 + 4 + 2] {
+            assert!(
+                matches!(
+                    GroupStore::decode_snapshot(&bytes[..cut]),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        assert!(GroupStore::decode_snapshot(&[]).is_err());
+        // A record inside of an unknown format: refused, not skipped.
+        let mut inner = vec![SNAPSHOT_FORMAT_V1, 0, 0, 0, 2, 9, b'{'];
+        assert_eq!(
+            GroupStore::decode_snapshot(&inner),
+            Err(DecodeError::UnknownFormat(9))
+        );
+        inner[5] = crate::coordinator::record::FORMAT_V1;
+        assert!(matches!(
+            GroupStore::decode_snapshot(&inner),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

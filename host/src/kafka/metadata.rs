@@ -224,6 +224,7 @@ mod tests {
                 leader: Some(1),
                 term: 7,
                 serving: true,
+                log: Default::default(),
             },
         );
         let response = handle(&b, &MetadataRequest::default().with_topics(None), 12);

@@ -62,7 +62,8 @@ pub struct RaftSettings {
     pub resync: Duration,
     /// A silent node counts as dead after this long (Metadata leaves it out).
     pub session_timeout: Duration,
-    /// When the metadata group snapshots its state and compacts its log.
+    /// When the metadata group and each offsets partition snapshot their
+    /// state and compact their logs.
     pub snapshots: SnapshotPolicy,
     /// Partition checkpoints, retention defaults, producer expiry.
     pub storage: StoragePolicy,
@@ -181,6 +182,8 @@ struct Group {
     heard: HashMap<NodeId, Instant>,
     /// While leading: since when each peer has waited for a snapshot.
     snapshot_waits: HashMap<NodeId, Instant>,
+    /// An offsets partition: applied since its last snapshot.
+    since_snapshot: SinceSnapshot,
 }
 
 impl Group {
@@ -236,9 +239,16 @@ pub enum LoopError {
     },
     #[error("partition group {group}: cannot save its state: {source:#}")]
     PartitionState { group: u64, source: anyhow::Error },
+    #[error("offsets partition group {group}: snapshot at {index}: {source}")]
+    UndecodableGroupSnapshot {
+        group: u64,
+        index: u64,
+        source: crate::coordinator::record::DecodeError,
+    },
 }
 
-/// Applied since the metadata group's last snapshot.
+/// Applied since a group's last snapshot (the metadata group's, an offsets
+/// partition's).
 #[derive(Debug, Default)]
 struct SinceSnapshot {
     entries: u64,
@@ -381,7 +391,17 @@ impl RaftLoop {
         let storage = self.io.store.group(id);
         let fresh = storage.initialize(voters)?;
         let mut applied = applied;
-        if id != METADATA_GROUP {
+        if id != METADATA_GROUP && self.is_offsets_partition(id) {
+            // An offsets partition resumes from its latest snapshot (saved
+            // or received): its groups as of there, then the log after it.
+            // Its snapshots are group stores, never partition checkpoints.
+            applied = self.offsets_partition_start(id, &storage)?;
+            self.shared
+                .logs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, PartitionLog::default());
+        } else if id != METADATA_GROUP {
             // A partition resumes from its latest checkpoint or received
             // snapshot, whichever is further: only the entries after replay.
             let log =
@@ -424,12 +444,43 @@ impl RaftLoop {
                 isr_mark: 0,
                 heard: HashMap::new(),
                 snapshot_waits: HashMap::new(),
+                since_snapshot: SinceSnapshot::default(),
             },
         );
         for envelope in self.early.take(id) {
             self.step(envelope);
         }
         Ok(fresh)
+    }
+
+    /// Restores an offsets partition's group store from its stored
+    /// snapshot, if any; returns the index the store holds everything up to
+    /// (0 without a snapshot: the whole log replays).
+    fn offsets_partition_start(
+        &mut self,
+        id: u64,
+        storage: &crate::raft::storage::GroupStorage,
+    ) -> anyhow::Result<u64> {
+        let Some(snapshot) = storage.stored_snapshot() else {
+            return Ok(0);
+        };
+        let index = snapshot.get_metadata().index;
+        let store = crate::coordinator::store::GroupStore::decode_snapshot(&snapshot.data)
+            .map_err(|e| {
+                anyhow::anyhow!("offsets partition group {id}: snapshot at {index}: {e}")
+            })?;
+        tracing::info!(
+            group = id,
+            index,
+            groups = store.len(),
+            "offsets partition restored from its snapshot; replaying the log after it"
+        );
+        self.shared
+            .coordinators
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, store);
+        Ok(index)
     }
 
     fn close_group(&mut self, id: u64) {
@@ -911,14 +962,44 @@ impl RaftLoop {
         }
         self.io.transport.send(outgoing);
         self.maybe_snapshot_metadata();
+        self.snapshot_offsets_partitions();
         self.compact_partitions();
         self.checkpoint_partitions();
     }
 
     /// A snapshot from the leader replaced a group's log: its state machine
-    /// takes the snapshot's state. Only the metadata group saves snapshots.
+    /// takes the snapshot's state (the metadata, an offsets partition's
+    /// groups, a partition's state at its retention point).
     fn restore(&mut self, id: u64, snapshot: &raft::prelude::Snapshot) {
         let index = snapshot.get_metadata().index;
+        if id != METADATA_GROUP && self.is_offsets_partition(id) {
+            match crate::coordinator::store::GroupStore::decode_snapshot(&snapshot.data) {
+                Ok(store) => {
+                    tracing::info!(
+                        group = id,
+                        index,
+                        groups = store.len(),
+                        "offsets partition restored from the leader's snapshot"
+                    );
+                    self.shared
+                        .coordinators
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, store);
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.since_snapshot = SinceSnapshot::default();
+                    }
+                }
+                Err(source) => {
+                    self.failed = Some(LoopError::UndecodableGroupSnapshot {
+                        group: id,
+                        index,
+                        source,
+                    })
+                }
+            }
+            return;
+        }
         if id != METADATA_GROUP {
             match crate::partition_log::decode_checkpoint(&snapshot.data) {
                 Ok(state) => {
@@ -1010,6 +1091,67 @@ impl RaftLoop {
                 self.since_snapshot = SinceSnapshot::default();
             }
             Err(e) => self.failed = Some(LoopError::Snapshot(e)),
+        }
+    }
+
+    /// Snapshots each offsets partition whose applied entries or bytes since
+    /// its last snapshot reach the policy's (the metadata group's), and
+    /// compacts its log behind it, keeping `keep_entries` entries. Every
+    /// replica does so on its own, as for the metadata group.
+    fn snapshot_offsets_partitions(&mut self) {
+        let policy = self.settings.snapshots;
+        let due: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.since_snapshot.entries >= policy.every_entries
+                    || g.since_snapshot.bytes >= policy.every_bytes
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let raft = &group.raw.raft;
+            let index = raft.raft_log.applied;
+            let Ok(term) = raft.raft_log.term(index) else {
+                continue;
+            };
+            let mut snapshot = raft::prelude::Snapshot::default();
+            snapshot.mut_metadata().index = index;
+            snapshot.mut_metadata().term = term;
+            snapshot
+                .mut_metadata()
+                .set_conf_state(raft.prs().conf().to_conf_state());
+            snapshot.data = self
+                .shared
+                .coordinators
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .map_or_else(
+                    || crate::coordinator::store::GroupStore::default().encode_snapshot(),
+                    crate::coordinator::store::GroupStore::encode_snapshot,
+                )
+                .into();
+            let compact_to = index.saturating_sub(policy.keep_entries);
+            match self.io.store.save_snapshot(id, &snapshot, compact_to) {
+                Ok(()) => {
+                    tracing::debug!(
+                        group = id,
+                        index,
+                        compact_to,
+                        bytes = snapshot.data.len(),
+                        "offsets partition snapshot saved"
+                    );
+                    group.since_snapshot = SinceSnapshot::default();
+                }
+                Err(source) => {
+                    self.failed = Some(LoopError::PartitionState { group: id, source });
+                    return;
+                }
+            }
         }
     }
 
@@ -1221,6 +1363,10 @@ impl RaftLoop {
                     self.sweep_orphan_groups();
                 }
             } else if self.is_offsets_partition(group_id) {
+                if let Some(group) = self.groups.get_mut(&group_id) {
+                    group.since_snapshot.entries += 1;
+                    group.since_snapshot.bytes += entry.data.len() as u64;
+                }
                 if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                     self.apply_group_record(group_id, &entry);
                 }
@@ -1503,6 +1649,14 @@ impl RaftLoop {
         group.seen = now;
         crate::metrics::raft().role_changed(old.role, now.role);
         let serving = group.serving;
+        let log = {
+            let log = &group.raw.raft.raft_log;
+            LogStatus {
+                first_index: log.first_index(),
+                last_index: log.last_index(),
+                applied: log.applied,
+            }
+        };
         let partition = self
             .shared
             .metadata
@@ -1523,6 +1677,7 @@ impl RaftLoop {
                     leader: now.leader,
                     term,
                     serving,
+                    log,
                 },
             );
         let Some((partition, replicas)) = partition else {

@@ -53,6 +53,9 @@ pub struct ReplicaStatus {
     pub term: u64,
     /// Leader with an entry of its own term committed: may serve.
     pub serving: bool,
+    /// Where the replica's Raft log stands (snapshots and retention
+    /// compact it).
+    pub log: LogStatus,
 }
 
 /// Which nodes this node hears from: every node sends every other a small
@@ -108,7 +111,7 @@ impl Liveness {
     }
 }
 
-/// Where the metadata group's log stands on this node (operators see it in
+/// Where a group's Raft log stands on this node (operators see it in
 /// `status`; it shows snapshots and compaction at work).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogStatus {

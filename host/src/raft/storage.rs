@@ -337,6 +337,15 @@ impl LogStore {
         let storage = self.group(group_id);
         let mut batch = LogBatch::default();
         batch.put_message(group_id, KEY_SNAPSHOT.to_vec(), snapshot)?;
+        // What a snapshot holds is applied, so committed: a commit index
+        // raft-rs reported only in a LightReady (not persisted) is saved
+        // here, or a restart would find the snapshot (and the log's start)
+        // past the stored commit, which raft-rs refuses.
+        let mut hs = storage.hard_state();
+        if hs.commit < index {
+            hs.commit = index;
+            batch.put_message(group_id, KEY_HARD_STATE.to_vec(), &hs)?;
+        }
         if let Some(state) = state {
             batch.put(group_id, KEY_STATE.to_vec(), state)?;
         }
@@ -1155,6 +1164,19 @@ mod tests {
                 9,
                 &(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(),
             );
+            // The stored commit lags what was applied (raft-rs reports a
+            // leader's commit after its own persist only in a LightReady).
+            let mut batch = WriteBatch::default();
+            batch.hard_state(
+                9,
+                &HardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 3,
+                    ..HardState::default()
+                },
+            );
+            store.write(batch).unwrap();
             // Snapshot at 8, compacting to 5: entries 6..=10 stay.
             store
                 .save_snapshot(9, &snapshot_at(8, 2, b"state at 8"), 5)
@@ -1163,6 +1185,12 @@ mod tests {
         }
         let store = LogStore::open(dir.path()).unwrap();
         let g = store.group(9);
+        let hs = g.hard_state();
+        assert_eq!(
+            (hs.term, hs.vote, hs.commit),
+            (2, 1, 8),
+            "the snapshot's index is committed"
+        );
         assert_eq!(g.first_index().unwrap(), 6);
         assert_eq!(g.term(5).unwrap(), 2);
         assert_eq!(
