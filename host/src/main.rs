@@ -15,12 +15,11 @@ use std::time::Duration;
 
 mod plugin_ops;
 
-/// jemalloc, not glibc's malloc: produce traffic allocates and frees
-/// batches of up to a MiB on many threads, and glibc kept what was freed
-/// (2 GiB produced left 450-510 MiB resident per node, of which about 60
-/// was live; docs/storage.md has the figures). jemalloc hands freed pages
-/// back within a second, from a background thread (options set where it is
-/// built: `.cargo/config.toml`).
+/// With `--features jemalloc`: jemalloc instead of glibc's malloc, handing
+/// freed pages back within a second from a background thread (options in
+/// `.cargo/config.toml`). Not the default: since Raft rounds are written in
+/// pieces of 1 MiB, glibc stays as far under the memory target, and
+/// jemalloc cost a sixth of RF3 produce throughput (docs/storage.md).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The broker's allocator compared in one run: RF3 produce throughput
-# (tests/kafka/bench_produce.py) with the shipped build (jemalloc) and the
-# comparison build (`--no-default-features`: glibc's malloc), alternating
+# (tests/kafka/bench_produce.py) with the shipped build (glibc's malloc) and
+# the comparison build (`--features jemalloc`), alternating
 # binaries round by round so neither always runs on the warmer machine.
 # Extra variants are a label and environment settings for a binary, e.g.
 #   VARIANTS="glibc-arena2:glibc:MALLOC_ARENA_MAX=2" scripts/measure/allocators.sh
@@ -14,9 +14,9 @@ out=target/allocators
 mkdir -p "$out"
 # NO_BUILD=1 measures the binaries built by an earlier run.
 if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p leaderhook --bin leaderhook
+    cargo build --release -p leaderhook --bin leaderhook --features jemalloc
     cp target/release/leaderhook "$out/leaderhook-jemalloc"
-    cargo build --release -p leaderhook --bin leaderhook --no-default-features
+    cargo build --release -p leaderhook --bin leaderhook
     cp target/release/leaderhook "$out/leaderhook-glibc"
     # Leave target/release/leaderhook as shipped.
     cargo build --release -p leaderhook --bin leaderhook
