@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from conftest import Cluster, wait_until
 from test_idempotence import restart_all
-from test_negative_control import cli, raft_leader
+from conftest import cli, raft_leader
 from test_storage import create, transfer
 
 EVERY, KEEP = 20, 5

@@ -9,7 +9,7 @@ import time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from test_negative_control import cli, raft_leader, wait_until
+from conftest import cli, raft_leader, wait_until
 
 TOPIC = "reborn"
 
@@ -35,17 +35,18 @@ def produce_one(bootstrap, value):
 def test_a_recreated_topic_serves_within_seconds(cluster):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     create(admin)
-    wait_until("a leader", lambda: leader_and_epoch(admin)[0] > 0)
+    wait_until("a leader", lambda: leader_and_epoch(admin)[0] > 0, timeout=30)
     # Several transfers: the old topic's terms climb.
     for _ in range(4):
         leader = raft_leader(cluster, f"{TOPIC}-0")
         target = leader % 3 + 1
         cli(cluster, "partitions", "transfer", f"{TOPIC}-0", "--to", str(target))
-        wait_until(f"led by {target}", lambda: raft_leader(cluster, f"{TOPIC}-0") == target)
+        wait_until(f"led by {target}", lambda: raft_leader(cluster, f"{TOPIC}-0") == target,
+                   timeout=30)
     assert produce_one(cluster.bootstrap, b"old") == 0
 
     cli(cluster, "topics", "delete", TOPIC)
-    wait_until("deleted", lambda: TOPIC not in admin.list_topics(timeout=10).topics)
+    wait_until("deleted", lambda: TOPIC not in admin.list_topics(timeout=10).topics, timeout=30)
     create(admin)
     started = time.monotonic()
     wait_until(

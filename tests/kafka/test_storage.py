@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import Cluster
 from test_clients import TOPIC
 from test_idempotence import allocate, idempotent_batch, produce as produce_raw, restart_all
-from test_negative_control import cli, raft_leader, wait_until
+from conftest import cli, raft_leader, wait_until
 
 # Small files and quick purges, so reclaimed disk shows within a test.
 STORAGE = {
