@@ -11,6 +11,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 # function fails here). Reuses clippy's dependency metadata: only the
 # workspace's own crates are documented (about 25-45 s on a warm target).
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
+# The dependency policy (deny.toml): banned crates, licences, sources.
+# Advisories are not checked here: that needs the RustSec database from
+# GitHub, which CI cannot reach (README "Dependency checks"). Built without
+# its default features (the database fetching): about 3.5 minutes.
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install cargo-deny --locked --version 0.20.2 --no-default-features
+fi
+cargo deny check bans licenses sources
 # host/tests/operations.rs reads the topic sink back with kcat.
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update && apt-get install -y kcat
