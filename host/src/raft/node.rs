@@ -283,6 +283,9 @@ pub struct RaftLoop {
     /// Retention decided (applied this round): (group, Raft index, new log
     /// start offset), compacted after the round.
     compactions: Vec<(u64, u64, i64)>,
+    /// Offsets partitions whose applied entries reached the snapshot
+    /// policy this round (so no round scans every group for them).
+    offsets_snapshots_due: std::collections::BTreeSet<u64>,
     /// The first error that ends the loop.
     failed: Option<LoopError>,
     logger: slog::Logger,
@@ -339,6 +342,7 @@ impl RaftLoop {
             replayed: applied >= replay_until,
             since_snapshot: SinceSnapshot::default(),
             compactions: Vec::new(),
+            offsets_snapshots_due: Default::default(),
             failed: None,
             logger,
             stop,
@@ -1057,24 +1061,16 @@ impl RaftLoop {
         let Some(group) = self.groups.get(&METADATA_GROUP) else {
             return;
         };
-        let raft = &group.raw.raft;
-        let index = raft.raft_log.applied;
-        let Ok(term) = raft.raft_log.term(index) else {
-            return;
-        };
-        let mut snapshot = raft::prelude::Snapshot::default();
-        snapshot.mut_metadata().index = index;
-        snapshot.mut_metadata().term = term;
-        snapshot
-            .mut_metadata()
-            .set_conf_state(raft.prs().conf().to_conf_state());
-        snapshot.data = self
+        let data = self
             .shared
             .metadata
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .encode_snapshot()
-            .into();
+            .encode_snapshot();
+        let Some(snapshot) = snapshot_at_applied(group, data) else {
+            return;
+        };
+        let index = snapshot.get_metadata().index;
         let compact_to = index.saturating_sub(policy.keep_entries);
         match self
             .io
@@ -1100,31 +1096,11 @@ impl RaftLoop {
     /// replica does so on its own, as for the metadata group.
     fn snapshot_offsets_partitions(&mut self) {
         let policy = self.settings.snapshots;
-        let due: Vec<u64> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| {
-                g.since_snapshot.entries >= policy.every_entries
-                    || g.since_snapshot.bytes >= policy.every_bytes
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
+        for id in std::mem::take(&mut self.offsets_snapshots_due) {
             let Some(group) = self.groups.get_mut(&id) else {
                 continue;
             };
-            let raft = &group.raw.raft;
-            let index = raft.raft_log.applied;
-            let Ok(term) = raft.raft_log.term(index) else {
-                continue;
-            };
-            let mut snapshot = raft::prelude::Snapshot::default();
-            snapshot.mut_metadata().index = index;
-            snapshot.mut_metadata().term = term;
-            snapshot
-                .mut_metadata()
-                .set_conf_state(raft.prs().conf().to_conf_state());
-            snapshot.data = self
+            let data = self
                 .shared
                 .coordinators
                 .read()
@@ -1133,8 +1109,11 @@ impl RaftLoop {
                 .map_or_else(
                     || crate::coordinator::store::GroupStore::default().encode_snapshot(),
                     crate::coordinator::store::GroupStore::encode_snapshot,
-                )
-                .into();
+                );
+            let Some(snapshot) = snapshot_at_applied(group, data) else {
+                continue;
+            };
+            let index = snapshot.get_metadata().index;
             let compact_to = index.saturating_sub(policy.keep_entries);
             match self.io.store.save_snapshot(id, &snapshot, compact_to) {
                 Ok(()) => {
@@ -1366,6 +1345,12 @@ impl RaftLoop {
                 if let Some(group) = self.groups.get_mut(&group_id) {
                     group.since_snapshot.entries += 1;
                     group.since_snapshot.bytes += entry.data.len() as u64;
+                    let policy = self.settings.snapshots;
+                    if group.since_snapshot.entries >= policy.every_entries
+                        || group.since_snapshot.bytes >= policy.every_bytes
+                    {
+                        self.offsets_snapshots_due.insert(group_id);
+                    }
                 }
                 if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                     self.apply_group_record(group_id, &entry);
@@ -1982,6 +1967,22 @@ fn snapshot_pending(raw: &RawNode<crate::raft::storage::GroupStorage>, peer: Nod
         .prs()
         .get(peer)
         .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot)
+}
+
+/// A snapshot of `group`'s state machine at its applied index, holding
+/// `data` (None if that entry's term is no longer known).
+fn snapshot_at_applied(group: &Group, data: Vec<u8>) -> Option<raft::prelude::Snapshot> {
+    let raft = &group.raw.raft;
+    let index = raft.raft_log.applied;
+    let term = raft.raft_log.term(index).ok()?;
+    let mut snapshot = raft::prelude::Snapshot::default();
+    snapshot.mut_metadata().index = index;
+    snapshot.mut_metadata().term = term;
+    snapshot
+        .mut_metadata()
+        .set_conf_state(raft.prs().conf().to_conf_state());
+    snapshot.data = data.into();
+    Some(snapshot)
 }
 
 #[cfg(test)]
