@@ -160,6 +160,33 @@ def wait_committed(bootstrap, topic, group, timeout=30):
         time.sleep(0.5)
 
 
+def wait_assigned(bootstrap, group, members, timeout=60):
+    """Waits until the group is Stable with `members` members, each holding
+    at least one partition, as DescribeGroups tells it; returns
+    {member id: sorted partitions}. Members start as separate processes, so
+    one may join a generation later than another: producing before this
+    lets the first member consume everything alone."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            d = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
+            seen = (d.state, {m.member_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+                              for m in d.members})
+            if (d.state == ConsumerGroupState.STABLE and len(seen[1]) == members
+                    and all(seen[1].values())):
+                return seen[1]
+        except Exception as e:  # noqa: BLE001 - not coordinated yet
+            seen = repr(e)
+        assert time.monotonic() < deadline, (
+            f"group {group}: not Stable with {members} members each assigned "
+            f"within {timeout}s; last seen {seen}")
+        time.sleep(0.5)
+
+
 def have_node_deps():
     return (HERE / "js" / "node_modules" / "kafkajs").exists()
 
@@ -176,5 +203,5 @@ def env_ok(client):
 
 __all__ = [
     "CLIENTS", "Member", "SESSION_S", "committed", "consumed", "create_topic", "end_offsets",
-    "env_ok", "produce", "wait_committed", "wait_consumed", "os",
+    "env_ok", "produce", "wait_assigned", "wait_committed", "wait_consumed", "os",
 ]

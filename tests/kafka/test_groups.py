@@ -22,7 +22,7 @@ import pytest
 from conftest import Cluster, wait_until
 from groups import (
     CLIENTS, SESSION_S, Member, committed, consumed, create_topic, env_ok, produce,
-    wait_committed, wait_consumed,
+    wait_assigned, wait_committed, wait_consumed,
 )
 
 # A new group waits this long for more members before its first rebalance.
@@ -52,7 +52,8 @@ def test_group_consumes_exactly_once_then_survives_join_leave_and_kill(group_clu
     create_topic(c.bootstrap, topic)
     members = [Member(client, c.bootstrap, topic, group) for _ in range(2)]
     try:
-        # Stable membership: exactly once.
+        # Stable membership: exactly once, once both members hold partitions.
+        wait_assigned(c.bootstrap, group, 2)
         first = batch("stable")
         produce(c.bootstrap, topic, first)
         wait_consumed(members, first, 60, "stable")
