@@ -90,7 +90,7 @@ pub use dispatch::{
 };
 pub use engine::HookEngine;
 pub use fence::PartitionView;
-pub use load::{LoadError, PluginSource};
+pub use load::{LoadError, MAX_PLUGIN_BYTES, PluginSource};
 pub use memory::MemoryCluster;
 pub use queue::PartitionKey;
 pub use state::LogTap;

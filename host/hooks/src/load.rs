@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use wasmtime::component::Component;
 
+/// Plugin files larger than this are refused unread: the largest plugin
+/// built here (Python, with its interpreter) is about 19 MB.
+pub const MAX_PLUGIN_BYTES: u64 = 128 << 20;
+
 /// A plugin's bytes and where they came from (a path or `builtin:<name>`).
 #[derive(Clone)]
 pub struct PluginSource {
@@ -25,6 +29,13 @@ pub enum LoadError {
         origin: String,
         source: std::io::Error,
     },
+    #[error(
+        "{origin}: is not a regular file (a plugin is read from a file, not a device, \
+         pipe or directory)"
+    )]
+    NotAFile { origin: String },
+    #[error("{origin}: plugin file is larger than {MAX_PLUGIN_BYTES} bytes")]
+    TooLarge { origin: String },
     #[error("{origin}: no builtin plugin named `{name}` (builtins: {known})")]
     UnknownBuiltin {
         origin: String,
@@ -113,17 +124,38 @@ impl PluginSource {
             })?;
             return Ok(Self::from_bytes(path, *bytes));
         }
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Self::from_bytes(path, bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::NotFound {
-                origin: path.to_owned(),
-            }),
-            Err(source) => Err(LoadError::Read {
-                origin: path.to_owned(),
-                source,
-            }),
-        }
+        read_bounded(path).map(|bytes| Self::from_bytes(path, bytes))
     }
+}
+
+/// The file's bytes, refusing anything but a regular file (opening a pipe
+/// would block, reading a device might never end) and anything above
+/// [`MAX_PLUGIN_BYTES`], including a file that grows while it is read.
+fn read_bounded(path: &str) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let origin = || path.to_owned();
+    let failed = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound { origin: origin() },
+        _ => LoadError::Read {
+            origin: origin(),
+            source,
+        },
+    };
+    let meta = std::fs::metadata(path).map_err(failed)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile { origin: origin() });
+    }
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(LoadError::TooLarge { origin: origin() });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(LoadError::TooLarge { origin: origin() });
+    }
+    Ok(bytes)
 }
 
 /// "leaderhook:plugin@0.1.x and leaderhook:plugin@0.2.x": every line.

@@ -35,6 +35,39 @@ fn missing_file() {
 }
 
 #[test]
+fn a_directory_or_a_device_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_string_lossy().into_owned();
+    assert_eq!(
+        load_error(&path),
+        format!(
+            "{path}: is not a regular file (a plugin is read from a file, not a device, pipe \
+             or directory)"
+        )
+    );
+    // Reading /dev/zero would never end.
+    assert!(load_error("/dev/zero").starts_with("/dev/zero: is not a regular file"));
+}
+
+#[test]
+fn a_plugin_file_above_the_limit_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.wasm");
+    // Sparse: no disk used, but its length is past the limit.
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(leaderhook_hooks::MAX_PLUGIN_BYTES + 1)
+        .unwrap();
+    let path = path.to_string_lossy().into_owned();
+    assert_eq!(
+        load_error(&path),
+        format!(
+            "{path}: plugin file is larger than {} bytes",
+            leaderhook_hooks::MAX_PLUGIN_BYTES
+        )
+    );
+}
+
+#[test]
 fn garbage_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "garbage.wasm", b"#!/bin/sh\necho not wasm\n");
