@@ -24,7 +24,7 @@
 //! [transport]                          # the Raft port
 //! max_connections = 64                 # inbound connections; more are accepted and closed
 //! peer_queue_bytes = 67108864          # messages queued per peer (encoded + in-memory size)
-//! inbox_bytes = 33554432               # received entry bytes waiting for the Raft loop
+//! inbox_bytes = 33554432               # received entry bytes waiting for the Raft loop (and the most one round takes)
 //! [admin]
 //! max_connections = 16                 # more are told "busy" and closed
 //! [testing]

@@ -41,6 +41,10 @@ pub struct RaftMetrics {
     pub elections_won: IntCounter,
     pub leadership_changes: IntCounter,
     pub resync_redeliveries: IntCounter,
+    /// Entry and snapshot bytes from peers one loop round took: a round
+    /// stops taking once it holds the inbox budget, so it stays under twice
+    /// that.
+    pub round_inbound_bytes: prometheus::Histogram,
 }
 
 impl RaftMetrics {
@@ -96,6 +100,17 @@ pub fn raft() -> &'static RaftMetrics {
             "leaderhook_resync_redeliveries_total",
             "Leaderships re-delivered by the resync because the stored assignment did not show \
              them.",
+        ),
+        round_inbound_bytes: register(
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "leaderhook_raft_round_inbound_bytes",
+                    "Entry and snapshot bytes received from peers that one Raft loop round took \
+                     (under twice transport.inbox_bytes).",
+                )
+                .buckets(prometheus::exponential_buckets(65536.0, 2.0, 12).expect("valid buckets")),
+            )
+            .expect("valid metric"),
         ),
     })
 }

@@ -62,14 +62,15 @@ def raft_leader(cluster, partition):
 
 class Cluster:
     def __init__(self, nodes=3, plugins=True, raft=None, kafka=None, storage=None, groups=None,
-                 dispatch=None):
+                 dispatch=None, transport=None):
         """`raft`: values for keys of the `[raft]` table cluster init writes;
         `storage`: settings for every node's [storage] table;
         `kafka`: settings for every node's [kafka] table (see
         host/src/config.rs KafkaConfig), e.g. {"max_connections": 5};
         `groups`: every node's [groups] table (coordinator::GroupsConfig);
         `dispatch`: every node's [dispatch] table (e.g. the safety net off:
-        {"fail_to_default": "false"})."""
+        {"fail_to_default": "false"}); `transport`: every node's [transport]
+        table (e.g. {"inbox_bytes": 1048576})."""
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="leaderhook-kafka-"))
         subprocess.run(
             [BIN, "cluster", "init", "--nodes", str(nodes), "--dir", str(self.dir)],
@@ -87,7 +88,7 @@ class Cluster:
                 text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
                 assert found == 1, f"no [raft] key {key} in {path}"
             for table, settings in (("kafka", kafka), ("storage", storage), ("groups", groups),
-                                    ("dispatch", dispatch)):
+                                    ("dispatch", dispatch), ("transport", transport)):
                 if settings:
                     text += f"\n[{table}]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
             path.write_text(text)

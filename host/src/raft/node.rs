@@ -531,16 +531,24 @@ impl RaftLoop {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .started = Instant::now();
+        let mut round = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             let next_campaign = self.campaigns.iter().map(|(at, _, _)| *at).min();
             let wake_at = next_campaign.map_or(next_tick, |at| at.min(next_tick));
             let wait = wake_at.saturating_duration_since(Instant::now());
             match self.io.inbox.recv_timeout(wait) {
-                Ok(envelope) => {
-                    self.io.transport.release_inbound(&envelope);
-                    self.step(envelope);
-                    while let Ok(envelope) = self.io.inbox.try_recv() {
-                        self.io.transport.release_inbound(&envelope);
+                Ok(first) => {
+                    let taken = take_round(
+                        first,
+                        self.io.transport.inbox_budget(),
+                        || self.io.inbox.try_recv().ok(),
+                        |envelope| self.io.transport.release_inbound(envelope),
+                        &mut round,
+                    );
+                    crate::metrics::raft()
+                        .round_inbound_bytes
+                        .observe(taken as f64);
+                    for envelope in round.drain(..) {
                         self.step(envelope);
                     }
                 }
@@ -1928,6 +1936,31 @@ impl EarlyMessages {
     }
 }
 
+/// Takes one round's envelopes into `round`: `first`, then more while the
+/// inbox has any and the round holds less than `budget` payload bytes
+/// (`release` gives each envelope's bytes back to the inbox and returns
+/// them). Readers refill the inbox while the loop drains it, and what a
+/// round took stays in memory until the round's write: without the budget
+/// busy followers took 100 MiB rounds. A round stays under twice `budget`
+/// (no envelope costs more than it); what is left waits for the next one.
+/// Returns the bytes taken.
+fn take_round(
+    first: Envelope,
+    budget: usize,
+    mut next: impl FnMut() -> Option<Envelope>,
+    release: impl Fn(&Envelope) -> usize,
+    round: &mut Vec<Envelope>,
+) -> usize {
+    let mut taken = release(&first);
+    round.push(first);
+    while taken < budget {
+        let Some(envelope) = next() else { break };
+        taken += release(&envelope);
+        round.push(envelope);
+    }
+    taken
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -2082,6 +2115,40 @@ mod tests {
                 "{replicas:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_round_stops_taking_once_it_holds_the_budget() {
+        let envelope = |bytes: usize| {
+            let mut message = raft::prelude::Message::default();
+            let entry = raft::prelude::Entry {
+                data: vec![0u8; bytes].into(),
+                ..Default::default()
+            };
+            message.set_entries(vec![entry].into());
+            Envelope { group: 2, message }
+        };
+        let cost = |e: &Envelope| crate::raft::transport::inbox::payload_bytes(e);
+        // Readers refill as fast as the loop takes: an endless inbox.
+        let mut round = Vec::new();
+        let taken = take_round(
+            envelope(300),
+            1000,
+            || Some(envelope(300)),
+            cost,
+            &mut round,
+        );
+        assert_eq!((taken, round.len()), (1200, 4));
+        // An inbox that empties first ends the round; heartbeats cost
+        // nothing and never end one.
+        round.clear();
+        let mut left = vec![envelope(0), envelope(0), envelope(100)];
+        let taken = take_round(envelope(0), 1000, || left.pop(), cost, &mut round);
+        assert_eq!((taken, round.len()), (100, 4));
+        // An envelope that costs the whole budget is a round of its own.
+        round.clear();
+        let taken = take_round(envelope(1000), 1000, || Some(envelope(1)), cost, &mut round);
+        assert_eq!((taken, round.len()), (1000, 1));
     }
 
     #[test]

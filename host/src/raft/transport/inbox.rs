@@ -43,13 +43,20 @@ impl InboxBytes {
         payload_bytes(envelope).min(self.max) as u32
     }
 
-    /// Gives back the room `envelope` took; the Raft loop calls it for every envelope it
-    /// receives (envelopes that were never reserved, such as wake-ups, cost nothing).
-    pub fn release(&self, envelope: &Envelope) {
-        let cost = self.cost(envelope);
+    /// Gives back the room `envelope` took and returns it; the Raft loop calls it for every
+    /// envelope it receives (envelopes that were never reserved, such as wake-ups, cost
+    /// nothing).
+    pub fn release(&self, envelope: &Envelope) -> usize {
+        let cost = self.cost(envelope) as usize;
         if cost > 0 {
-            self.permits.add_permits(cost as usize);
+            self.permits.add_permits(cost);
         }
+        cost
+    }
+
+    /// The whole budget.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Bytes held now.

@@ -436,10 +436,15 @@ impl Transport {
             .is_ok()
     }
 
-    /// Gives back the inbox room a received envelope held: the Raft loop calls this for
-    /// every envelope it takes from the inbox.
-    pub fn release_inbound(&self, envelope: &Envelope) {
-        self.inner.inbox.release(envelope);
+    /// Gives back the inbox room a received envelope held and returns it: the Raft loop
+    /// calls this for every envelope it takes from the inbox.
+    pub fn release_inbound(&self, envelope: &Envelope) -> usize {
+        self.inner.inbox.release(envelope)
+    }
+
+    /// The inbox's budget in payload bytes ([`TransportSettings::inbox_bytes`]).
+    pub fn inbox_budget(&self) -> usize {
+        self.inner.inbox.max()
     }
 
     /// A snapshot of the counters.
