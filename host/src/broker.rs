@@ -17,9 +17,6 @@ use leaderhook_hooks::{Capabilities, HookRuntime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Envelopes waiting for the Raft loop before the transport drops them.
-const INBOX: usize = 65_536;
-
 /// Runs the node of config file `file`; SIGHUP and `plugin apply` re-read
 /// it (see [`crate::admin`]).
 pub fn run_file(file: &std::path::Path) -> anyhow::Result<()> {
@@ -44,7 +41,7 @@ fn start(config: NodeConfig, config_file: Option<std::path::PathBuf>) -> anyhow:
     )
     .with_context(|| format!("opening the Raft log in {}", config.data_dir.display()))?;
 
-    let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX);
+    let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(crate::raft::transport::INBOX_CAPACITY);
     let transport = Transport::start(
         TransportSettings::from_config(&config)?,
         inbox_tx.clone(),

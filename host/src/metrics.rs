@@ -768,18 +768,7 @@ mod tests {
     use std::io::{Read, Write};
 
     fn get(addr: std::net::SocketAddr) -> String {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut page = String::new();
-        stream.take(1 << 20).read_to_string(&mut page).unwrap();
-        page
+        get_path(addr, "/metrics").unwrap()
     }
 
     /// Clients that connect and send nothing fill every slot; a scrape

@@ -473,18 +473,30 @@ impl RaftLoop {
             .map_err(|e| {
                 anyhow::anyhow!("offsets partition group {id}: snapshot at {index}: {e}")
             })?;
+        self.install_group_store(id, index, store, "its snapshot");
+        Ok(index)
+    }
+
+    /// An offsets partition's group store, restored from a snapshot taken
+    /// at `index`, becomes the one its coordinator serves.
+    fn install_group_store(
+        &self,
+        id: u64,
+        index: u64,
+        store: crate::coordinator::store::GroupStore,
+        from: &str,
+    ) {
         tracing::info!(
             group = id,
             index,
             groups = store.len(),
-            "offsets partition restored from its snapshot; replaying the log after it"
+            "offsets partition restored from {from}"
         );
         self.shared
             .coordinators
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, store);
-        Ok(index)
     }
 
     fn close_group(&mut self, id: u64) {
@@ -538,9 +550,13 @@ impl RaftLoop {
             let wait = wake_at.saturating_duration_since(Instant::now());
             match self.io.inbox.recv_timeout(wait) {
                 Ok(first) => {
+                    let limit = RoundLimit {
+                        bytes: self.io.transport.inbox_budget(),
+                        envelopes: transport::INBOX_CAPACITY,
+                    };
                     let taken = take_round(
                         first,
-                        self.io.transport.inbox_budget(),
+                        limit,
                         || self.io.inbox.try_recv().ok(),
                         |envelope| self.io.transport.release_inbound(envelope),
                         &mut round,
@@ -987,17 +1003,7 @@ impl RaftLoop {
         if id != METADATA_GROUP && self.is_offsets_partition(id) {
             match crate::coordinator::store::GroupStore::decode_snapshot(&snapshot.data) {
                 Ok(store) => {
-                    tracing::info!(
-                        group = id,
-                        index,
-                        groups = store.len(),
-                        "offsets partition restored from the leader's snapshot"
-                    );
-                    self.shared
-                        .coordinators
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id, store);
+                    self.install_group_store(id, index, store, "the leader's snapshot");
                     if let Some(group) = self.groups.get_mut(&id) {
                         group.since_snapshot = SinceSnapshot::default();
                     }
@@ -1936,24 +1942,33 @@ impl EarlyMessages {
     }
 }
 
+/// What one round of the Raft loop takes from the inbox at most: one
+/// inbox's worth.
+#[derive(Debug, Clone, Copy)]
+struct RoundLimit {
+    /// Payload bytes: a round stops taking once it holds this many, so it
+    /// stays under twice it (no envelope costs more).
+    bytes: usize,
+    /// Envelopes, for those that cost no bytes (heartbeats, votes).
+    envelopes: usize,
+}
+
 /// Takes one round's envelopes into `round`: `first`, then more while the
-/// inbox has any and the round holds less than `budget` payload bytes
-/// (`release` gives each envelope's bytes back to the inbox and returns
-/// them). Readers refill the inbox while the loop drains it, and what a
-/// round took stays in memory until the round's write: without the budget
-/// busy followers took 100 MiB rounds. A round stays under twice `budget`
-/// (no envelope costs more than it); what is left waits for the next one.
-/// Returns the bytes taken.
+/// inbox has any and the round is within `limit` (`release` gives each
+/// envelope's bytes back to the inbox and returns them). Readers refill the
+/// inbox while the loop drains it, and what a round took stays in memory
+/// until the round's write: without the limit busy followers took 100 MiB
+/// rounds. What is left waits for the next round. Returns the bytes taken.
 fn take_round(
     first: Envelope,
-    budget: usize,
+    limit: RoundLimit,
     mut next: impl FnMut() -> Option<Envelope>,
     release: impl Fn(&Envelope) -> usize,
     round: &mut Vec<Envelope>,
 ) -> usize {
     let mut taken = release(&first);
     round.push(first);
-    while taken < budget {
+    while taken < limit.bytes && round.len() < limit.envelopes {
         let Some(envelope) = next() else { break };
         taken += release(&envelope);
         round.push(envelope);
@@ -2129,25 +2144,42 @@ mod tests {
             Envelope { group: 2, message }
         };
         let cost = |e: &Envelope| crate::raft::transport::inbox::payload_bytes(e);
-        // Readers refill as fast as the loop takes: an endless inbox.
+        let limit = RoundLimit {
+            bytes: 1000,
+            envelopes: 10,
+        };
+        // Readers refill as fast as the loop takes: an inbox of 1,000 more
+        // (finite, so a missing limit fails here instead of hanging).
+        let refilled = |bytes: usize| {
+            let mut more = 1000;
+            move || {
+                (more > 0).then(|| {
+                    more -= 1;
+                    envelope(bytes)
+                })
+            }
+        };
         let mut round = Vec::new();
-        let taken = take_round(
-            envelope(300),
-            1000,
-            || Some(envelope(300)),
-            cost,
-            &mut round,
-        );
+        let taken = take_round(envelope(300), limit, refilled(300), cost, &mut round);
         assert_eq!((taken, round.len()), (1200, 4));
-        // An inbox that empties first ends the round; heartbeats cost
-        // nothing and never end one.
+        // Envelopes that cost nothing (heartbeats) end a round by count.
+        round.clear();
+        let taken = take_round(envelope(0), limit, refilled(0), cost, &mut round);
+        assert_eq!((taken, round.len()), (0, 10));
+        // An inbox that empties first ends the round.
         round.clear();
         let mut left = vec![envelope(0), envelope(0), envelope(100)];
-        let taken = take_round(envelope(0), 1000, || left.pop(), cost, &mut round);
+        let taken = take_round(envelope(0), limit, || left.pop(), cost, &mut round);
         assert_eq!((taken, round.len()), (100, 4));
         // An envelope that costs the whole budget is a round of its own.
         round.clear();
-        let taken = take_round(envelope(1000), 1000, || Some(envelope(1)), cost, &mut round);
+        let taken = take_round(
+            envelope(1000),
+            limit,
+            || Some(envelope(1)),
+            cost,
+            &mut round,
+        );
         assert_eq!((taken, round.len()), (1000, 1));
     }
 

@@ -71,6 +71,9 @@ use crate::log_limit::LogLimiter;
 pub use reader::HANDSHAKE_TIMEOUT;
 pub use wire::{BATCH_SOFT_CAP, HANDSHAKE_LEN, MAGIC, MAX_FRAME_LEN, WIRE_VERSION};
 
+/// Envelopes waiting in the Raft loop's inbox before readers drop them (counted in
+/// `dropped_inbox_full`); also the most one round of the loop takes.
+pub const INBOX_CAPACITY: usize = 65_536;
 /// Envelopes queued per peer before [`Transport::send`] starts dropping (the byte bound,
 /// [`TransportSettings::peer_queue_bytes`], usually comes first).
 pub const PEER_QUEUE_CAPACITY: usize = 4096;
